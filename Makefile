@@ -1,0 +1,34 @@
+# Two commands do all the set-up: `make test` and (with the pipeline issue) `make run`.
+# Both install into .venv first; a second call skips what is already there.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast lint bench clean
+
+install: $(STAMP)
+
+# torch is installed first and pinned to the CPU build that lies on this machine's disk;
+# a looser spec would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) -m benchmarks.bench_load
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,84 @@
+"""modelcore: transformer model definitions with the Hugging Face checkpoint layout.
+
+Every public name is importable from the package itself (``from modelcore import AutoModel``);
+the submodules are imported on first use so that ``import modelcore`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_LAZY: dict[str, str] = {
+    "PretrainedConfig": "configuration_utils",
+    "PreTrainedModel": "modeling_utils",
+    "LlamaConfig": "models.llama.configuration_llama",
+    "LlamaModel": "models.llama.modeling_llama",
+    "LlamaForCausalLM": "models.llama.modeling_llama",
+    "LlamaForSequenceClassification": "models.llama.modeling_llama",
+    "BertConfig": "models.bert.configuration_bert",
+    "BertModel": "models.bert.modeling_bert",
+    "BertForSequenceClassification": "models.bert.modeling_bert",
+    "BertForMaskedLM": "models.bert.modeling_bert",
+    "BertForTokenClassification": "models.bert.modeling_bert",
+    "AutoConfig": "auto",
+    "AutoModel": "auto",
+    "AutoModelForCausalLM": "auto",
+    "AutoModelForSequenceClassification": "auto",
+    "AutoModelForMaskedLM": "auto",
+    "AutoModelForTokenClassification": "auto",
+    "AutoTokenizer": "auto",
+    "Tokenizer": "tokenization",
+    "BatchEncoding": "tokenization",
+    "DynamicCache": "nn.cache",
+    "assets": "assets",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'modelcore' has no attribute {name!r}")
+    module = importlib.import_module(f"modelcore.{module_name}")
+    value = module if name == module_name else getattr(module, name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # static analysers see the real names
+    from modelcore import assets
+    from modelcore.auto import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
+    from modelcore.configuration_utils import PretrainedConfig
+    from modelcore.models.bert.configuration_bert import BertConfig
+    from modelcore.models.bert.modeling_bert import (
+        BertForMaskedLM,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        BertModel,
+    )
+    from modelcore.models.llama.configuration_llama import LlamaConfig
+    from modelcore.models.llama.modeling_llama import (
+        LlamaForCausalLM,
+        LlamaForSequenceClassification,
+        LlamaModel,
+    )
+    from modelcore.modeling_utils import PreTrainedModel
+    from modelcore.nn.cache import DynamicCache
+    from modelcore.tokenization import BatchEncoding, Tokenizer

@@ -1,0 +1,21 @@
+"""Auto classes: pick a family's class from ``model_type``."""
+
+from modelcore.auto.configuration_auto import AutoConfig
+from modelcore.auto.modeling_auto import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+from modelcore.auto.tokenization_auto import AutoTokenizer
+
+__all__ = [
+    "AutoConfig",
+    "AutoModel",
+    "AutoModelForCausalLM",
+    "AutoModelForMaskedLM",
+    "AutoModelForSequenceClassification",
+    "AutoModelForTokenClassification",
+    "AutoTokenizer",
+]

@@ -1,0 +1,87 @@
+"""Auto model classes: the family's class for a task, picked from the config's ``model_type``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from modelcore.auto.configuration_auto import config_class_for
+from modelcore.auto.registry import FAMILIES, resolve
+from modelcore.configuration_utils import CONFIG_NAME, ConfigError, PretrainedConfig, read_config_dict
+from modelcore.modeling_utils import PreTrainedModel
+from modelcore.serialization.sources import resolve_source
+
+
+class _AutoModel:
+    """Shared behaviour; each subclass is one task with its own registry."""
+
+    _registry: dict[str, str | type[PreTrainedModel]]
+
+    def __init__(self) -> None:
+        raise TypeError(f"{type(self).__name__} is not instantiable: use from_pretrained or from_config")
+
+    def __init_subclass__(cls) -> None:
+        cls._registry = {mt: fam.models[cls.__name__] for mt, fam in FAMILIES.items() if cls.__name__ in fam.models}
+
+    @classmethod
+    def model_class_for(cls, model_type: str, where: str = "") -> type[PreTrainedModel]:
+        if model_type not in cls._registry:
+            origin = f"{where}: " if where else ""
+            raise ConfigError(
+                f"{origin}{cls.__name__} has no model for model_type {model_type!r}; "
+                f"supported: {', '.join(sorted(cls._registry)) or 'none'}"
+            )
+        return resolve(cls._registry[model_type])
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig) -> PreTrainedModel:
+        """A randomly initialized model of the config's family."""
+        return cls.model_class_for(config.model_type)(config)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **kwargs: Any) -> PreTrainedModel:
+        """Load a checkpoint with the family's class; ``kwargs`` as in ``PreTrainedModel.from_pretrained``."""
+        config = kwargs.get("config")
+        if config is not None:
+            return cls.model_class_for(config.model_type).from_pretrained(source, **kwargs)
+        directory = resolve_source(source)
+        path = directory / CONFIG_NAME
+        data = read_config_dict(path)
+        if "model_type" not in data:
+            raise ConfigError(f"{path}: has no 'model_type' key, so its model family is unknown")
+        model_type = data["model_type"]
+        config_class_for(model_type, str(path))  # an unknown model_type fails here, naming the file
+        return cls.model_class_for(model_type, str(path)).from_pretrained(directory, **kwargs)
+
+    @classmethod
+    def register(
+        cls, config_class: type[PretrainedConfig], model_class: type[PreTrainedModel], exist_ok: bool = False
+    ) -> None:
+        """Make ``config_class.model_type`` resolve to ``model_class`` for this task."""
+        if model_class.config_class is not config_class:
+            raise ValueError(f"{model_class.__name__}.config_class is not {config_class.__name__}")
+        if config_class.model_type in cls._registry and not exist_ok:
+            raise ValueError(
+                f"{cls.__name__} already has a model for {config_class.model_type!r} (pass exist_ok=True to replace it)"
+            )
+        cls._registry[config_class.model_type] = model_class
+
+
+class AutoModel(_AutoModel):
+    """The bare model (hidden states out)."""
+
+
+class AutoModelForCausalLM(_AutoModel):
+    """A decoder with a language-modeling head."""
+
+
+class AutoModelForSequenceClassification(_AutoModel):
+    """A model with a sequence classification / regression head."""
+
+
+class AutoModelForMaskedLM(_AutoModel):
+    """An encoder with a masked-language-modeling head."""
+
+
+class AutoModelForTokenClassification(_AutoModel):
+    """A model with a per-token classification head."""

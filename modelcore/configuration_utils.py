@@ -1,0 +1,251 @@
+"""PretrainedConfig: typed hyperparameters that round-trip through ``config.json``.
+
+A configuration is a keyword-only dataclass. Two kinds of input are treated differently:
+
+* keywords passed in code (``LlamaConfig(hidden_sise=64)``) must be fields: a typo is a
+  ``TypeError``, never silently swallowed;
+* keys read from a real checkpoint's ``config.json`` that we do not model are kept as plain
+  attributes and written back on save, so a round trip loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, Union
+
+from modelcore.serialization.atomic import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+
+# Keys that older transformers versions wrote under another name.
+_RENAMED_KEYS = {"torch_dtype": "dtype"}
+# Fields that describe how this process runs the model, not the model: never written to config.json.
+_RUNTIME_FIELDS = ("attn_implementation", "num_labels")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class PretrainedConfig:
+    """Base class of every family's configuration.
+
+    Subclasses set ``model_type`` and declare their fields with Hugging Face names and defaults;
+    ``validate`` checks cross-field constraints and is run on construction.
+    """
+
+    model_type: ClassVar[str] = ""
+
+    architectures: list[str] | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    num_labels: int | None = None
+    problem_type: str | None = None
+    pad_token_id: int | None = None
+    bos_token_id: int | list[int] | None = None
+    eos_token_id: int | list[int] | None = None
+    tie_word_embeddings: bool = True
+    dtype: str | None = None
+    output_hidden_states: bool = False
+    output_attentions: bool = False
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        self._extra: dict[str, Any] = {}
+        self._sync_labels()
+        self._check_types()
+        self.validate()
+
+    # ----------------------------------------------------------------- labels
+    def _sync_labels(self) -> None:
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            if self.num_labels is not None and self.num_labels != len(self.id2label):
+                raise ConfigError(
+                    f"num_labels={self.num_labels} disagrees with id2label, which has {len(self.id2label)} labels"
+                )
+        else:
+            n = 2 if self.num_labels is None else self.num_labels
+            self.id2label = {i: f"LABEL_{i}" for i in range(n)}
+        if self.label2id is None or len(self.label2id) != len(self.id2label):
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        else:
+            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+        object.__setattr__(self, "num_labels", len(self.id2label))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Setting num_labels after construction re-derives the label maps, as in transformers.
+        super().__setattr__(name, value)
+        if name == "num_labels" and "_extra" in self.__dict__ and len(self.id2label or {}) != value:
+            super().__setattr__("id2label", None)
+            super().__setattr__("label2id", None)
+            self._sync_labels()
+
+    # ------------------------------------------------------------- validation
+    def _check_types(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not _matches(value, hints[field.name]):
+                raise ConfigError(
+                    f"{type(self).__name__}.{field.name} must be {_type_name(hints[field.name])}, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
+
+    def validate(self) -> None:
+        """Check constraints between fields; raise ``ConfigError`` naming the field."""
+        if self.num_labels is not None and self.num_labels < 1:
+            raise ConfigError(f"num_labels must be >= 1, got {self.num_labels}")
+        if self.attn_implementation not in ("eager", "sdpa"):
+            raise ConfigError(f"attn_implementation must be 'eager' or 'sdpa', got {self.attn_implementation!r}")
+
+    def _require_positive(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value <= 0:
+                raise ConfigError(f"{type(self).__name__}.{name} must be > 0, got {value}")
+
+    # ---------------------------------------------------------- serialization
+    def to_dict(self) -> dict[str, Any]:
+        """All fields plus the extra keys read from a checkpoint, as JSON-ready values."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            if field.name in _RUNTIME_FIELDS:
+                continue
+            out[field.name] = _jsonable(getattr(self, field.name))
+        out.update({k: _jsonable(v) for k, v in self._extra.items()})
+        out["model_type"] = self.model_type
+        return dict(sorted(out.items()))
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """Only the values that differ from the class defaults (plus ``model_type``)."""
+        default = type(self)().to_dict()
+        return {k: v for k, v in self.to_dict().items() if k == "model_type" or default.get(k, object()) != v}
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        """Write the configuration as JSON, atomically."""
+        atomic_write_text(Path(path), self.to_json_string())
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` into ``save_directory`` (created if needed); return its path."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / CONFIG_NAME
+        self.to_json_file(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **overrides: Any) -> PretrainedConfig:
+        """Build a config from a ``config.json`` dict: unknown keys are kept, overrides must be fields.
+
+        Args:
+            config_dict: the parsed JSON.
+            **overrides: field values that replace the stored ones; an unknown name is a ``TypeError``.
+        """
+        field_names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - field_names)
+        if unknown:
+            raise TypeError(f"{cls.__name__} got unexpected keyword argument(s): {', '.join(unknown)}")
+        data = {_RENAMED_KEYS.get(k, k): v for k, v in config_dict.items()}
+        stored_type = data.pop("model_type", cls.model_type)
+        if cls.model_type and stored_type and stored_type != cls.model_type:
+            raise ConfigError(f"config has model_type {stored_type!r}, but {cls.__name__} expects {cls.model_type!r}")
+        if "num_labels" in overrides and "id2label" not in overrides:
+            data.pop("id2label", None)
+            data.pop("label2id", None)
+        data.update(overrides)
+        known = {k: v for k, v in data.items() if k in field_names}
+        extra = {k: v for k, v in data.items() if k not in field_names}
+        config = cls(**known)
+        for key, value in extra.items():
+            config._extra[key] = value
+            object.__setattr__(config, key, value)
+        return config
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> PretrainedConfig:
+        return cls.from_dict(read_config_dict(Path(path)), **overrides)
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> PretrainedConfig:
+        """Load ``config.json`` from a checkpoint directory or asset name.
+
+        Args:
+            source: a directory holding ``config.json``, or an asset name.
+            **overrides: field values replacing the stored ones.
+        """
+        from modelcore.serialization.sources import resolve_source
+
+        return cls.from_json_file(resolve_source(source) / CONFIG_NAME, **overrides)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+
+def read_config_dict(path: Path) -> dict[str, Any]:
+    """Parse a ``config.json``; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+# ------------------------------------------------------------------- helpers
+def _matches(value: Any, hint: Any) -> bool:
+    """A small runtime check of the annotation kinds configs use (no third-party validator)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, PretrainedConfig):
+        return value.to_dict()
+    return value

@@ -1,0 +1,108 @@
+"""BertConfig: the hyperparameters of a BERT encoder, with the Hugging Face field names and defaults.
+
+The defaults describe bert-base-uncased. Only the encoder is modelled: ``is_decoder=True`` (BERT as
+a causal decoder) and relative position embeddings are rejected with a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from modelcore.configuration_utils import ConfigError, PretrainedConfig
+
+# Names accepted for ``hidden_act``; modeling_bert.ACT2FN implements exactly these.
+SUPPORTED_ACTIVATIONS = (
+    "gelu",
+    "gelu_new",
+    "gelu_pytorch_tanh",
+    "gelu_fast",
+    "quick_gelu",
+    "relu",
+    "silu",
+    "swish",
+    "tanh",
+)
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class BertConfig(PretrainedConfig):
+    """Configuration of a BERT encoder and its heads.
+
+    Args:
+        vocab_size: number of token ids (rows of ``word_embeddings``).
+        hidden_size: width C of every layer.
+        num_hidden_layers: number of ``BertLayer`` blocks.
+        num_attention_heads: heads per attention layer; must divide ``hidden_size``.
+        intermediate_size: width of the feed-forward layer.
+        hidden_act: feed-forward (and MLM transform) activation, one of ``SUPPORTED_ACTIVATIONS``.
+        hidden_dropout_prob: dropout on embeddings and on each residual branch.
+        attention_probs_dropout_prob: dropout on the attention probabilities.
+        max_position_embeddings: longest sequence the learned position table covers.
+        type_vocab_size: number of segment (token type) ids.
+        initializer_range: std of the normal init of Linear and Embedding weights.
+        layer_norm_eps: epsilon of every LayerNorm.
+        position_embedding_type: only "absolute" (learned positions) is supported.
+        use_cache: kept for config.json compatibility; an encoder has no KV cache.
+        classifier_dropout: dropout before classification heads; None means ``hidden_dropout_prob``.
+        is_decoder: must be False (BERT as a causal decoder is not modelled).
+    """
+
+    model_type: ClassVar[str] = "bert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    position_embedding_type: str = "absolute"
+    use_cache: bool = True
+    classifier_dropout: float | None = None
+    is_decoder: bool = False
+    tie_word_embeddings: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        name = type(self).__name__
+        self._require_positive(
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "layer_norm_eps",
+        )
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ConfigError(
+                f"{name}.hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, field)
+            if value is not None and not 0 <= value < 1:
+                raise ConfigError(f"{name}.{field} must be in [0, 1), got {value}")
+        if self.initializer_range < 0:
+            raise ConfigError(f"{name}.initializer_range must be >= 0, got {self.initializer_range}")
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(f"{name}.hidden_act {self.hidden_act!r} is not one of {', '.join(SUPPORTED_ACTIVATIONS)}")
+        if self.position_embedding_type != "absolute":
+            raise ConfigError(
+                f"{name}.position_embedding_type {self.position_embedding_type!r} is not supported; only 'absolute'"
+            )
+        if self.is_decoder:
+            raise ConfigError(f"{name}.is_decoder=True is not supported: only the bidirectional encoder is modelled")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"{name}.pad_token_id ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"{name}.problem_type {self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")

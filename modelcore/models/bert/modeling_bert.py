@@ -1,0 +1,630 @@
+"""BERT (Devlin et al., 2018): a bidirectional Transformer encoder and its task heads.
+
+Reads top to bottom: activations, embeddings, attention, feed-forward, layer, encoder, pooler,
+the bare ``BertModel``, then the heads. Module and parameter names follow the Hugging Face
+checkpoints (``encoder.layer.0.attention.self.query.weight``, ``embeddings.LayerNorm.weight``,
+``bert.`` inside heads), so published BERT checkpoints load unchanged.
+
+Shapes: B batch, T sequence length, C hidden size, nh heads, hs head size (C = nh * hs), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from functools import partial
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import nn
+
+from modelcore.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from modelcore.modeling_utils import PreTrainedModel
+from modelcore.models.bert.configuration_bert import BertConfig
+from modelcore.nn.attention import get_attention_function
+from modelcore.nn.masks import padding_mask
+
+
+# ------------------------------------------------------------------------------------------- activations
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    # The tanh approximation as written in the original BERT/GPT code ("gelu_new"), kept verbatim
+    # rather than F.gelu(approximate="tanh") so results match checkpoints trained with it bit for bit.
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+# hidden_act name -> function; the names are configuration_bert.SUPPORTED_ACTIVATIONS.
+ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,  # exact (erf) GELU: what the Google BERT checkpoints use
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+    "gelu_fast": _gelu_fast,
+    "quick_gelu": _quick_gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+# -------------------------------------------------------------------------------------------- embeddings
+class BertEmbeddings(nn.Module):
+    """Sum of word, learned position and token type (segment) embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # Default position and segment ids, (1, max_positions); not saved (older checkpoints did save position_ids).
+        positions = torch.arange(config.max_position_embeddings).expand(1, -1)
+        self.register_buffer("position_ids", positions, persistent=False)
+        self.register_buffer("token_type_ids", torch.zeros_like(positions), persistent=False)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, T, C)
+        batch_size, seq_length = inputs_embeds.shape[:2]
+        max_positions = self.position_ids.shape[1]
+        if position_ids is None:
+            if seq_length > max_positions:
+                raise ValueError(f"sequence length {seq_length} exceeds max_position_embeddings ({max_positions})")
+            position_ids = self.position_ids[:, :seq_length]  # (1, T)
+        if token_type_ids is None:
+            token_type_ids = self.token_type_ids[:, :seq_length].expand(batch_size, seq_length)  # all segment 0
+        embeddings = (
+            inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        )
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+# --------------------------------------------------------------------------------------------- attention
+class BertSelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention; the kernel comes from ``config.attn_implementation``."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config  # read at forward time, so switching eager/sdpa needs no rebuild
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_size**-0.5
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_prob = config.attention_probs_dropout_prob
+
+    def forward(
+        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_length, hidden_size = hidden_states.shape
+        head_shape = (batch_size, seq_length, self.num_heads, self.head_size)
+        query = self.query(hidden_states).view(head_shape).transpose(1, 2)  # (B, nh, T, hs)
+        key = self.key(hidden_states).view(head_shape).transpose(1, 2)
+        value = self.value(hidden_states).view(head_shape).transpose(1, 2)
+        attend = get_attention_function(self.config.attn_implementation)
+        out, weights = attend(
+            query,
+            key,
+            value,
+            mask,
+            scaling=self.scaling,
+            dropout=self.dropout_prob if self.training else 0.0,
+            is_causal=False,
+            output_attentions=output_attentions,
+        )  # out: (B, T, nh, hs); weights: (B, nh, T, T) or None
+        return out.reshape(batch_size, seq_length, hidden_size), weights
+
+
+class BertSelfOutput(nn.Module):
+    """Output projection of attention, dropout, then post-LayerNorm around the residual."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(
+        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, weights = self.self(hidden_states, mask, output_attentions)
+        return self.output(attended, hidden_states), weights
+
+
+# ---------------------------------------------------------------------------------------------------- MLP
+class BertIntermediate(nn.Module):
+    """First feed-forward projection C -> intermediate_size, with the activation."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))  # (B, T, intermediate_size)
+
+
+class BertOutput(nn.Module):
+    """Second feed-forward projection back to C, dropout, then post-LayerNorm around the residual."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+# -------------------------------------------------------------------------------------------- layer, encoder
+class BertLayer(nn.Module):
+    """One post-norm Transformer block: self-attention, then feed-forward."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(
+        self, hidden_states: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, weights = self.attention(hidden_states, mask, output_attentions)
+        layer_output = self.output(self.intermediate(attention_output), attention_output)  # (B, T, C)
+        return layer_output, weights
+
+
+class BertEncoder(nn.Module):
+    """The stack of ``num_hidden_layers`` layers, optionally with activation checkpointing per layer."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False  # set by PreTrainedModel.gradient_checkpointing_enable()
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutput:
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layer:
+            if self.gradient_checkpointing and self.training:
+                # Recompute the layer's activations in backward instead of keeping them.
+                hidden_states, weights = torch.utils.checkpoint.checkpoint(
+                    layer, hidden_states, mask, output_attentions, use_reentrant=False
+                )
+            else:
+                hidden_states, weights = layer(hidden_states, mask, output_attentions)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            if output_attentions:
+                all_attentions += (weights,)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+
+
+class BertPooler(nn.Module):
+    """Dense + tanh on the first ([CLS]) token: the sentence vector used by sequence classification."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(hidden_states[:, 0]))  # (B, C)
+
+
+# ----------------------------------------------------------------------------------------------- MLM head
+class BertPredictionHeadTransform(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """Transform, then project to the vocabulary.
+
+    ``decoder.weight`` is tied to the word embeddings and ``decoder.bias`` to ``bias`` (when
+    ``config.tie_word_embeddings``), as in the Hugging Face checkpoints, which store ``bias``.
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden_states))  # (B, T, V)
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, sequence_output: torch.Tensor) -> torch.Tensor:
+        return self.predictions(sequence_output)
+
+
+# ------------------------------------------------------------------------------------------------- models
+# Names in checkpoints written by older (TensorFlow-converted) BERT releases -> current names.
+_LEGACY_KEY_RENAMES: dict[str, str] = {r"LayerNorm\.gamma$": "LayerNorm.weight", r"LayerNorm\.beta$": "LayerNorm.bias"}
+
+
+def _rename_legacy_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: rename legacy keys under ``prefix`` in place."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        new_key = module.rename_checkpoint_key(key)
+        if new_key != key and new_key not in state_dict:
+            state_dict[new_key] = state_dict.pop(key)
+
+
+class BertPreTrainedModel(PreTrainedModel):
+    """Shared BERT plumbing: config class, checkpoint prefix, weight init, legacy key names."""
+
+    config_class = BertConfig
+    base_model_prefix = "bert"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["BertEmbeddings", "BertLayer"]
+    # Older checkpoints saved the position_ids buffer; it is rebuilt at init instead.
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"(^|\.)embeddings\.position_ids$"]
+    # Regex -> replacement applied to checkpoint keys before matching (``rename_checkpoint_key``).
+    _checkpoint_key_renames: ClassVar[dict[str, str]] = _LEGACY_KEY_RENAMES
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        # Make plain load_state_dict accept legacy names too; from_pretrained can call rename_checkpoint_key.
+        self.register_load_state_dict_pre_hook(_rename_legacy_keys)
+
+    @classmethod
+    def rename_checkpoint_key(cls, key: str) -> str:
+        """Map one checkpoint key to its current name (``LayerNorm.gamma`` -> ``LayerNorm.weight``)."""
+        for pattern, replacement in cls._checkpoint_key_renames.items():
+            key = re.sub(pattern, replacement, key)
+        return key
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's init: N(0, initializer_range) for Linear/Embedding weights, zero biases and padding row."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            module.weight.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, BertLMPredictionHead):
+            module.bias.zero_()
+        elif isinstance(module, BertEmbeddings):  # buffers, for models materialized from the meta device
+            module.position_ids.copy_(torch.arange(module.position_ids.shape[1]).expand(1, -1))
+            module.token_type_ids.zero_()
+
+
+class BertModel(BertPreTrainedModel):
+    """The bare BERT encoder: embeddings, ``num_hidden_layers`` layers and (optionally) the pooler.
+
+    Args:
+        config: the model configuration.
+        add_pooling_layer: build ``pooler`` (dense + tanh on [CLS]); heads over tokens leave it out.
+    """
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        *,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> BaseModelOutputWithPooling:
+        """Encode a batch.
+
+        Args:
+            input_ids: (B, T) token ids; exactly one of ``input_ids`` and ``inputs_embeds`` is given.
+            attention_mask: (B, T), 1 for real tokens and 0 for padding; None attends everywhere.
+            token_type_ids: (B, T) segment ids; None means all 0.
+            position_ids: (B|1, T) positions; None means 0..T-1.
+            inputs_embeds: (B, T, C) word embeddings to use instead of looking up ``input_ids``.
+            output_hidden_states: also return the embeddings and every layer's output (default: config).
+            output_attentions: also return every layer's attention probabilities (default: config).
+
+        Returns:
+            ``BaseModelOutputWithPooling``: ``last_hidden_state`` (B, T, C), ``pooler_output`` (B, C)
+            or None without a pooler, and the optional ``hidden_states`` / ``attentions`` tuples.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        embeddings = self.embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
+        )  # (B, T, C)
+        encoded = self.encoder(
+            embeddings,
+            padding_mask(attention_mask),  # (B, 1, 1, T) bool, or None when nothing is padded
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        sequence_output = encoded.last_hidden_state
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence_output,
+            pooler_output=self.pooler(sequence_output) if self.pooler is not None else None,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+        )
+
+
+# -------------------------------------------------------------------------------------------------- heads
+def _classifier_dropout(config: BertConfig) -> float:
+    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """BERT with dropout and a linear classifier (or regressor) on the pooled [CLS] vector."""
+
+    # A pre-training checkpoint's MLM/NSP heads are not used here.
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [
+        *BertPreTrainedModel._keys_to_ignore_on_load_unexpected,
+        r"^cls\.",
+    ]
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> SequenceClassifierOutput:
+        """Classify each sequence; inputs as in ``BertModel.forward``.
+
+        Args:
+            labels: (B,) class ids, (B,) or (B, 1) floats for regression (``num_labels == 1``), or
+                (B, num_labels) floats for multi-label. ``config.problem_type`` decides the loss; when
+                None it is inferred per call as in transformers: one label -> regression (MSE), integer
+                labels -> single-label (cross-entropy), otherwise multi-label (BCE with logits).
+
+        Returns:
+            ``SequenceClassifierOutput`` with ``logits`` (B, num_labels) and ``loss`` when labels are given.
+        """
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
+        loss = None if labels is None else self._loss(logits, labels)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if self.num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type == "regression":
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+            return F.mse_loss(logits, labels.to(logits.dtype))
+        if problem_type == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class BertForMaskedLM(BertPreTrainedModel):
+    """BERT (without pooler) with the masked-language-model head; the decoder shares the word embeddings."""
+
+    _tied_weights_keys: ClassVar[dict[str, str]] = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+    # A pre-training checkpoint also carries the pooler and the next-sentence head.
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [
+        *BertPreTrainedModel._keys_to_ignore_on_load_unexpected,
+        r"^bert\.pooler\.",
+        r"^cls\.seq_relationship\.",
+    ]
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> MaskedLMOutput:
+        """Predict every position's token; inputs as in ``BertModel.forward``.
+
+        Args:
+            labels: (B, T) target ids; -100 marks positions without a loss (the unmasked ones).
+
+        Returns:
+            ``MaskedLMOutput`` with ``logits`` (B, T, V) and the mean cross-entropy ``loss`` when labels are given.
+        """
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        logits = self.cls(outputs.last_hidden_state)  # (B, T, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """BERT (without pooler) with dropout and a linear classifier on every token (NER, POS tagging)."""
+
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [
+        *BertPreTrainedModel._keys_to_ignore_on_load_unexpected,
+        r"^bert\.pooler\.",
+        r"^cls\.",
+    ]
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> TokenClassifierOutput:
+        """Classify every token; inputs as in ``BertModel.forward``.
+
+        Args:
+            labels: (B, T) class ids; -100 marks positions without a loss (padding, sub-word continuations).
+
+        Returns:
+            ``TokenClassifierOutput`` with ``logits`` (B, T, num_labels) and ``loss`` when labels are given.
+        """
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "ACT2FN",
+    "BertForMaskedLM",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertLayer",
+    "BertModel",
+    "BertPreTrainedModel",
+]

@@ -1,0 +1,192 @@
+"""LlamaConfig: the hyperparameters of Llama-family checkpoints (Llama 1/2/3, SmolLM, TinyLlama, ...).
+
+Rotary settings arrive in one of two on-disk shapes:
+
+* transformers v4 and most published checkpoints: ``rope_theta`` plus ``rope_scaling``
+  (``{"rope_type" | "type": "llama3" | "linear" | ..., "factor": ...}`` or null);
+* transformers v5: ``rope_parameters`` (``{"rope_type": ..., "rope_theta": ..., ...}``), no ``rope_theta``.
+
+In code the config holds the v4 pair (``rope_theta``, ``rope_scaling``); ``rope_parameters`` is derived
+from it. ``from_dict`` reads either shape, and ``to_dict`` writes both, so v4 and v5 readers of a
+saved ``config.json`` see the same rotary embedding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from modelcore.configuration_utils import ConfigError, PretrainedConfig
+
+# Names accepted for ``hidden_act``; modeling_llama maps each to its function.
+SUPPORTED_ACTIVATIONS = ("silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+# rope_type -> keys its ``rope_scaling`` dict must carry (besides the type itself).
+ROPE_REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
+    "default": (),
+    "linear": ("factor",),
+    "dynamic": ("factor",),
+    "yarn": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
+@dataclasses.dataclass(kw_only=True, eq=False)
+class LlamaConfig(PretrainedConfig):
+    """Configuration of a Llama decoder; field names and defaults are those of Hugging Face's ``LlamaConfig``.
+
+    Args:
+        vocab_size: number of token ids.
+        hidden_size: width C of the residual stream.
+        intermediate_size: width of the SwiGLU MLP.
+        num_hidden_layers: number of decoder blocks.
+        num_attention_heads: query heads nh.
+        num_key_value_heads: key/value heads nkv (grouped-query attention); None means nh (multi-head).
+        head_dim: per-head width hs; None means ``hidden_size // num_attention_heads``.
+        hidden_act: MLP activation (``"silu"`` for SwiGLU).
+        max_position_embeddings: context length the model was trained for.
+        initializer_range: std of the normal init of linear and embedding weights.
+        rms_norm_eps: epsilon of every RMSNorm.
+        use_cache: whether forward returns a KV cache by default.
+        rope_theta: base of the rotary frequencies.
+        rope_scaling: None, or a dict with ``rope_type`` (``linear``, ``dynamic``, ``yarn``, ``llama3``)
+            and its parameters (``factor``, ...).
+        attention_bias: bias on q/k/v/o projections.
+        attention_dropout: dropout on attention weights while training.
+        mlp_bias: bias on the MLP projections.
+        pretraining_tp: tensor-parallel degree used in pretraining; kept for round trips, no effect here.
+    """
+
+    model_type = "llama"
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    pad_token_id: int | None = None
+    bos_token_id: int | list[int] | None = 1
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = False
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
+    attention_bias: bool = False
+    attention_dropout: float = 0.0
+    mlp_bias: bool = False
+    pretraining_tp: int = 1
+
+    def __post_init__(self) -> None:
+        # Derived defaults first, so that validation sees the values the model will use.
+        if self.head_dim is None and _positive_int(self.hidden_size) and _positive_int(self.num_attention_heads):
+            if self.hidden_size % self.num_attention_heads:
+                raise ConfigError(
+                    f"LlamaConfig.hidden_size={self.hidden_size} is not divisible by "
+                    f"num_attention_heads={self.num_attention_heads}; set head_dim explicitly"
+                )
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if isinstance(self.rope_scaling, dict):
+            self.rope_scaling = _with_rope_type(self.rope_scaling)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        self._require_positive(
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "max_position_embeddings",
+            "rms_norm_eps",
+            "rope_theta",
+            "pretraining_tp",
+        )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"LlamaConfig.num_attention_heads={self.num_attention_heads} is not divisible by "
+                f"num_key_value_heads={self.num_key_value_heads}"
+            )
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(f"LlamaConfig.hidden_act={self.hidden_act!r} is not one of {list(SUPPORTED_ACTIVATIONS)}")
+        if not 0.0 <= self.attention_dropout < 1.0:
+            raise ConfigError(f"LlamaConfig.attention_dropout must be in [0, 1), got {self.attention_dropout}")
+        if self.initializer_range < 0:
+            raise ConfigError(f"LlamaConfig.initializer_range must be >= 0, got {self.initializer_range}")
+        if self.rope_scaling is not None:
+            _validate_rope_scaling(self.rope_scaling)
+
+    # ------------------------------------------------------------------ rotary
+    @property
+    def rope_type(self) -> str:
+        return "default" if self.rope_scaling is None else self.rope_scaling["rope_type"]
+
+    @property
+    def rope_parameters(self) -> dict[str, Any]:
+        """The transformers-v5 view: ``{"rope_type", "rope_theta", **scaling}``, as v5 standardizes it."""
+        params: dict[str, Any] = {"rope_type": "default", **(self.rope_scaling or {}), "rope_theta": self.rope_theta}
+        if params["rope_type"] in ("yarn", "llama3"):
+            params.setdefault("original_max_position_embeddings", self.max_position_embeddings)
+        return params
+
+    # ----------------------------------------------------------- serialization
+    def to_dict(self) -> dict[str, Any]:
+        """Fields as JSON, with rotary settings in both layouts (``rope_theta``/``rope_scaling`` and ``rope_parameters``)."""
+        out = super().to_dict()
+        out["rope_parameters"] = self.rope_parameters
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **overrides: Any) -> LlamaConfig:
+        """Read a v4 (``rope_theta`` + ``rope_scaling``) or v5 (``rope_parameters``) ``config.json`` dict.
+
+        When both layouts are present, ``rope_scaling`` wins, as in transformers v5's own reader.
+        """
+        data = dict(config_dict)
+        rope_parameters = data.pop("rope_parameters", None)
+        source = data.get("rope_scaling") or rope_parameters
+        if isinstance(source, dict):
+            scaling = dict(source)
+            data["rope_theta"] = scaling.pop("rope_theta", data.get("rope_theta", cls.rope_theta))
+            is_default = scaling.get("rope_type", scaling.get("type", "default")) == "default"
+            data["rope_scaling"] = None if is_default and set(scaling) <= {"rope_type", "type"} else scaling
+        return super().from_dict(data, **overrides)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _with_rope_type(scaling: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``scaling`` with ``rope_type`` set from the legacy ``type`` key when only that is given."""
+    scaling = dict(scaling)
+    if "rope_type" not in scaling and "type" in scaling:
+        scaling["rope_type"] = scaling["type"]
+    return scaling
+
+
+def _validate_rope_scaling(scaling: dict[str, Any]) -> None:
+    rope_type = scaling.get("rope_type")
+    if rope_type not in ROPE_REQUIRED_KEYS:
+        raise ConfigError(f"LlamaConfig.rope_scaling has rope_type {rope_type!r}; expected one of {list(ROPE_REQUIRED_KEYS)}")
+    missing = [key for key in ROPE_REQUIRED_KEYS[rope_type] if scaling.get(key) is None]
+    if missing:
+        raise ConfigError(f"LlamaConfig.rope_scaling of rope_type {rope_type!r} is missing {', '.join(missing)}")
+    factor = scaling.get("factor")
+    if factor is not None and (not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0):
+        raise ConfigError(f"LlamaConfig.rope_scaling factor must be a number > 0, got {factor!r}")
+    if rope_type == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        raise ConfigError(
+            "LlamaConfig.rope_scaling high_freq_factor must be greater than low_freq_factor, got "
+            f"{scaling['high_freq_factor']} and {scaling['low_freq_factor']}"
+        )
