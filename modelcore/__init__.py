@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         AutoTokenizer,
     )
     from modelcore.configuration_utils import PretrainedConfig
+    from modelcore.modeling_utils import PreTrainedModel
     from modelcore.models.bert.configuration_bert import BertConfig
     from modelcore.models.bert.modeling_bert import (
         BertForMaskedLM,
@@ -79,6 +80,5 @@ if TYPE_CHECKING:  # static analysers see the real names
         LlamaForSequenceClassification,
         LlamaModel,
     )
-    from modelcore.modeling_utils import PreTrainedModel
     from modelcore.nn.cache import DynamicCache
     from modelcore.tokenization import BatchEncoding, Tokenizer

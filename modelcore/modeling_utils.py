@@ -42,7 +42,9 @@ class PreTrainedModel(nn.Module):
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
-            raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}"
+            )
         self.config = config
 
     # ------------------------------------------------------------ init & tying

@@ -12,6 +12,7 @@ the new layout does not use are removed after it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from modelcore.serialization.atomic import atomic_write_text
-from modelcore.serialization.safetensors_io import SafetensorsFile, save_file
+from modelcore.serialization.atomic import atomic_path, atomic_write_text
+from modelcore.serialization.safetensors_io import SafetensorsFile, write_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,10 @@ def save_state_dict(
 ) -> list[Path]:
     """Write ``state_dict`` in the Hugging Face layout; return the weight files written.
 
+    All weight files are written to temporary names first and renamed into place only once every
+    one is complete, then the index, then stale files go: a crash while writing leaves the previous
+    checkpoint in the directory intact.
+
     Args:
         state_dict: names -> tensors, without tied duplicates.
         directory: created if needed.
@@ -209,23 +214,23 @@ def save_state_dict(
     """
     directory.mkdir(parents=True, exist_ok=True)
     shards = shard_plan(state_dict, parse_size(max_shard_size))
-    metadata = {"format": "pt"}
     if len(shards) == 1:
-        path = directory / SAFE_WEIGHTS_NAME
-        save_file(state_dict, path, metadata)
-        written = [path]
+        files = {directory / SAFE_WEIGHTS_NAME: shards[0]}
     else:
-        written, weight_map = [], {}
-        for i, names in enumerate(shards, start=1):
-            path = directory / f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file({n: state_dict[n] for n in names}, path, metadata)
-            written.append(path)
-            weight_map.update(dict.fromkeys(names, path.name))
+        files = {
+            directory / f"model-{i:05d}-of-{len(shards):05d}.safetensors": names for i, names in enumerate(shards, 1)
+        }
+    with contextlib.ExitStack() as stack:  # on exit, every temp file is renamed into place
+        for path, names in files.items():
+            tmp = stack.enter_context(atomic_path(path))
+            write_safetensors({n: state_dict[n] for n in names}, tmp, {"format": "pt"})
+    if len(shards) > 1:
         total = sum(t.numel() * t.element_size() for t in state_dict.values())
+        weight_map = {name: path.name for path, names in files.items() for name in names}
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         atomic_write_text(directory / SAFE_WEIGHTS_INDEX_NAME, json.dumps(index, indent=2) + "\n")
-    _remove_stale(directory, keep={p.name for p in written}, sharded=len(shards) > 1)
-    return written
+    _remove_stale(directory, keep={p.name for p in files}, sharded=len(shards) > 1)
+    return list(files)
 
 
 def _remove_stale(directory: Path, keep: set[str], sharded: bool) -> None:

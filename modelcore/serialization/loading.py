@@ -43,7 +43,10 @@ DTYPE_ALIASES: dict[str, torch.dtype] = {
     "float64": torch.float64,
 }
 _AUTO_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
-_LEGACY_NAMES = ((re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"), (re.compile(r"LayerNorm\.beta$"), "LayerNorm.bias"))
+_LEGACY_NAMES = (
+    (re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"),
+    (re.compile(r"LayerNorm\.beta$"), "LayerNorm.bias"),
+)
 
 
 def resolve_dtype(dtype: str | torch.dtype, files: CheckpointFiles, config: PretrainedConfig) -> torch.dtype:
@@ -218,7 +221,9 @@ def _initialize_missing(
         old = old if old is not None else module._buffers[attr]
         device = place(name)
         device = "cpu" if device == "disk" else device
-        _set_tensor(model, name, torch.empty(old.shape, dtype=dtype if old.is_floating_point() else old.dtype, device=device))
+        _set_tensor(
+            model, name, torch.empty(old.shape, dtype=dtype if old.is_floating_point() else old.dtype, device=device)
+        )
         modules[module_name] = module
     with torch.no_grad():
         for module_name, module in modules.items():
@@ -325,6 +330,7 @@ class _DiskOffload:
     def __init__(self, folder: str | os.PathLike | None) -> None:
         self._tmp = None if folder else tempfile.TemporaryDirectory(prefix="modelcore-offload-")
         self.folder = str(folder or self._tmp.name)
+        os.makedirs(self.folder, exist_ok=True)
         self.index: dict[str, Any] = {}
 
     def add(self, name: str, tensor: torch.Tensor, also_as: list[str]) -> None:

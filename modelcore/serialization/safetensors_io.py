@@ -157,7 +157,13 @@ def load_file(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.T
 def save_file(
     tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
 ) -> None:
-    """Write ``tensors`` as a safetensors file, atomically, streaming one tensor at a time.
+    """Write ``tensors`` as a safetensors file, atomically (temp file, then rename)."""
+    with atomic_path(Path(path)) as tmp:
+        write_safetensors(tensors, tmp, metadata)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` to ``path`` in place, streaming one tensor at a time.
 
     Tensors may live on any device and need not be contiguous; each is copied to CPU only while
     it is written. Two names sharing storage are written twice (callers drop tied duplicates).
@@ -168,11 +174,15 @@ def save_file(
         if tensor.dtype not in DTYPE_NAMES:
             raise TypeError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot store")
         nbytes = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {
+            "dtype": DTYPE_NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # pad so the data starts 8-byte aligned
-    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+    with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(raw)))
         f.write(raw)
         for chunk in _tensor_bytes(tensors.values()):

@@ -1,0 +1,339 @@
+"""from_pretrained / save_pretrained: layout, sharding, dtypes, device maps and bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+
+import pytest
+import torch
+
+from modelcore import (
+    AutoModel,
+    AutoModelForCausalLM,
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaModel,
+)
+from modelcore.configuration_utils import ConfigError
+from modelcore.serialization.checkpoint import CheckpointError
+from modelcore.serialization.safetensors_io import SafetensorsError
+
+
+def tiny_llama(**overrides) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    kwargs = dict(
+        vocab_size=512,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    return LlamaForCausalLM(LlamaConfig(**(kwargs | overrides)))
+
+
+def tiny_bert(cls=BertForSequenceClassification, **overrides):
+    torch.manual_seed(0)
+    kwargs = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+    return cls(BertConfig(**(kwargs | overrides)))
+
+
+def assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert sa[name].dtype == sb[name].dtype, name
+        assert torch.equal(sa[name], sb[name]), name
+
+
+IDS = torch.tensor([[5, 17, 3, 99, 250, 7], [1, 2, 3, 4, 5, 6]])
+
+
+# ------------------------------------------------------------------ layout
+def test_save_writes_hf_layout_and_loads_bit_identical(tmp_path):
+    model = tiny_llama()
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["dtype"] == "float32"
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path)
+    assert_same_state(model, loaded)
+    assert not loaded.training
+    torch.testing.assert_close(loaded(IDS).logits, model(IDS).logits, rtol=0, atol=0)
+
+
+def test_sharded_save_loads_bit_identical_and_resave_removes_stale_shards(tmp_path):
+    model = tiny_llama()
+    model.save_pretrained(tmp_path, max_shard_size="1MB")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) >= 3
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == shards
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert set(index["weight_map"]) == set(model.state_dict())
+    assert_same_state(model, LlamaForCausalLM.from_pretrained(tmp_path))
+
+    model.save_pretrained(tmp_path, max_shard_size="2MB")  # fewer, larger shards
+    fewer = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert 1 < len(fewer) < len(shards)
+    assert (
+        sorted(set(json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"].values())) == fewer
+    )
+    model.save_pretrained(tmp_path)  # back to one file: no shard, no index left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert_same_state(model, LlamaForCausalLM.from_pretrained(tmp_path))
+
+
+def test_hf_transformers_loads_our_shards(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model = tiny_llama()
+    model.save_pretrained(tmp_path, max_shard_size="1MB")
+    hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path)
+    torch.testing.assert_close(hf(IDS).logits, model(IDS).logits, rtol=0, atol=1e-5)
+
+
+def test_tied_weights_stored_once_and_retied_on_load(tmp_path):
+    model = tiny_llama(tie_word_embeddings=True)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model.save_pretrained(tmp_path)
+    from modelcore.serialization.safetensors_io import SafetensorsFile
+
+    with SafetensorsFile(tmp_path / "model.safetensors") as f:
+        assert "lm_head.weight" not in f and "model.embed_tokens.weight" in f
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path)
+    assert loaded.lm_head.weight is loaded.model.embed_tokens.weight
+    assert loaded.num_parameters() == model.num_parameters() == sum(p.numel() for p in model.parameters())
+
+
+def test_crashed_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    from modelcore.serialization import checkpoint
+
+    old = tiny_llama()
+    old.save_pretrained(tmp_path)
+    new = tiny_llama(rms_norm_eps=1e-5)
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(1.0)
+    calls = []
+    real_write = checkpoint.write_safetensors
+
+    def crash_on_second_shard(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_write(tensors, path, metadata)
+
+    monkeypatch.setattr(checkpoint, "write_safetensors", crash_on_second_shard)
+    with pytest.raises(OSError, match="disk full"):
+        new.save_pretrained(tmp_path, max_shard_size="1MB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert_same_state(old, LlamaForCausalLM.from_pretrained(tmp_path))
+
+
+# ------------------------------------------------------------------ heads and prefixes
+def test_base_checkpoint_into_head_initializes_new_head_with_warning(tmp_path, caplog):
+    base = tiny_bert(BertModel)
+    base.save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        head, info = BertForSequenceClassification.from_pretrained(tmp_path, num_labels=3, output_loading_info=True)
+    assert info["missing_keys"] == ["classifier.weight", "classifier.bias"]
+    assert "classifier.weight" in caplog.text and "newly initialized" in caplog.text
+    assert head.classifier.weight.shape == (3, 32)
+    assert head.classifier.weight.std() > 0 and torch.count_nonzero(head.classifier.bias) == 0
+    assert torch.equal(head.bert.encoder.layer[1].output.dense.weight, base.encoder.layer[1].output.dense.weight)
+
+
+def test_head_checkpoint_into_base_drops_head(tmp_path):
+    head = tiny_bert(BertForSequenceClassification)
+    head.save_pretrained(tmp_path)
+    base, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(base, BertModel)
+    assert info["missing_keys"] == [] and set(info["unexpected_keys"]) == {"classifier.weight", "classifier.bias"}
+    assert torch.equal(base.pooler.dense.weight, head.bert.pooler.dense.weight)
+
+
+def test_new_head_is_seeded_by_the_global_rng(tmp_path):
+    tiny_bert(BertModel).save_pretrained(tmp_path)
+    torch.manual_seed(123)
+    a = BertForSequenceClassification.from_pretrained(tmp_path)
+    torch.manual_seed(123)
+    b = BertForSequenceClassification.from_pretrained(tmp_path)
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+
+
+def test_legacy_layernorm_gamma_beta_names_load(tmp_path):
+    from modelcore.serialization.safetensors_io import save_file
+
+    model = tiny_bert(BertModel)
+    model.save_pretrained(tmp_path)
+    state = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in model.state_dict().items()
+    }
+    save_file(state, tmp_path / "model.safetensors")
+    loaded, info = BertModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    assert_same_state(model, loaded)
+
+
+# ------------------------------------------------------------------ dtypes
+def test_dtype_auto_keeps_stored_dtype_and_explicit_dtype_converts(tmp_path):
+    model = tiny_llama().to(torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    auto = LlamaForCausalLM.from_pretrained(tmp_path)
+    assert auto.dtype == torch.bfloat16
+    assert_same_state(model, auto)
+    fp32 = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert all(p.dtype == torch.float32 for p in fp32.parameters())
+    assert fp32.model.rotary_emb.inv_freq.dtype == torch.float32  # buffers keep their own dtype
+    assert LlamaForCausalLM.from_pretrained(tmp_path, dtype="float16").dtype == torch.float16
+    with pytest.raises(ValueError, match="dtype"):
+        LlamaForCausalLM.from_pretrained(tmp_path, dtype="float17")
+
+
+def test_config_overrides_and_unknown_kwarg(tmp_path):
+    tiny_llama().save_pretrained(tmp_path)
+    model = LlamaForCausalLM.from_pretrained(tmp_path, attn_implementation="eager", rms_norm_eps=1e-5)
+    assert model.config.attn_implementation == "eager" and model.config.rms_norm_eps == 1e-5
+    with pytest.raises(TypeError, match="device_mapp"):
+        LlamaForCausalLM.from_pretrained(tmp_path, device_mapp="cpu")
+
+
+# ------------------------------------------------------------------ devices
+def test_device_map_cpu_and_disk_offload_give_same_logits(tmp_path):
+    model = tiny_llama()
+    model.save_pretrained(tmp_path / "ckpt")
+    expected = model(IDS).logits
+    on_cpu = LlamaForCausalLM.from_pretrained(tmp_path / "ckpt", device_map="cpu")
+    torch.testing.assert_close(on_cpu(IDS).logits, expected, rtol=0, atol=0)
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "disk",
+    }
+    device_map |= {"model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    offloaded = LlamaForCausalLM.from_pretrained(
+        tmp_path / "ckpt", device_map=device_map, offload_folder=tmp_path / "off"
+    )
+    assert offloaded.model.layers[2].mlp.up_proj.weight.device.type == "meta"  # lives on disk until used
+    assert any((tmp_path / "off").iterdir())
+    torch.testing.assert_close(offloaded(IDS).logits, expected, rtol=0, atol=1e-6)
+
+
+def test_device_map_auto_respects_max_memory(tmp_path):
+    model = tiny_llama()
+    model.save_pretrained(tmp_path)
+    auto = LlamaForCausalLM.from_pretrained(tmp_path, device_map="auto", max_memory={"cpu": "1MB"})
+    assert "disk" in auto.hf_device_map.values()
+    torch.testing.assert_close(auto(IDS).logits, model(IDS).logits, rtol=0, atol=1e-6)
+
+
+def test_device_map_missing_entry_names_parameter(tmp_path):
+    tiny_llama().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="lm_head"):
+        LlamaForCausalLM.from_pretrained(tmp_path, device_map={"model": "cpu"})
+
+
+# ------------------------------------------------------------------ bad checkpoints
+def test_truncated_weights_name_the_file(tmp_path):
+    tiny_llama().save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(SafetensorsError, match=r"model\.safetensors.*truncated"):
+        LlamaForCausalLM.from_pretrained(tmp_path)
+
+
+def test_missing_shard_names_the_shard(tmp_path):
+    tiny_llama().save_pretrained(tmp_path, max_shard_size="1MB")
+    second = sorted(tmp_path.glob("model-*.safetensors"))[1]
+    second.unlink()
+    with pytest.raises(FileNotFoundError, match=second.name):
+        LlamaForCausalLM.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("target", ["../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
+def test_index_entry_outside_directory_is_refused(tmp_path, target):
+    ckpt = tmp_path / "ckpt"
+    tiny_llama().save_pretrained(ckpt, max_shard_size="1MB")
+    (tmp_path / "outside.safetensors").write_bytes(sorted(ckpt.glob("model-*.safetensors"))[0].read_bytes())
+    index_path = ckpt / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    index["weight_map"]["model.embed_tokens.weight"] = target
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"outside the checkpoint directory") as err:
+        LlamaForCausalLM.from_pretrained(ckpt)
+    assert "model.embed_tokens.weight" in str(err.value) and "index.json" in str(err.value)
+
+
+def test_wrong_tensor_shape_names_the_key_unless_ignored(tmp_path):
+    tiny_bert(BertForSequenceClassification, num_labels=2).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"classifier\.weight.*\(2, 32\).*\(5, 32\)"):
+        BertForSequenceClassification.from_pretrained(tmp_path, num_labels=5)
+    model, info = BertForSequenceClassification.from_pretrained(
+        tmp_path, num_labels=5, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    assert model.classifier.weight.shape == (5, 32) and len(info["mismatched_keys"]) == 2
+
+
+def test_unknown_model_type_names_file_and_type(tmp_path):
+    tiny_llama().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text()) | {"model_type": "gpt17"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"config\.json.*gpt17.*known model types: bert, llama"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_pickle_checkpoint_refused_unless_opted_in(tmp_path):
+    model = tiny_bert(BertModel)
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin.*allow_pickle=True"):
+        BertModel.from_pretrained(tmp_path)
+    assert_same_state(model, BertModel.from_pretrained(tmp_path, allow_pickle=True))
+
+
+def test_malicious_pickle_not_executed_even_when_opted_in(tmp_path):
+    BertConfig(hidden_size=32, num_attention_heads=4).save_pretrained(tmp_path)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(tmp_path / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"x": Exploit()}, f)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        BertModel.from_pretrained(tmp_path, allow_pickle=True)
+    assert not marker.exists()
+
+
+def test_missing_weights_and_missing_directory(tmp_path):
+    BertConfig().save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no weights found"):
+        BertModel.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        BertModel.from_pretrained(tmp_path / "nope")
+
+
+def test_mlm_head_tied_to_word_embeddings(tmp_path):
+    model = tiny_bert(BertForMaskedLM)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    model.save_pretrained(tmp_path)
+    loaded = BertForMaskedLM.from_pretrained(tmp_path)
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+    assert_same_state(model, loaded)
+
+
+def test_llama_bare_model_from_causal_lm_checkpoint(tmp_path):
+    lm = tiny_llama()
+    lm.save_pretrained(tmp_path)
+    bare = LlamaModel.from_pretrained(tmp_path)
+    torch.testing.assert_close(bare(IDS).last_hidden_state, lm.model(IDS).last_hidden_state, rtol=0, atol=0)
