@@ -16,8 +16,11 @@ Subclass contract (a family's model file):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +31,60 @@ from modelcore.configuration_utils import PretrainedConfig
 from modelcore.serialization.checkpoint import save_state_dict
 
 logger = logging.getLogger(__name__)
+
+# True while a model is built only to be filled from a checkpoint: post_init then skips the init.
+_building_empty: contextvars.ContextVar[bool] = contextvars.ContextVar("modelcore_building_empty", default=False)
+
+
+@contextlib.contextmanager
+def init_empty_weights() -> Iterator[None]:
+    """Build models with parameters on the meta device and no weight init (buffers stay real).
+
+    Buffers are small and often computed (rotary frequencies), so they are created as usual.
+    """
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    # torch's own reset_parameters() would run random init on meta tensors, which is wasted work and
+    # imports torch._dynamo (about 2 s) on first use: the init functions become no-ops meanwhile.
+    originals = {name: getattr(nn.init, name) for name in _TORCH_INIT_FUNCTIONS}
+    token = _building_empty.set(True)
+    nn.Module.register_parameter = register_on_meta
+    for name in originals:
+        setattr(nn.init, name, _skip_init)
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+        for name, fn in originals.items():
+            setattr(nn.init, name, fn)
+        _building_empty.reset(token)
+
+
+_TORCH_INIT_FUNCTIONS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+)
+
+
+def _skip_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
 
 
 class PreTrainedModel(nn.Module):
@@ -50,7 +107,8 @@ class PreTrainedModel(nn.Module):
     # ------------------------------------------------------------ init & tying
     def post_init(self) -> None:
         """Initialize every module's weights, then tie the weights the config asks to tie."""
-        self.apply(self._init_weights)
+        if not _building_empty.get():
+            self.apply(self._init_weights)
         self.tie_weights()
 
     def _init_weights(self, module: nn.Module) -> None:

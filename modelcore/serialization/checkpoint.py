@@ -157,8 +157,10 @@ class _PickleReader:
     def shape(self, name: str) -> torch.Size:
         return self._tensors[name].shape
 
-    def read(self, name: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        tensor = self._tensors[name]
+    def read(
+        self, name: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu", mmap: bool = True
+    ) -> torch.Tensor:
+        tensor = self._tensors[name]  # already memory-mapped by torch.load(mmap=True)
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         return tensor.to(device)

@@ -10,7 +10,6 @@ what the checkpoint lacks (with a warning naming it); tie weights.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from modelcore.modeling_utils import init_empty_weights
 from modelcore.serialization.checkpoint import CheckpointError, CheckpointFiles
 from modelcore.serialization.sources import resolve_source
 
@@ -63,23 +63,6 @@ def resolve_dtype(dtype: str | torch.dtype, files: CheckpointFiles, config: Pret
     raise ValueError(f"dtype {dtype!r} is not 'auto', a torch.dtype or one of {sorted(DTYPE_ALIASES)}")
 
 
-@contextlib.contextmanager
-def init_empty_weights() -> Iterator[None]:
-    """Create parameters on the meta device (buffers stay real: they are small and often computed)."""
-    register = nn.Module.register_parameter
-
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        register(module, name, param)
-        if param is not None:
-            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = register_on_meta
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register
-
-
 def load_pretrained(
     cls: type[PreTrainedModel],
     source: str | os.PathLike,
@@ -101,7 +84,7 @@ def load_pretrained(
     target_dtype = resolve_dtype(dtype, files, config)
     config.dtype = str(target_dtype).removeprefix("torch.")
 
-    with init_empty_weights():
+    with init_empty_weights():  # parameters on meta, family init skipped: the checkpoint fills them
         model = cls(config)
     expected = _expected_tensors(model)
     rename = _key_renamer(model, list(files.weight_map))
@@ -114,7 +97,7 @@ def load_pretrained(
         for stored_name in (n for n in reader.keys() if files.weight_map.get(n) == path):
             name = rename(stored_name)
             if name not in expected:
-                unexpected.append(stored_name)
+                unexpected.append(name)
                 continue
             target = expected[name]
             shape = reader.shape(stored_name)
@@ -128,7 +111,7 @@ def load_pretrained(
                 continue
             device = place(name)
             cast = target_dtype if target.is_floating_point() else None
-            tensor = reader.read(stored_name, dtype=cast, device="cpu" if device == "disk" else device)
+            tensor = reader.read(stored_name, dtype=cast, device="cpu" if device == "disk" else device, mmap=True)
             if device == "disk":
                 offload.add(name, tensor, also_as=_tied_targets(model, name))
             else:

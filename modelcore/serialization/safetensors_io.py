@@ -3,15 +3,16 @@
 Format: an 8-byte little-endian header length N, N bytes of JSON
 (``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``), then the
 tensor bytes. Reading parses and checks the whole header up front (a truncated or corrupt file
-fails with the file and tensor named), then reads each tensor with one positioned read straight
-into its final storage: no memory map, so pages of the file never count in the process's RSS,
-and no second copy of the weights.
+fails with the file and tensor named). A tensor is then either a copy-on-write view of the
+memory-mapped file (``mmap=True``: no copy, pages read on first touch), or, when it must be
+converted or moved, read with one positioned read straight into its new storage.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -56,6 +57,7 @@ class SafetensorsFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._file: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed by close()/__exit__
+        self._mmap: mmap.mmap | None = None
         try:
             self._entries, self.metadata, self._data_start = self._parse_header()
         except BaseException:
@@ -118,16 +120,29 @@ class SafetensorsFile:
         begin, end = self._entries[name]["data_offsets"]
         return end - begin
 
-    def read(self, name: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    def read(
+        self, name: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu", mmap: bool = False
+    ) -> torch.Tensor:
         """Read one tensor; convert to ``dtype`` (if given) and move to ``device``.
 
-        The bytes land directly in the new tensor's storage; a conversion costs one tensor's
-        worth of extra memory, transiently.
+        With ``mmap=True`` and nothing to convert or move, the tensor is a copy-on-write view of
+        the memory-mapped file: no read at all until its pages are touched, and writes to it never
+        reach the file. Otherwise the bytes land directly in a new tensor's storage (one
+        positioned read); a conversion costs one tensor's worth of extra memory, transiently.
         """
         entry = self._entries.get(name)
         if entry is None:
             raise KeyError(f"{self.path}: no tensor named {name!r}")
-        tensor = torch.empty(entry["shape"], dtype=DTYPES[entry["dtype"]])
+        stored = DTYPES[entry["dtype"]]
+        converts = dtype is not None and stored.is_floating_point and dtype != stored
+        if mmap and torch.device(device).type == "cpu":
+            view = self._mapped(entry, stored)
+            if not converts:
+                return view
+            converted = view.to(dtype)
+            self._release(entry)  # the source pages are no longer needed: keep them out of RSS
+            return converted
+        tensor = torch.empty(entry["shape"], dtype=stored)
         if tensor.numel():
             begin, _ = entry["data_offsets"]
             self._file.seek(self._data_start + begin)
@@ -138,8 +153,28 @@ class SafetensorsFile:
             tensor = tensor.to(dtype)
         return tensor if torch.device(device).type == "cpu" else tensor.to(device)
 
+    def _mapped(self, entry: dict[str, Any], dtype: torch.dtype) -> torch.Tensor:
+        shape = entry["shape"]
+        count = math.prod(shape)
+        if count == 0:
+            return torch.empty(shape, dtype=dtype)
+        if self._mmap is None:
+            self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)  # private, copy-on-write
+        begin, _ = entry["data_offsets"]
+        # frombuffer keeps the map alive for as long as any tensor views it.
+        return torch.frombuffer(self._mmap, dtype=dtype, count=count, offset=self._data_start + begin).view(shape)
+
+    def _release(self, entry: dict[str, Any]) -> None:
+        """Drop the mapped pages of a tensor that was copied out (they were only read, never written)."""
+        begin, end = entry["data_offsets"]
+        page = mmap.PAGESIZE
+        start = (self._data_start + begin) // page * page
+        stop = self._data_start + end
+        if self._mmap is not None and stop > start and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
     def close(self) -> None:
-        self._file.close()
+        self._file.close()  # an open map (if any) outlives the descriptor; tensors keep it alive
 
     def __enter__(self) -> SafetensorsFile:
         return self
