@@ -6,7 +6,8 @@ post-processor, decoder, added tokens) plus ``tokenizer_config.json`` / ``specia
 ``vocab.txt``; for those we build the BERT WordPiece pipeline ourselves, as Hugging Face does.
 
 Padding and truncation are configured on the Rust backend for the length of one call and switched off
-afterwards, so the backend saved by :meth:`Tokenizer.save_pretrained` never carries per-call state.
+afterwards, so the backend saved by :meth:`Tokenizer.save_pretrained` never carries per-call state. (As with
+Hugging Face's fast tokenizers, one instance should therefore not be called from several threads at once.)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 VOCAB_FILE = "vocab.txt"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers v5 saves a template; read, never written
 
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 ADDITIONAL = "additional_special_tokens"
@@ -105,7 +107,7 @@ class _SpecialToken:
         return tokenizer._backend.token_to_id(token)
 
     def __set__(self, tokenizer: Tokenizer, value: Any) -> None:
-        if self.is_id:
+        if self.is_id and value is not None:
             value = tokenizer.convert_ids_to_tokens(int(value))
         tokenizer.add_special_tokens({self.token_name: value})
 
@@ -229,14 +231,15 @@ class Tokenizer:
         _add_tokens_from_config(backend, config.get("added_tokens_decoder") or {})
         special_tokens = {name: _content(config[name]) for name in SPECIAL_TOKEN_NAMES if config.get(name)}
         extra = config.get(ADDITIONAL) or config.get("extra_special_tokens") or []
-        special_tokens[ADDITIONAL] = [_content(token) for token in extra] if isinstance(extra, list) else []
+        extra = list(extra.values()) if isinstance(extra, dict) else extra  # v5's named extras: keep the tokens
+        special_tokens[ADDITIONAL] = [_content(token) for token in extra]
         return cls(
             backend,
             special_tokens=special_tokens,
             model_max_length=int(config.get("model_max_length") or NO_MAX_LENGTH),
             padding_side=config.get("padding_side") or json_padding.get("direction", "right"),
             truncation_side=config.get("truncation_side") or json_truncation.get("direction", "right"),
-            chat_template=config.get("chat_template"),
+            chat_template=_read_chat_template(directory, config.get("chat_template")),
             model_input_names=config.get("model_input_names"),
             clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
             tokenizer_class=config.get("tokenizer_class"),
@@ -543,7 +546,8 @@ class Tokenizer:
             special_tokens: add them as special tokens (skipped by ``decode(skip_special_tokens=True)``).
 
         Returns:
-            The number of tokens that were new.
+            The number of tokens the backend added (as in Hugging Face, a token already in the base vocabulary
+            counts: it becomes an added token, matched whole even inside words).
         """
         tokens = [tokens] if isinstance(tokens, (str, AddedToken)) else list(tokens)
         if special_tokens:
@@ -696,11 +700,7 @@ class Tokenizer:
         if kind == "BPE":
             model["merges"] = []
 
-        options: dict[str, Any] = {
-            "vocab_size": vocab_size,
-            "min_frequency": min_frequency,
-            "show_progress": show_progress,
-        }
+        options: dict[str, Any] = dict(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress)
         options["special_tokens"] = [AddedToken(token, special=True, normalized=False) for token in reserved]
         if kind in ("BPE", "WordPiece"):
             for key in ("continuing_subword_prefix", "end_of_word_suffix"):
@@ -769,11 +769,7 @@ class Tokenizer:
         if model not in ("bpe", "wordpiece"):
             raise ValueError(f"model must be 'bpe' or 'wordpiece', got {model!r}")
         special_tokens = dict(special_tokens or _DEFAULT_SPECIAL_TOKENS[model])
-        options: dict[str, Any] = {
-            "vocab_size": vocab_size,
-            "min_frequency": min_frequency,
-            "show_progress": show_progress,
-        }
+        options: dict[str, Any] = dict(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress)
         options["special_tokens"] = [AddedToken(t, special=True, normalized=False) for t in special_tokens.values()]
         if model == "bpe":
             backend = tokenizers.Tokenizer(models.BPE())
@@ -788,7 +784,7 @@ class Tokenizer:
             backend = _bert_pipeline({}, unk_token, {"do_lower_case": lowercase is not False})
             trainer = trainers.WordPieceTrainer(continuing_subword_prefix="##", **options)
         backend.train_from_iterator(_flatten(text_iterator), trainer=trainer)
-        if model == "wordpiece":
+        if model == "wordpiece" and {"cls_token", "sep_token"} <= special_tokens.keys():
             backend.post_processor = _bert_template(backend, special_tokens["cls_token"], special_tokens["sep_token"])
         return cls(backend, special_tokens=special_tokens, model_max_length=model_max_length)
 
@@ -823,6 +819,15 @@ def _read_json(path: Path, default: dict) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def _read_chat_template(directory: Path, from_config: Any) -> str | None:
+    """The chat template: ``chat_template.jinja`` wins over tokenizer_config's entry, as in transformers."""
+    if (directory / CHAT_TEMPLATE_FILE).is_file():
+        return (directory / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    if isinstance(from_config, list):  # the legacy multi-template form: [{"name": ..., "template": ...}]
+        return {entry["name"]: entry["template"] for entry in from_config}.get("default")
+    return from_config
 
 
 def _read_backend(path: Path) -> tokenizers.Tokenizer:
