@@ -128,9 +128,10 @@ ROPE_INIT_FUNCTIONS: dict[str, RopeInitFn] = {
 class RotaryEmbedding(nn.Module):
     """cos/sin tables for the positions of a batch, from ``config.head_dim``/``rope_theta``/``rope_scaling``.
 
-    ``inv_freq`` is a non-persistent fp32 buffer (never in a checkpoint). It is computed at construction
-    on the default device, or on the CPU when that is ``meta``, so a model whose parameters are built
-    on the meta device still has real frequencies.
+    ``inv_freq`` is a non-persistent fp32 buffer (never in a checkpoint) that stays fp32 when the model
+    is cast to a lower precision. It is computed at construction on the default device, or on the CPU
+    when that is ``meta``, so a model whose parameters are built on the meta device still has real
+    frequencies.
     """
 
     def __init__(self, config: Any) -> None:
@@ -144,6 +145,13 @@ class RotaryEmbedding(nn.Module):
             device = torch.device("cpu")
         inv_freq, self.attention_scaling = self._init_fn(self.rope, device, None)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RotaryEmbedding:
+        # model.to(torch.bfloat16) / .half() would round the frequencies; recompute them in fp32 instead
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32 and not self.inv_freq.is_meta:
+            self.inv_freq = self._init_fn(self.rope, self.inv_freq.device, None)[0]
+        return self
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

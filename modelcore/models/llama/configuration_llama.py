@@ -178,7 +178,9 @@ def _with_rope_type(scaling: dict[str, Any]) -> dict[str, Any]:
 def _validate_rope_scaling(scaling: dict[str, Any]) -> None:
     rope_type = scaling.get("rope_type")
     if rope_type not in ROPE_REQUIRED_KEYS:
-        raise ConfigError(f"LlamaConfig.rope_scaling has rope_type {rope_type!r}; expected one of {list(ROPE_REQUIRED_KEYS)}")
+        raise ConfigError(
+            f"LlamaConfig.rope_scaling has rope_type {rope_type!r}; expected one of {list(ROPE_REQUIRED_KEYS)}"
+        )
     missing = [key for key in ROPE_REQUIRED_KEYS[rope_type] if scaling.get(key) is None]
     if missing:
         raise ConfigError(f"LlamaConfig.rope_scaling of rope_type {rope_type!r} is missing {', '.join(missing)}")

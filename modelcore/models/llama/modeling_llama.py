@@ -190,7 +190,7 @@ class LlamaModel(LlamaPreTrainedModel):
                 ``attention_mask.cumsum(-1) - 1`` (clamped at 0) so each row starts at position 0.
             past_key_values: a ``DynamicCache`` from an earlier call, extended in place.
             inputs_embeds: (B, T, C) instead of ``input_ids``.
-            use_cache: return (and create if needed) a cache; default ``config.use_cache``.
+            use_cache: create a cache when none is passed; default ``config.use_cache``.
             output_attentions: also return per-layer attention weights (B, nh, T, S).
             output_hidden_states: also return the embeddings and each layer's output (the last one normed).
 
@@ -199,14 +199,15 @@ class LlamaModel(LlamaPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        checkpointing = self.gradient_checkpointing and self.training
+        if checkpointing:  # recomputing a layer would append to the cache twice
+            if use_cache:
+                logger.warning("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False")
+            use_cache = False
         use_cache = self.config.use_cache if use_cache is None else use_cache
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
-        checkpointing = self.gradient_checkpointing and self.training
-        if checkpointing and use_cache:
-            logger.warning("use_cache=True is incompatible with gradient checkpointing; setting use_cache=False")
-            use_cache = False
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, C)
@@ -234,12 +235,11 @@ class LlamaModel(LlamaPreTrainedModel):
                 all_attentions.append(weights)
         hidden = self.norm(hidden)
         if output_hidden_states:
-            all_hidden = all_hidden[1:] + [hidden] if all_hidden else [hidden]
-            all_hidden.insert(0, inputs_embeds) if len(all_hidden) == len(self.layers) else None
+            all_hidden.append(hidden)  # embeddings, the first N-1 layers' outputs, the normed last one
 
         return BaseModelOutputWithPast(
             last_hidden_state=hidden,
-            past_key_values=past_key_values if use_cache else None,
+            past_key_values=past_key_values,  # the cache passed in (extended in place) or created here
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
@@ -306,7 +306,9 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         loss = None
         if labels is not None:
             if logits.shape[1] != labels.shape[1]:
-                raise ValueError(f"labels cover {labels.shape[1]} positions but logits {logits.shape[1]}; use logits_to_keep=0")
+                raise ValueError(
+                    f"labels cover {labels.shape[1]} positions but logits {logits.shape[1]}; use logits_to_keep=0"
+                )
             loss = causal_lm_loss(logits, labels, num_items_in_batch)
         return CausalLMOutputWithPast(
             loss=loss,
@@ -418,4 +420,6 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, con
         return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
     if problem_type == "multi_label_classification":
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-    raise ValueError(f"config.problem_type {problem_type!r} is not regression / single_label / multi_label_classification")
+    raise ValueError(
+        f"config.problem_type {problem_type!r} is not regression / single_label / multi_label_classification"
+    )
