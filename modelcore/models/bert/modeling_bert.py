@@ -11,10 +11,9 @@ Shapes: B batch, T sequence length, C hidden size, nh heads, hs head size (C = n
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from functools import partial
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -96,9 +95,7 @@ class BertEmbeddings(nn.Module):
             position_ids = self.position_ids[:, :seq_length]  # (1, T)
         if token_type_ids is None:
             token_type_ids = self.token_type_ids[:, :seq_length].expand(batch_size, seq_length)  # all segment 0
-        embeddings = (
-            inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
-        )
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -294,20 +291,11 @@ class BertOnlyMLMHead(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- models
-# Names in checkpoints written by older (TensorFlow-converted) BERT releases -> current names.
-_LEGACY_KEY_RENAMES: dict[str, str] = {r"LayerNorm\.gamma$": "LayerNorm.weight", r"LayerNorm\.beta$": "LayerNorm.bias"}
-
-
-def _rename_legacy_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """``load_state_dict`` pre-hook: rename legacy keys under ``prefix`` in place."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        new_key = module.rename_checkpoint_key(key)
-        if new_key != key and new_key not in state_dict:
-            state_dict[new_key] = state_dict.pop(key)
-
-
 class BertPreTrainedModel(PreTrainedModel):
-    """Shared BERT plumbing: config class, checkpoint prefix, weight init, legacy key names."""
+    """Shared BERT plumbing: config class, checkpoint prefix, weight init.
+
+    Legacy LayerNorm ``gamma``/``beta`` checkpoint names are mapped by ``from_pretrained`` for every family.
+    """
 
     config_class = BertConfig
     base_model_prefix = "bert"
@@ -315,20 +303,6 @@ class BertPreTrainedModel(PreTrainedModel):
     _no_split_modules: ClassVar[list[str]] = ["BertEmbeddings", "BertLayer"]
     # Older checkpoints saved the position_ids buffer; it is rebuilt at init instead.
     _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"(^|\.)embeddings\.position_ids$"]
-    # Regex -> replacement applied to checkpoint keys before matching (``rename_checkpoint_key``).
-    _checkpoint_key_renames: ClassVar[dict[str, str]] = _LEGACY_KEY_RENAMES
-
-    def __init__(self, config: BertConfig) -> None:
-        super().__init__(config)
-        # Make plain load_state_dict accept legacy names too; from_pretrained can call rename_checkpoint_key.
-        self.register_load_state_dict_pre_hook(_rename_legacy_keys)
-
-    @classmethod
-    def rename_checkpoint_key(cls, key: str) -> str:
-        """Map one checkpoint key to its current name (``LayerNorm.gamma`` -> ``LayerNorm.weight``)."""
-        for pattern, replacement in cls._checkpoint_key_renames.items():
-            key = re.sub(pattern, replacement, key)
-        return key
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -508,10 +482,10 @@ class BertForMaskedLM(BertPreTrainedModel):
         "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
         "cls.predictions.decoder.bias": "cls.predictions.bias",
     }
-    # A pre-training checkpoint also carries the pooler and the next-sentence head.
+    # A pre-training (or bare BertModel) checkpoint also carries the pooler, and the next-sentence head.
     _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [
         *BertPreTrainedModel._keys_to_ignore_on_load_unexpected,
-        r"^bert\.pooler\.",
+        r"^(bert\.)?pooler\.",
         r"^cls\.seq_relationship\.",
     ]
 
@@ -561,7 +535,9 @@ class BertForMaskedLM(BertPreTrainedModel):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 class BertForTokenClassification(BertPreTrainedModel):
@@ -569,7 +545,7 @@ class BertForTokenClassification(BertPreTrainedModel):
 
     _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [
         *BertPreTrainedModel._keys_to_ignore_on_load_unexpected,
-        r"^bert\.pooler\.",
+        r"^(bert\.)?pooler\.",
         r"^cls\.",
     ]
 
