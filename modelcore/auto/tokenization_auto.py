@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from modelcore.tokenization import TOKENIZER_CONFIG_FILE, Tokenizer
+from modelcore.tokenization import Tokenizer
+from modelcore.tokenization_files import TOKENIZER_CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 

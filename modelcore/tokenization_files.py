@@ -1,0 +1,220 @@
+"""The Hugging Face tokenizer layout on disk: reading a checkpoint's tokenizer files and writing them back.
+
+A checkpoint directory holds ``tokenizer.json`` (the whole pipeline: normalizer, pre-tokenizer, model,
+post-processor, decoder, added tokens) plus ``tokenizer_config.json`` / ``special_tokens_map.json``
+(special tokens, ``model_max_length``, padding side, chat template) and, from transformers v5, perhaps
+``chat_template.jinja``. Older BERT checkpoints ship only ``vocab.txt``; for those we build the BERT WordPiece
+pipeline ourselves, as Hugging Face does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tokenizers
+from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
+
+if TYPE_CHECKING:
+    from modelcore.tokenization import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+VOCAB_FILE = "vocab.txt"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers v5 saves a template; read, never written
+
+SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+ADDITIONAL = "additional_special_tokens"
+NO_MAX_LENGTH = int(1e30)  # Hugging Face's VERY_LARGE_INTEGER: "this tokenizer has no length limit"
+
+# tokenizer_config.json keys held as Tokenizer attributes (everything else is carried in `extra_config`)
+_MANAGED = {*SPECIAL_TOKEN_NAMES, ADDITIONAL, "extra_special_tokens", "model_max_length", "padding_side"}
+_MANAGED |= {"truncation_side", "chat_template", "model_input_names", "clean_up_tokenization_spaces", "tokenizer_class"}
+# keys that describe where the files came from, not the tokenizer: dropped on save
+_NOT_SAVED = {"name_or_path", "tokenizer_file", "special_tokens_map_file", "added_tokens_decoder", "auto_map"}
+_NOT_SAVED |= {"is_local", "local_files_only"}
+# the tokenizer_config.json entries Tokenizer.from_pretrained() takes as overrides
+OVERRIDABLE = (_MANAGED - {"tokenizer_class", "extra_special_tokens"}) | {"do_lower_case"}
+
+
+def read_pretrained(directory: Path, overrides: Mapping[str, Any]) -> tuple[tokenizers.Tokenizer, dict[str, Any]]:
+    """Read the tokenizer files of a checkpoint directory.
+
+    Args:
+        directory: holds ``tokenizer.json`` or ``vocab.txt`` (+ ``tokenizer_config.json``,
+            ``special_tokens_map.json``, ``chat_template.jinja``).
+        overrides: tokenizer_config entries that win over the files' (already checked against ``OVERRIDABLE``).
+
+    Returns:
+        The backend and the keyword arguments of :class:`~modelcore.tokenization.Tokenizer` for it.
+
+    Raises:
+        FileNotFoundError: the directory has neither ``tokenizer.json`` nor ``vocab.txt``.
+        ValueError: a file is not valid JSON or ``tokenizers`` cannot parse it (the message names it).
+    """
+    config = _read_json(directory / TOKENIZER_CONFIG_FILE, default={})
+    for key, value in _read_json(directory / SPECIAL_TOKENS_MAP_FILE, default={}).items():
+        config[key] = value  # as in Hugging Face, special_tokens_map.json wins over tokenizer_config.json
+    config.update(overrides)
+
+    tokenizer_file, vocab_file = directory / TOKENIZER_FILE, directory / VOCAB_FILE
+    if tokenizer_file.is_file():
+        backend = _read_backend(tokenizer_file)
+    elif vocab_file.is_file():
+        backend = _bert_backend(vocab_file, config)
+    else:
+        raise FileNotFoundError(f"{directory}: no tokenizer files found (looked for {TOKENIZER_FILE}, {VOCAB_FILE})")
+    logger.debug(
+        "loaded tokenizer from %s (%s)", directory, tokenizer_file.name if tokenizer_file.is_file() else VOCAB_FILE
+    )
+
+    # Settings baked into tokenizer.json's padding/truncation are defaults, as in Hugging Face.
+    json_padding, json_truncation = backend.padding or {}, backend.truncation or {}
+    config.setdefault("pad_token", json_padding.get("pad_token"))
+    _add_tokens_from_config(backend, config.get("added_tokens_decoder") or {})
+    special_tokens = {name: token_content(config[name]) for name in SPECIAL_TOKEN_NAMES if config.get(name)}
+    extra = config.get(ADDITIONAL) or config.get("extra_special_tokens") or []
+    extra = list(extra.values()) if isinstance(extra, dict) else extra  # v5's named extras: keep the tokens
+    special_tokens[ADDITIONAL] = [token_content(token) for token in extra]
+    return backend, dict(
+        special_tokens=special_tokens,
+        model_max_length=int(config.get("model_max_length") or NO_MAX_LENGTH),
+        padding_side=config.get("padding_side") or json_padding.get("direction", "right"),
+        truncation_side=config.get("truncation_side") or json_truncation.get("direction", "right"),
+        chat_template=_read_chat_template(directory, config.get("chat_template")),
+        model_input_names=config.get("model_input_names"),
+        clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
+        tokenizer_class=config.get("tokenizer_class"),
+        extra_config={key: value for key, value in config.items() if key not in _MANAGED | _NOT_SAVED},
+    )
+
+
+def files_to_save(tokenizer: Tokenizer) -> dict[str, str]:
+    """The text of ``tokenizer.json``, ``tokenizer_config.json`` and ``special_tokens_map.json`` for a tokenizer.
+
+    Args:
+        tokenizer: the tokenizer to save.
+
+    Returns:
+        File name -> text (ending with a newline).
+    """
+    config = {
+        **tokenizer.extra_config,
+        "tokenizer_class": tokenizer.tokenizer_class or "PreTrainedTokenizerFast",
+        **tokenizer.special_tokens_map,
+        "model_max_length": tokenizer.model_max_length,
+        "padding_side": tokenizer.padding_side,
+        "truncation_side": tokenizer.truncation_side,
+        "model_input_names": tokenizer.model_input_names,
+        "clean_up_tokenization_spaces": tokenizer.clean_up_tokenization_spaces,
+    }
+    if tokenizer.chat_template:
+        config["chat_template"] = tokenizer.chat_template
+    files = {
+        TOKENIZER_FILE: tokenizer.backend.to_str(pretty=True),
+        TOKENIZER_CONFIG_FILE: json.dumps(config, indent=2, ensure_ascii=False, sort_keys=True),
+        SPECIAL_TOKENS_MAP_FILE: json.dumps(tokenizer.special_tokens_map, indent=2, ensure_ascii=False),
+    }
+    return {name: text + "\n" for name, text in files.items()}
+
+
+def bert_pipeline(vocab: dict[str, int], unk_token: str, config: Mapping[str, Any]) -> tokenizers.Tokenizer:
+    """BERT's WordPiece pipeline (as Hugging Face's BertTokenizer builds it), without the template."""
+    backend = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=unk_token, continuing_subword_prefix="##"))
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=config.get("tokenize_chinese_chars", True) is not False,
+        strip_accents=config.get("strip_accents"),
+        lowercase=config.get("do_lower_case", True) is not False,
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    return backend
+
+
+def bert_template(backend: tokenizers.Tokenizer, cls_token: str, sep_token: str) -> processors.TemplateProcessing:
+    """BERT's ``[CLS] A [SEP] B [SEP]`` post-processor, with the ids ``backend`` gives the two tokens."""
+    ids = {token: backend.token_to_id(token) for token in (cls_token, sep_token)}
+    missing = [token for token, token_id in ids.items() if token_id is None]
+    if missing:
+        raise ValueError(f"the vocabulary lacks the template's special tokens {missing}")
+    return processors.TemplateProcessing(
+        single=f"{cls_token}:0 $A:0 {sep_token}:0",
+        pair=f"{cls_token}:0 $A:0 {sep_token}:0 $B:1 {sep_token}:1",
+        special_tokens=list(ids.items()),
+    )
+
+
+def token_content(token: Any) -> str:
+    """A special token as a string: accepts str, AddedToken and Hugging Face's ``{"content": ...}`` dicts."""
+    if isinstance(token, dict):
+        return token["content"]
+    return token.content if isinstance(token, AddedToken) else str(token)
+
+
+def added_token(token: Any, special: bool = True) -> AddedToken:
+    """A token (str, AddedToken or Hugging Face's ``{"content": ..., "lstrip": ...}`` dict) as an AddedToken."""
+    if isinstance(token, AddedToken):
+        return token
+    if isinstance(token, dict):
+        flags = {key: bool(token[key]) for key in ("single_word", "lstrip", "rstrip", "normalized") if key in token}
+        return AddedToken(token["content"], special=special, **flags)
+    return AddedToken(str(token), special=special, normalized=not special)
+
+
+def _read_json(path: Path, default: dict) -> dict:
+    if not path.is_file():
+        return dict(default)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _read_chat_template(directory: Path, from_config: Any) -> str | None:
+    """The chat template: ``chat_template.jinja`` wins over tokenizer_config's entry, as in transformers."""
+    if (directory / CHAT_TEMPLATE_FILE).is_file():
+        return (directory / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    if isinstance(from_config, list):  # the legacy multi-template form: [{"name": ..., "template": ...}]
+        return {entry["name"]: entry["template"] for entry in from_config}.get("default")
+    return from_config
+
+
+def _read_backend(path: Path) -> tokenizers.Tokenizer:
+    text = path.read_text(encoding="utf-8")
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    try:
+        return tokenizers.Tokenizer.from_str(text)
+    except Exception as err:  # tokenizers raises a plain Exception for a malformed pipeline
+        raise ValueError(f"{path}: the tokenizers library cannot read it ({err})") from err
+
+
+def _bert_backend(vocab_file: Path, config: Mapping[str, Any]) -> tokenizers.Tokenizer:
+    with open(vocab_file, encoding="utf-8") as handle:
+        vocab = {line.rstrip("\n"): index for index, line in enumerate(handle)}
+    backend = bert_pipeline(vocab, token_content(config.get("unk_token") or "[UNK]"), config)
+    cls_token = token_content(config.get("cls_token") or "[CLS]")
+    sep_token = token_content(config.get("sep_token") or "[SEP]")
+    backend.post_processor = bert_template(backend, cls_token, sep_token)
+    return backend
+
+
+def _add_tokens_from_config(backend: tokenizers.Tokenizer, added_tokens_decoder: Mapping[str, Any]) -> None:
+    """Add the tokens of tokenizer_config's ``added_tokens_decoder`` that the backend does not know yet."""
+    known = {token.content for token in backend.get_added_tokens_decoder().values()}
+    for _, spec in sorted(added_tokens_decoder.items(), key=lambda item: int(item[0])):
+        token = added_token(spec, special=bool(spec.get("special", False)) if isinstance(spec, dict) else True)
+        if token.content not in known:
+            (backend.add_special_tokens if token.special else backend.add_tokens)([token])
