@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint bench clean
+.PHONY: install run test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
+
+# The main job (the retraining flow) lands with the pipeline issue; until then this says so and fails.
+run:
+	@echo "make run: the retraining flow is not built yet (pipeline issue #5); only 'make test' works today." >&2
+	@exit 2
 
 test: install
 	$(PY) -m pytest -q

@@ -6,8 +6,9 @@ the submodules are imported on first use so that ``import modelcore`` stays chea
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from modelcore._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -40,18 +41,7 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _LAZY.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'modelcore' has no attribute {name!r}")
-    module = importlib.import_module(f"modelcore.{module_name}")
-    value = module if name == module_name else getattr(module, name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 if TYPE_CHECKING:  # static analysers see the real names

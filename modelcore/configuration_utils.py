@@ -114,6 +114,25 @@ class PretrainedConfig:
             if value <= 0:
                 raise ConfigError(f"{type(self).__name__}.{name} must be > 0, got {value}")
 
+    def _require_non_negative(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if value < 0:
+                raise ConfigError(f"{type(self).__name__}.{name} must be >= 0, got {value}")
+
+    def _require_probability(self, *names: str) -> None:
+        """Each field is a dropout-style probability in [0, 1), or None."""
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ConfigError(f"{type(self).__name__}.{name} must be in [0, 1), got {value}")
+
+    def _require_one_of(self, name: str, choices: tuple[str, ...]) -> None:
+        """The field is one of ``choices``, or None."""
+        value = getattr(self, name)
+        if value is not None and value not in choices:
+            raise ConfigError(f"{type(self).__name__}.{name} {value!r} is not one of {', '.join(choices)}")
+
     # ---------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:
         """All fields plus the extra keys read from a checkpoint, as JSON-ready values."""

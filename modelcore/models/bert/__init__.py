@@ -1,20 +1,14 @@
-"""BERT: configuration, bare encoder and task heads (Hugging Face checkpoint names)."""
+"""BERT: configuration, bare encoder and task heads, Hugging Face checkpoint names (imported on first use)."""
 
-from modelcore.models.bert.configuration_bert import SUPPORTED_ACTIVATIONS, BertConfig
-from modelcore.models.bert.modeling_bert import (
-    BertForMaskedLM,
-    BertForSequenceClassification,
-    BertForTokenClassification,
-    BertModel,
-    BertPreTrainedModel,
-)
+from modelcore._lazy import lazy_exports
 
-__all__ = [
-    "SUPPORTED_ACTIVATIONS",
-    "BertConfig",
-    "BertForMaskedLM",
-    "BertForSequenceClassification",
-    "BertForTokenClassification",
-    "BertModel",
-    "BertPreTrainedModel",
-]
+_EXPORTS = {
+    "BertConfig": "configuration_bert",
+    "BertModel": "modeling_bert",
+    "BertForMaskedLM": "modeling_bert",
+    "BertForSequenceClassification": "modeling_bert",
+    "BertForTokenClassification": "modeling_bert",
+    "BertPreTrainedModel": "modeling_bert",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

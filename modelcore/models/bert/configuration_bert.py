@@ -10,19 +10,8 @@ import dataclasses
 from typing import ClassVar
 
 from modelcore.configuration_utils import ConfigError, PretrainedConfig
+from modelcore.nn.activation_names import ACTIVATION_NAMES
 
-# Names accepted for ``hidden_act``; modeling_bert.ACT2FN implements exactly these.
-SUPPORTED_ACTIVATIONS = (
-    "gelu",
-    "gelu_new",
-    "gelu_pytorch_tanh",
-    "gelu_fast",
-    "quick_gelu",
-    "relu",
-    "silu",
-    "swish",
-    "tanh",
-)
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
@@ -36,7 +25,7 @@ class BertConfig(PretrainedConfig):
         num_hidden_layers: number of ``BertLayer`` blocks.
         num_attention_heads: heads per attention layer; must divide ``hidden_size``.
         intermediate_size: width of the feed-forward layer.
-        hidden_act: feed-forward (and MLM transform) activation, one of ``SUPPORTED_ACTIVATIONS``.
+        hidden_act: feed-forward (and MLM transform) activation, one of ``nn.activation_names.ACTIVATION_NAMES``.
         hidden_dropout_prob: dropout on embeddings and on each residual branch.
         attention_probs_dropout_prob: dropout on the attention probabilities.
         max_position_embeddings: longest sequence the learned position table covers.
@@ -88,14 +77,9 @@ class BertConfig(PretrainedConfig):
                 f"{name}.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
-        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
-            value = getattr(self, field)
-            if value is not None and not 0 <= value < 1:
-                raise ConfigError(f"{name}.{field} must be in [0, 1), got {value}")
-        if self.initializer_range < 0:
-            raise ConfigError(f"{name}.initializer_range must be >= 0, got {self.initializer_range}")
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ConfigError(f"{name}.hidden_act {self.hidden_act!r} is not one of {', '.join(SUPPORTED_ACTIVATIONS)}")
+        self._require_probability("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+        self._require_non_negative("initializer_range")
+        self._require_one_of("hidden_act", ACTIVATION_NAMES)
         if self.position_embedding_type != "absolute":
             raise ConfigError(
                 f"{name}.position_embedding_type {self.position_embedding_type!r} is not supported; only 'absolute'"
@@ -104,5 +88,4 @@ class BertConfig(PretrainedConfig):
             raise ConfigError(f"{name}.is_decoder=True is not supported: only the bidirectional encoder is modelled")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"{name}.pad_token_id ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})")
-        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
-            raise ConfigError(f"{name}.problem_type {self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
+        self._require_one_of("problem_type", PROBLEM_TYPES)

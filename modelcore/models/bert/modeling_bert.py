@@ -1,6 +1,6 @@
 """BERT (Devlin et al., 2018): a bidirectional Transformer encoder and its task heads.
 
-Reads top to bottom: activations, embeddings, attention, feed-forward, layer, encoder, pooler,
+Reads top to bottom: embeddings, attention, feed-forward, layer, encoder, pooler,
 the bare ``BertModel``, then the heads. Module and parameter names follow the Hugging Face
 checkpoints (``encoder.layer.0.attention.self.query.weight``, ``embeddings.LayerNorm.weight``,
 ``bert.`` inside heads), so published BERT checkpoints load unchanged.
@@ -10,13 +10,9 @@ Shapes: B batch, T sequence length, C hidden size, nh heads, hs head size (C = n
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from functools import partial
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
@@ -29,37 +25,11 @@ from modelcore.modeling_outputs import (
 )
 from modelcore.modeling_utils import PreTrainedModel
 from modelcore.models.bert.configuration_bert import BertConfig
+from modelcore.nn.activations import get_activation
 from modelcore.nn.attention import get_attention_function
+from modelcore.nn.init import init_linear_and_embedding
+from modelcore.nn.losses import sequence_classification_loss, token_cross_entropy
 from modelcore.nn.masks import padding_mask
-
-
-# ------------------------------------------------------------------------------------------- activations
-def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    # The tanh approximation as written in the original BERT/GPT code ("gelu_new"), kept verbatim
-    # rather than F.gelu(approximate="tanh") so results match checkpoints trained with it bit for bit.
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
-
-
-def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(1.702 * x)
-
-
-# hidden_act name -> function; the names are configuration_bert.SUPPORTED_ACTIVATIONS.
-ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,  # exact (erf) GELU: what the Google BERT checkpoints use
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
-    "gelu_fast": _gelu_fast,
-    "quick_gelu": _quick_gelu,
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
 
 
 # -------------------------------------------------------------------------------------------- embeddings
@@ -136,17 +106,27 @@ class BertSelfAttention(nn.Module):
         return out.reshape(batch_size, seq_length, hidden_size), weights
 
 
-class BertSelfOutput(nn.Module):
-    """Output projection of attention, dropout, then post-LayerNorm around the residual."""
+class _BertResidualOutput(nn.Module):
+    """Projection in_features -> C, dropout, then post-LayerNorm around the residual.
 
-    def __init__(self, config: BertConfig) -> None:
+    Both sublayers of a block end this way; they stay two classes only for the Hugging Face names.
+    """
+
+    def __init__(self, config: BertConfig, in_features: int) -> None:
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)  # (B, T, C)
+
+
+class BertSelfOutput(_BertResidualOutput):
+    """Output projection of attention (C -> C), dropout, then post-LayerNorm around the residual."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config, config.hidden_size)
 
 
 class BertAttention(nn.Module):
@@ -169,23 +149,17 @@ class BertIntermediate(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+        self.intermediate_act_fn = get_activation(config.hidden_act)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.intermediate_act_fn(self.dense(hidden_states))  # (B, T, intermediate_size)
 
 
-class BertOutput(nn.Module):
+class BertOutput(_BertResidualOutput):
     """Second feed-forward projection back to C, dropout, then post-LayerNorm around the residual."""
 
     def __init__(self, config: BertConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+        super().__init__(config, config.intermediate_size)
 
 
 # -------------------------------------------------------------------------------------------- layer, encoder
@@ -257,7 +231,7 @@ class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.transform_act_fn = get_activation(config.hidden_act)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -307,16 +281,8 @@ class BertPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's init: N(0, initializer_range) for Linear/Embedding weights, zero biases and padding row."""
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            module.weight.normal_(mean=0.0, std=std)
-            if module.bias is not None:
-                module.bias.zero_()
-        elif isinstance(module, nn.Embedding):
-            module.weight.normal_(mean=0.0, std=std)
-            if module.padding_idx is not None:
-                module.weight[module.padding_idx].zero_()
-        elif isinstance(module, nn.LayerNorm):
+        init_linear_and_embedding(module, self.config.initializer_range)
+        if isinstance(module, nn.LayerNorm):
             module.weight.fill_(1.0)
             module.bias.zero_()
         elif isinstance(module, BertLMPredictionHead):
@@ -452,27 +418,12 @@ class BertForSequenceClassification(BertPreTrainedModel):
             output_attentions=output_attentions,
         )
         logits = self.classifier(self.dropout(outputs.pooler_output))  # (B, num_labels)
-        loss = None if labels is None else self._loss(logits, labels)
+        loss = None
+        if labels is not None:
+            loss = sequence_classification_loss(logits, labels, self.num_labels, self.config.problem_type)
         return SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        problem_type = self.config.problem_type
-        if problem_type is None:
-            if self.num_labels == 1:
-                problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                problem_type = "single_label_classification"
-            else:
-                problem_type = "multi_label_classification"
-        if problem_type == "regression":
-            if self.num_labels == 1:
-                return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
-            return F.mse_loss(logits, labels.to(logits.dtype))
-        if problem_type == "single_label_classification":
-            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
 class BertForMaskedLM(BertPreTrainedModel):
@@ -534,7 +485,7 @@ class BertForMaskedLM(BertPreTrainedModel):
         logits = self.cls(outputs.last_hidden_state)  # (B, T, V)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.config.vocab_size), labels.view(-1), ignore_index=-100)
+            loss = token_cross_entropy(logits, labels)
         return MaskedLMOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -589,14 +540,13 @@ class BertForTokenClassification(BertPreTrainedModel):
         logits = self.classifier(self.dropout(outputs.last_hidden_state))  # (B, T, num_labels)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+            loss = token_cross_entropy(logits, labels)
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
 
 __all__ = [
-    "ACT2FN",
     "BertForMaskedLM",
     "BertForSequenceClassification",
     "BertForTokenClassification",

@@ -1,11 +1,13 @@
-"""The Llama family: configuration, bare decoder and heads."""
+"""The Llama family: configuration, bare decoder and heads (imported on first use)."""
 
-from modelcore.models.llama.configuration_llama import LlamaConfig
-from modelcore.models.llama.modeling_llama import (
-    LlamaForCausalLM,
-    LlamaForSequenceClassification,
-    LlamaModel,
-    LlamaPreTrainedModel,
-)
+from modelcore._lazy import lazy_exports
 
-__all__ = ["LlamaConfig", "LlamaForCausalLM", "LlamaForSequenceClassification", "LlamaModel", "LlamaPreTrainedModel"]
+_EXPORTS = {
+    "LlamaConfig": "configuration_llama",
+    "LlamaModel": "modeling_llama",
+    "LlamaForCausalLM": "modeling_llama",
+    "LlamaForSequenceClassification": "modeling_llama",
+    "LlamaPreTrainedModel": "modeling_llama",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

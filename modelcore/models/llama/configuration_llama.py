@@ -17,9 +17,7 @@ import dataclasses
 from typing import Any
 
 from modelcore.configuration_utils import ConfigError, PretrainedConfig
-
-# Names accepted for ``hidden_act``; modeling_llama maps each to its function.
-SUPPORTED_ACTIVATIONS = ("silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+from modelcore.nn.activation_names import ACTIVATION_NAMES
 
 # rope_type -> keys its ``rope_scaling`` dict must carry (besides the type itself).
 ROPE_REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -43,7 +41,7 @@ class LlamaConfig(PretrainedConfig):
         num_attention_heads: query heads nh.
         num_key_value_heads: key/value heads nkv (grouped-query attention); None means nh (multi-head).
         head_dim: per-head width hs; None means ``hidden_size // num_attention_heads``.
-        hidden_act: MLP activation (``"silu"`` for SwiGLU).
+        hidden_act: MLP activation (``"silu"`` for SwiGLU), one of ``nn.activation_names.ACTIVATION_NAMES``.
         max_position_embeddings: context length the model was trained for.
         initializer_range: std of the normal init of linear and embedding weights.
         rms_norm_eps: epsilon of every RMSNorm.
@@ -117,12 +115,9 @@ class LlamaConfig(PretrainedConfig):
                 f"LlamaConfig.num_attention_heads={self.num_attention_heads} is not divisible by "
                 f"num_key_value_heads={self.num_key_value_heads}"
             )
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
-            raise ConfigError(f"LlamaConfig.hidden_act={self.hidden_act!r} is not one of {list(SUPPORTED_ACTIVATIONS)}")
-        if not 0.0 <= self.attention_dropout < 1.0:
-            raise ConfigError(f"LlamaConfig.attention_dropout must be in [0, 1), got {self.attention_dropout}")
-        if self.initializer_range < 0:
-            raise ConfigError(f"LlamaConfig.initializer_range must be >= 0, got {self.initializer_range}")
+        self._require_one_of("hidden_act", ACTIVATION_NAMES)
+        self._require_probability("attention_dropout")
+        self._require_non_negative("initializer_range")
         if self.rope_scaling is not None:
             _validate_rope_scaling(self.rope_scaling)
 

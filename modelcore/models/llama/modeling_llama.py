@@ -10,33 +10,25 @@ nkv key/value heads, hs head size, V vocabulary.
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from modelcore.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from modelcore.modeling_utils import PreTrainedModel
 from modelcore.models.llama.configuration_llama import LlamaConfig
+from modelcore.nn.activations import get_activation
 from modelcore.nn.attention import get_attention_function
 from modelcore.nn.cache import DynamicCache
+from modelcore.nn.init import init_linear_and_embedding
+from modelcore.nn.losses import causal_lm_loss, sequence_classification_loss
 from modelcore.nn.masks import causal_mask
 from modelcore.nn.norms import RMSNorm
 from modelcore.nn.rotary import RotaryEmbedding, apply_rotary_pos_emb
 
 logger = logging.getLogger(__name__)
-
-ACT2FN = {
-    "silu": F.silu,
-    "swish": F.silu,
-    "gelu": F.gelu,
-    "gelu_new": functools.partial(F.gelu, approximate="tanh"),
-    "gelu_pytorch_tanh": functools.partial(F.gelu, approximate="tanh"),
-    "relu": F.relu,
-}
 
 
 class LlamaAttention(nn.Module):
@@ -97,7 +89,7 @@ class LlamaMLP(nn.Module):
         self.gate_proj = nn.Linear(c, hidden, bias=config.mlp_bias)
         self.up_proj = nn.Linear(c, hidden, bias=config.mlp_bias)
         self.down_proj = nn.Linear(hidden, c, bias=config.mlp_bias)
-        self.act_fn = ACT2FN[config.hidden_act]
+        self.act_fn = get_activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
@@ -137,17 +129,8 @@ class LlamaPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=std)
-            if module.padding_idx is not None:
-                with torch.no_grad():
-                    module.weight[module.padding_idx].zero_()
-        elif isinstance(module, RMSNorm):
+        init_linear_and_embedding(module, self.config.initializer_range)
+        if isinstance(module, RMSNorm):
             nn.init.ones_(module.weight)
 
 
@@ -319,17 +302,6 @@ class LlamaForCausalLM(LlamaPreTrainedModel):
         )
 
 
-def causal_lm_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
-) -> torch.Tensor:
-    """Cross-entropy of position t's logits (B, T, V) against token t+1 of ``labels`` (B, T); -100 ignored."""
-    shift_labels = F.pad(labels, (0, 1), value=-100)[:, 1:].to(logits.device)  # (B, T): the last position has no target
-    logits = logits.float().reshape(-1, logits.shape[-1])  # fp32 for a stable log-softmax
-    if num_items_in_batch is None:
-        return F.cross_entropy(logits, shift_labels.reshape(-1), ignore_index=-100)
-    return F.cross_entropy(logits, shift_labels.reshape(-1), ignore_index=-100, reduction="sum") / num_items_in_batch
-
-
 class LlamaForSequenceClassification(LlamaPreTrainedModel):
     """Decoder + linear ``score`` head read at each sequence's last non-padding token."""
 
@@ -390,7 +362,9 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
             last = (positions * non_pad).argmax(-1)  # (B,) rightmost non-pad position
         pooled = logits[torch.arange(batch_size, device=logits.device), last]  # (B, num_labels)
 
-        loss = None if labels is None else sequence_classification_loss(pooled, labels, self.config)
+        loss = None
+        if labels is not None:
+            loss = sequence_classification_loss(pooled, labels, self.config.num_labels, self.config.problem_type)
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=pooled,
@@ -398,28 +372,3 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-
-
-def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: LlamaConfig) -> torch.Tensor:
-    """MSE, cross-entropy or BCE-with-logits by ``config.problem_type`` (inferred when None, as in transformers)."""
-    num_labels = config.num_labels
-    problem_type = config.problem_type
-    if problem_type is None:
-        if num_labels == 1:
-            problem_type = "regression"
-        elif labels.dtype in (torch.long, torch.int):
-            problem_type = "single_label_classification"
-        else:
-            problem_type = "multi_label_classification"
-    labels = labels.to(logits.device)
-    if problem_type == "regression":
-        if num_labels == 1:
-            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
-        return F.mse_loss(logits, labels.to(logits.dtype))
-    if problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
-    if problem_type == "multi_label_classification":
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-    raise ValueError(
-        f"config.problem_type {problem_type!r} is not regression / single_label / multi_label_classification"
-    )

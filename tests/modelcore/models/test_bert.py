@@ -16,14 +16,12 @@ transformers = pytest.importorskip("transformers")
 from modelcore.configuration_utils import ConfigError  # noqa: E402
 from modelcore.models import bert  # noqa: E402
 from modelcore.models.bert import (  # noqa: E402
-    SUPPORTED_ACTIVATIONS,
     BertConfig,
     BertForMaskedLM,
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
 )
-from modelcore.models.bert.modeling_bert import ACT2FN  # noqa: E402
 
 TINY = dict(
     vocab_size=99,
@@ -133,15 +131,6 @@ def test_config_typo_is_an_error_but_unknown_checkpoint_keys_are_kept():
     config = BertConfig.from_dict(stored)
     assert config.hidden_size == 32 and config.gradient_checkpointing is False
     assert BertConfig.from_dict(json.loads(config.to_json_string())) == config
-
-
-def test_activation_table_matches_config_and_transformers():
-    from transformers.activations import ACT2FN as HF_ACT2FN
-
-    assert set(ACT2FN) == set(SUPPORTED_ACTIVATIONS)
-    x = torch.linspace(-6, 6, 1001)
-    for name, fn in ACT2FN.items():
-        assert max_diff(fn(x), HF_ACT2FN[name](x)) < 1e-6, name
 
 
 # --------------------------------------------------------------------------------------- weight names

@@ -13,8 +13,6 @@ import torch
 
 from modelcore.configuration_utils import ConfigError
 from modelcore.models.llama import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel
-from modelcore.models.llama.configuration_llama import SUPPORTED_ACTIVATIONS
-from modelcore.models.llama.modeling_llama import ACT2FN
 from modelcore.nn.cache import DynamicCache
 from modelcore.nn.rotary import RotaryEmbedding, apply_rotary_pos_emb
 
@@ -171,10 +169,6 @@ def test_config_validation_names_the_field(kwargs, field):
 def test_config_unknown_keyword_is_a_type_error():
     with pytest.raises(TypeError, match="hidden_sise"):
         LlamaConfig(hidden_sise=64)
-
-
-def test_activation_table_covers_the_config_names():
-    assert set(ACT2FN) == set(SUPPORTED_ACTIVATIONS)
 
 
 def test_config_reads_v4_rope_layout_with_legacy_type_key():
