@@ -177,7 +177,8 @@ class PretrainedConfig:
         unknown = sorted(set(overrides) - field_names)
         if unknown:
             raise TypeError(f"{cls.__name__} got unexpected keyword argument(s): {', '.join(unknown)}")
-        data = {_RENAMED_KEYS.get(k, k): v for k, v in config_dict.items()}
+        # How a process runs the model is not the model: a stored attn_implementation is not applied.
+        data = {_RENAMED_KEYS.get(k, k): v for k, v in config_dict.items() if k != "attn_implementation"}
         stored_type = data.pop("model_type", cls.model_type)
         if cls.model_type and stored_type and stored_type != cls.model_type:
             raise ConfigError(f"config has model_type {stored_type!r}, but {cls.__name__} expects {cls.model_type!r}")

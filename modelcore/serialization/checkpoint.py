@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -124,14 +125,16 @@ def _read_index(index: Path) -> dict[str, Path]:
         weight_map = data["weight_map"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{index}: not a valid index (needs a JSON object with 'weight_map'): {err}") from err
-    root = index.parent.resolve()
+    root = index.parent
     resolved: dict[str, Path] = {}
     for name, file_name in weight_map.items():
-        path = (root / str(file_name)).resolve()
-        if path.parent != root:
+        # A lexical check: symlinks inside the directory (as in a hub cache snapshot) stay allowed.
+        relative = os.path.normpath(str(file_name))
+        if os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
             raise CheckpointError(
                 f"{index}: entry {name!r} points to {file_name!r}, outside the checkpoint directory; refusing it"
             )
+        path = root / relative
         if not path.is_file():
             raise FileNotFoundError(f"{index}: shard {file_name!r} (holding {name!r}) is missing")
         resolved[name] = path

@@ -146,7 +146,9 @@ def _load_config(
         return cls.config_class.from_pretrained(directory, **overrides)
     if not isinstance(config, cls.config_class):
         raise TypeError(f"{cls.__name__} expects a {cls.config_class.__name__}, got {type(config).__name__}")
-    return type(config).from_dict(config.to_dict(), **overrides) if overrides else config
+    if not overrides:
+        return config
+    return type(config).from_dict(config.to_dict(), **{"attn_implementation": config.attn_implementation, **overrides})
 
 
 # ------------------------------------------------------------------- names

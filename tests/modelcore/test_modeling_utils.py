@@ -200,6 +200,9 @@ def test_dtype_auto_keeps_stored_dtype_and_explicit_dtype_converts(tmp_path):
 
 def test_config_overrides_and_unknown_kwarg(tmp_path):
     tiny_llama().save_pretrained(tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text()) | {"attn_implementation": "flash_attention_2"}
+    (tmp_path / "config.json").write_text(json.dumps(stored))  # how it was run is not applied on load
+    assert LlamaForCausalLM.from_pretrained(tmp_path).config.attn_implementation == "sdpa"
     model = LlamaForCausalLM.from_pretrained(tmp_path, attn_implementation="eager", rms_norm_eps=1e-5)
     assert model.config.attn_implementation == "eager" and model.config.rms_norm_eps == 1e-5
     with pytest.raises(TypeError, match="device_mapp"):
@@ -271,6 +274,19 @@ def test_index_entry_outside_directory_is_refused(tmp_path, target):
     with pytest.raises(CheckpointError, match=r"outside the checkpoint directory") as err:
         LlamaForCausalLM.from_pretrained(ckpt)
     assert "model.embed_tokens.weight" in str(err.value) and "index.json" in str(err.value)
+
+
+def test_symlinked_shards_inside_a_hub_style_cache_load(tmp_path):
+    """A hub cache snapshot holds symlinks to ../../blobs: the index names stay inside, so they load."""
+    model = tiny_llama()
+    model.save_pretrained(tmp_path / "saved", max_shard_size="1MB")
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "abc123"
+    blobs.mkdir()
+    snapshot.mkdir(parents=True)
+    for i, path in enumerate(sorted((tmp_path / "saved").iterdir())):
+        (blobs / f"blob{i}").write_bytes(path.read_bytes())
+        (snapshot / path.name).symlink_to(f"../../blobs/blob{i}")
+    assert_same_state(model, LlamaForCausalLM.from_pretrained(snapshot))
 
 
 def test_wrong_tensor_shape_names_the_key_unless_ignored(tmp_path):
