@@ -163,7 +163,7 @@ class _PickleReader:
     def read(
         self, name: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu", mmap: bool = True
     ) -> torch.Tensor:
-        tensor = self._tensors[name]  # already memory-mapped by torch.load(mmap=True)
+        tensor = self._tensors[name]  # memory-mapped when the file was opened
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         return tensor.to(device)
