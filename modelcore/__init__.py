@@ -35,6 +35,15 @@ _LAZY: dict[str, str] = {
     "Tokenizer": "tokenization",
     "BatchEncoding": "tokenization",
     "DynamicCache": "nn.cache",
+    "TrainingArguments": "trainer.arguments",
+    "Trainer": "trainer.trainer",
+    "DistillationTrainer": "trainer.distillation",
+    "TrainerCallback": "trainer.callbacks",
+    "EarlyStoppingCallback": "trainer.callbacks",
+    "EvalPrediction": "trainer.trainer",
+    "DataCollatorWithPadding": "data.collators",
+    "DataCollatorForLanguageModeling": "data.collators",
+    "default_data_collator": "data.collators",
     "assets": "assets",
 }
 
@@ -56,6 +65,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         AutoTokenizer,
     )
     from modelcore.configuration_utils import PretrainedConfig
+    from modelcore.data.collators import DataCollatorForLanguageModeling, DataCollatorWithPadding, default_data_collator
     from modelcore.modeling_utils import PreTrainedModel
     from modelcore.models.bert.configuration_bert import BertConfig
     from modelcore.models.bert.modeling_bert import (
@@ -72,3 +82,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     )
     from modelcore.nn.cache import DynamicCache
     from modelcore.tokenization import BatchEncoding, Tokenizer
+    from modelcore.trainer.arguments import TrainingArguments
+    from modelcore.trainer.callbacks import EarlyStoppingCallback, TrainerCallback
+    from modelcore.trainer.distillation import DistillationTrainer
+    from modelcore.trainer.trainer import EvalPrediction, Trainer
