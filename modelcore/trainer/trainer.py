@@ -109,7 +109,8 @@ class Trainer:
             raise ValueError("fp16 mixed precision needs a CUDA GPU; use bf16=True on CPU")
         # accelerate keeps one process-wide state; a new precision needs it rebuilt (the process group is kept).
         AcceleratorState._reset_state(reset_partial_state=False)
-        self.accelerator = Accelerator(mixed_precision=args.mixed_precision)
+        # cpu=True without CUDA: accelerate then runs torchrun's processes as DDP over gloo (MULTI_CPU).
+        self.accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
         self.model = model
         if args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
@@ -375,10 +376,11 @@ class Trainer:
         return False
 
     def _save_checkpoint(self, is_best: bool) -> None:
-        from accelerate.utils import gather_object
-
         acc, args = self.accelerator, self.args
-        rng = gather_object([ckpt.rng_state()]) if acc.num_processes > 1 else [ckpt.rng_state()]
+        rng = [ckpt.rng_state()]
+        if acc.num_processes > 1:  # every rank's RNG goes into the checkpoint, for an exact resume
+            rng = [None] * acc.num_processes
+            torch.distributed.all_gather_object(rng, ckpt.rng_state())
         if acc.is_main_process:
             output_dir = Path(args.output_dir)
             path = output_dir / f"{ckpt.PREFIX}-{self.state.global_step}"
