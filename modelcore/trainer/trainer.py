@@ -207,6 +207,11 @@ class Trainer:
                 self._maybe_evaluate_and_save(epoch_end=True)
                 if self.control.should_training_stop or self.state.global_step >= max_steps:
                     break
+        except BaseException:
+            for callback in self.callbacks.callbacks:  # e.g. end the tracking run as FAILED
+                if hasattr(callback, "close"):
+                    callback.close(status="FAILED")
+            raise
         finally:
             self.model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # no autocast left on forward
         if loss_steps:

@@ -1,0 +1,1 @@
+"""Integrations with outside tools; each imports its tool lazily, so modelcore works without it."""

@@ -1,0 +1,304 @@
+"""MLflowCallback against a real MLflow store (sqlite + local artifacts under tmp_path)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+
+import pytest
+import torch
+
+from modelcore import BertConfig, BertForSequenceClassification
+from modelcore.trainer import Trainer, TrainingArguments
+from modelcore.trainer.callbacks import TrainerControl, TrainerState
+
+mlflow = pytest.importorskip("mlflow")
+
+from mlflow import MlflowClient  # noqa: E402
+
+from modelcore.integrations.mlflow import (  # noqa: E402
+    MLflowCallback,
+    flatten_params,
+    is_secret_key,
+    param_value,
+    sanitize_key,
+)
+
+
+@pytest.fixture(scope="module")
+def tracking_store(tmp_path_factory):
+    """One sqlite store for the module (creating one costs seconds); the global URI is restored after."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    root = tmp_path_factory.mktemp("mlflow")
+    previous = tracking_utils._tracking_uri  # None unless someone set it: then MLFLOW_TRACKING_URI rules
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")  # set_tracking_uri writes this variable too
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    yield root
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(previous)
+    if previous_env is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+@pytest.fixture
+def experiment(tracking_store, monkeypatch):
+    """A fresh experiment per test, with its artifacts under the store's folder, chosen through the environment."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    experiment_id = mlflow.create_experiment(name, artifact_location=(tracking_store / name).as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", name)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    yield experiment_id
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def tiny_model(**overrides) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = dict(vocab_size=64, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    return BertForSequenceClassification(BertConfig(**(config | overrides)))
+
+
+def make_args(tmp_path, **overrides) -> TrainingArguments:
+    return TrainingArguments(**(dict(output_dir=str(tmp_path / "out"), run_name="unit", disable_tqdm=True) | overrides))
+
+
+def begin(callback, args, model=None, rank0=True, step=0):
+    state = TrainerState(global_step=step, is_world_process_zero=rank0)
+    callback.on_train_begin(args, state, TrainerControl(), model=model)
+    return state
+
+
+def only_runs(experiment_id):
+    return MlflowClient().search_runs([experiment_id])
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def test_flatten_params_dots_nested_dicts_and_lists():
+    flat = flatten_params({"a": {"b": 1, "c": [2, {"d": 3}]}, "e": [], "f": None}, prefix="p")
+    assert flat == {"p.a.b": 1, "p.a.c.0": 2, "p.a.c.1.d": 3, "p.e": [], "p.f": None}
+
+
+def test_flatten_params_keeps_a_huge_container_as_one_value():
+    flat = flatten_params({"id2label": {i: f"LABEL_{i}" for i in range(10_000)}})
+    assert list(flat) == ["id2label"]
+
+
+def test_param_value_and_keys_fit_mlflow_limits():
+    assert len(param_value("x" * 10_000, 6000)) == 6000
+    assert param_value("x" * 10_000, 6000).endswith("...")
+    assert sanitize_key("eval_loss") == "eval_loss"
+    assert sanitize_key("loss@step#1!") == "loss_step_1_"
+    assert sanitize_key("/a//./b/../c/") == "a/b/__/c"
+    long_a, long_b = sanitize_key("k" * 300 + "a"), sanitize_key("k" * 300 + "b")
+    assert len(long_a) == 250 and long_a != long_b
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("hub_token", True),
+        ("token", True),
+        ("db.Password", True),
+        ("OPENAI_API_KEY", True),
+        ("apiKey", True),
+        ("client_secret", True),
+        ("config.pad_token_id", False),
+        ("max_new_tokens", False),
+        ("config.tokenizer_class", False),
+        ("learning_rate", False),
+    ],
+)
+def test_is_secret_key(key, secret):
+    assert is_secret_key(key) is secret
+
+
+# ---------------------------------------------------------------------- against a real store
+
+
+def test_starts_a_run_logs_flattened_truncated_params_and_ends_it_finished(experiment, tmp_path):
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    labels = {i: f"LABEL_{i}" for i in range(10_000)}
+    model = tiny_model(id2label=labels, label2id={v: k for k, v in labels.items()})
+    callback = MLflowCallback()
+    args = make_args(tmp_path, learning_rate=3e-4, report_to=["mlflow"])
+    state = begin(callback, args, model)
+
+    run = mlflow.get_run(callback.run_id)
+    assert run.info.run_name == "unit" and run.info.experiment_id == experiment
+    assert mlflow.active_run().info.run_id == callback.run_id
+    params = run.data.params
+    assert params["learning_rate"] == "0.0003"
+    assert params["report_to.0"] == "mlflow"
+    assert params["config.hidden_size"] == "8"
+    assert params["config.model_type"] == "bert"
+    assert params["model_num_parameters"] == str(model.num_parameters())
+    assert len(params["config.id2label"]) == MAX_PARAM_VAL_LENGTH
+    assert all(len(v) <= MAX_PARAM_VAL_LENGTH for v in params.values())
+
+    callback.on_train_end(args, state, TrainerControl())
+    assert mlflow.active_run() is None
+    assert mlflow.get_run(callback.run_id).info.status == "FINISHED"
+
+
+def test_params_go_out_in_batches_of_at_most_100(experiment, tmp_path, monkeypatch):
+    callback = MLflowCallback()
+    begin(callback, make_args(tmp_path))
+    sizes = []
+    log_params = mlflow.log_params
+
+    def spy(params, **kwargs):
+        sizes.append(len(params))
+        return log_params(params, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_params", spy)
+    callback.log_params({f"batch.p{i}": i for i in range(250)})
+    assert sizes == [100, 100, 50]
+    assert len([k for k in mlflow.get_run(callback.run_id).data.params if k.startswith("batch.")]) == 250
+
+
+def test_metrics_are_logged_per_step(experiment, tmp_path):
+    callback = MLflowCallback()
+    args = make_args(tmp_path)
+    state = begin(callback, args)
+    for step, loss in [(1, 2.0), (2, 1.5), (3, float("nan"))]:
+        state.global_step = step
+        logs = {"loss": loss, "learning_rate": 1e-3, "epoch": step / 3, "note": "text", "flag": True}
+        callback.on_log(args, state, TrainerControl(), logs=logs)
+    state.global_step = 3
+    eval_metrics = {"eval_loss": 1.25, "eval_accuracy": torch.tensor(0.75), "eval_runtime": 0.1}
+    callback.on_log(args, state, TrainerControl(), logs=eval_metrics)  # the Trainer logs eval metrics...
+    callback.on_evaluate(args, state, TrainerControl(), metrics=eval_metrics)  # ...and passes them here too
+
+    client = MlflowClient()
+    history = client.get_metric_history(callback.run_id, "loss")
+    assert [(m.step, m.value) for m in history[:2]] == [(1, 2.0), (2, 1.5)]
+    assert history[2].step == 3 and math.isnan(history[2].value)
+    assert [(m.step, m.value) for m in client.get_metric_history(callback.run_id, "eval_loss")] == [(3, 1.25)]
+    assert client.get_metric_history(callback.run_id, "eval_accuracy")[0].value == 0.75
+    logged = mlflow.get_run(callback.run_id).data.metrics
+    assert "note" not in logged and "flag" not in logged
+
+
+def test_an_active_run_is_reused_and_not_ended(experiment, tmp_path):
+    args = make_args(tmp_path)
+    with mlflow.start_run(run_name="outer") as outer:
+        callback = MLflowCallback()
+        state = begin(callback, args, tiny_model())
+        assert callback.run_id == outer.info.run_id
+        callback.on_log(args, state, TrainerControl(), logs={"loss": 1.0})
+        callback.on_train_end(args, state, TrainerControl())
+        callback.close()  # a failure path must not end it either
+        assert mlflow.active_run().info.run_id == outer.info.run_id
+    run = mlflow.get_run(outer.info.run_id)
+    assert run.info.run_name == "outer" and run.data.metrics["loss"] == 1.0
+    assert len(only_runs(experiment)) == 1
+
+
+def test_close_marks_our_run_failed(experiment, tmp_path):
+    callback = MLflowCallback()
+    begin(callback, make_args(tmp_path))
+    callback.close()
+    assert mlflow.active_run() is None
+    assert mlflow.get_run(callback.run_id).info.status == "FAILED"
+    callback.close()  # idempotent
+
+
+def test_non_zero_ranks_log_nothing(experiment, tmp_path):
+    callback = MLflowCallback()
+    args = make_args(tmp_path)
+    state = begin(callback, args, tiny_model(), rank0=False)
+    callback.on_log(args, state, TrainerControl(), logs={"loss": 1.0})
+    callback.on_evaluate(args, state, TrainerControl(), metrics={"eval_loss": 1.0})
+    callback.on_train_end(args, state, TrainerControl())
+    assert callback.run_id is None and mlflow.active_run() is None
+    assert only_runs(experiment) == []
+
+
+def test_secret_looking_keys_are_not_logged(experiment, tmp_path):
+    callback = MLflowCallback()
+    begin(callback, make_args(tmp_path))
+    callback.log_params({"hub_token": "hf_abc", "nested.api_key": "sk-1", "db_password": "x", "pad_token_id": 0})
+    params = mlflow.get_run(callback.run_id).data.params
+    assert params["pad_token_id"] == "0"
+    assert not {"hub_token", "nested.api_key", "db_password"} & set(params)
+    assert "hf_abc" not in params.values()
+
+
+def test_conflicting_params_in_a_reused_run_are_skipped_with_a_warning(experiment, tmp_path, caplog):
+    args = make_args(tmp_path, learning_rate=1e-3)
+    with mlflow.start_run() as outer:
+        mlflow.log_params({"learning_rate": "0.5", "seed": str(args.seed)})
+        callback = MLflowCallback()
+        with caplog.at_level(logging.WARNING, logger="modelcore.integrations.mlflow"):
+            begin(callback, args, tiny_model())
+    params = mlflow.get_run(outer.info.run_id).data.params
+    assert params["learning_rate"] == "0.5"  # kept: MLflow cannot overwrite it
+    assert params["config.hidden_size"] == "8"  # the rest was logged
+    assert "learning_rate" in caplog.text and "seed" not in caplog.text
+
+
+def test_invalid_keys_are_sanitized(experiment, tmp_path):
+    callback = MLflowCallback()
+    args = make_args(tmp_path)
+    state = begin(callback, args)
+    callback.log_params({"weird key!": 1, "a/../b": 2})
+    callback.on_log(args, state, TrainerControl(), logs={"acc@1": 0.5})
+    run = mlflow.get_run(callback.run_id)
+    assert run.data.params["weird key_"] == "1" and run.data.params["a/__/b"] == "2"
+    assert run.data.metrics["acc_1"] == 0.5
+
+
+def test_experiment_name_argument_picks_the_experiment_without_setting_it_globally(experiment, tmp_path):
+    name = f"other-{uuid.uuid4().hex[:8]}"
+    callback = MLflowCallback(experiment_name=name)
+    begin(callback, make_args(tmp_path))
+    other = mlflow.get_experiment_by_name(name)
+    assert mlflow.get_run(callback.run_id).info.experiment_id == other.experiment_id
+    callback.close("FINISHED")
+    with mlflow.start_run() as run:  # the environment's experiment is still the default
+        assert run.info.experiment_id == experiment
+
+
+def test_checkpoints_are_logged_as_artifacts_when_asked(experiment, tmp_path):
+    checkpoint = tmp_path / "checkpoint-2"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    args = make_args(tmp_path)
+    for flag, expected in [(False, []), (True, ["checkpoints/checkpoint-2/config.json"])]:
+        callback = MLflowCallback(log_checkpoints=flag)
+        state = begin(callback, args)
+        callback.on_save(args, state, TrainerControl(), checkpoint=str(checkpoint))
+        found = MlflowClient().list_artifacts(callback.run_id, "checkpoints/checkpoint-2")
+        assert [f.path for f in found] == expected
+        callback.close("FINISHED")
+
+
+def test_trainer_with_report_to_mlflow(experiment, tmp_path):
+    torch.manual_seed(0)
+    rows = [{"input_ids": torch.randint(1, 64, (6,)).tolist(), "labels": i % 2} for i in range(16)]
+
+    def collate(batch):
+        return {
+            "input_ids": torch.tensor([r["input_ids"] for r in batch]),
+            "labels": torch.tensor([r["labels"] for r in batch]),
+        }
+
+    args = make_args(tmp_path, report_to="mlflow", max_steps=4, logging_steps=1, save_strategy="no")
+    args.per_device_train_batch_size = 4
+    trainer = Trainer(tiny_model(), args, train_dataset=rows, eval_dataset=rows, data_collator=collate)
+    trainer.train()
+    trainer.evaluate()
+
+    (run,) = only_runs(experiment)
+    assert run.info.status == "FINISHED" and run.info.run_name == "unit"
+    history = MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert "eval_loss" in run.data.metrics  # the final evaluate lands in the training run
+    assert run.data.params["max_steps"] == "4"
