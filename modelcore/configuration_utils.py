@@ -14,12 +14,12 @@ import dataclasses
 import json
 import logging
 import os
-import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from modelcore.serialization.atomic import atomic_write_text
+from modelcore.typecheck import matches, type_name
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +95,9 @@ class PretrainedConfig:
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if not _matches(value, hints[field.name]):
+            if not matches(value, hints[field.name]):
                 raise ConfigError(
-                    f"{type(self).__name__}.{field.name} must be {_type_name(hints[field.name])}, "
+                    f"{type(self).__name__}.{field.name} must be {type_name(hints[field.name])}, "
                     f"got {value!r} ({type(value).__name__})"
                 )
 
@@ -231,36 +231,6 @@ def read_config_dict(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- helpers
-def _matches(value: Any, hint: Any) -> bool:
-    """A small runtime check of the annotation kinds configs use (no third-party validator)."""
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        return isinstance(value, (list, tuple))
-    if origin is dict:
-        return isinstance(value, dict)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "None"
-    return getattr(hint, "__name__", str(hint))
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

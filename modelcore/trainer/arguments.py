@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from modelcore.serialization.atomic import atomic_write_text
+from modelcore.typecheck import matches, type_name
 
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -144,8 +145,8 @@ class TrainingArguments:
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
             value, hint = getattr(self, field.name), hints[field.name]
-            if not _matches(value, hint):
-                raise ValueError(f"{field.name} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})")
+            if not matches(value, hint):
+                raise ValueError(f"{field.name} must be {type_name(hint)}, got {value!r} ({type(value).__name__})")
             if _is_float_field(hint) and isinstance(value, int):
                 setattr(self, field.name, float(value))  # 3 and 3.0 epochs are the same setting
 
@@ -345,30 +346,6 @@ def _require_one_of(args: TrainingArguments, name: str, choices: tuple[str, ...]
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    """Runtime check of the few annotation kinds used above; bool is not accepted as a number."""
-    args = typing.get_args(hint)
-    if isinstance(hint, types.UnionType):
-        return any(_matches(value, arg) for arg in args)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if typing.get_origin(hint) is list:
-        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
-    return isinstance(value, hint)
-
-
 def _is_float_field(hint: Any) -> bool:
     """``float`` or ``float | None``: ints given there are stored as floats."""
     return hint is float or (isinstance(hint, types.UnionType) and set(typing.get_args(hint)) == {float, type(None)})
-
-
-def _type_name(hint: Any) -> str:
-    if isinstance(hint, types.UnionType):
-        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return "None"
-    return str(hint) if typing.get_origin(hint) else hint.__name__

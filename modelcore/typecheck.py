@@ -1,0 +1,38 @@
+"""A small runtime check of the annotation kinds our dataclasses use (configs, training arguments)."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Union
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits ``hint``: unions, None, int/float (bool is not a number), list/tuple, dict, classes."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and (not args or all(matches(v, args[0]) for v in value))
+    if origin is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def type_name(hint: Any) -> str:
+    """``int | None`` -> "int or None", for error messages."""
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(type_name(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return str(hint) if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
