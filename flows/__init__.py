@@ -1,0 +1,1 @@
+"""Prefect flows of the retraining pipeline (one pydantic parameter model per flow)."""

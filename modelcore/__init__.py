@@ -45,6 +45,7 @@ _LAZY: dict[str, str] = {
     "DataCollatorForLanguageModeling": "data.collators",
     "default_data_collator": "data.collators",
     "assets": "assets",
+    "pipeline": "pipelines",
 }
 
 __all__ = sorted(_LAZY)
@@ -81,6 +82,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         LlamaModel,
     )
     from modelcore.nn.cache import DynamicCache
+    from modelcore.pipelines import pipeline
     from modelcore.tokenization import BatchEncoding, Tokenizer
     from modelcore.trainer.arguments import TrainingArguments
     from modelcore.trainer.callbacks import EarlyStoppingCallback, TrainerCallback

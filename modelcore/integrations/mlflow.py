@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -143,19 +144,37 @@ class MLflowCallback(TrainerCallback):
             as ``experiment_id`` to ``start_run``, so the process's active experiment is untouched.
             None uses ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID`` or MLflow's default.
         log_checkpoints: log every saved checkpoint directory as run artifacts.
+        run_id: log to this existing run (created by the caller, e.g. one per pipeline run) instead
+            of the active or a new one; the callback never ends it.
+        tolerate_errors: when the tracking server fails (down, unreachable), keep training: metrics
+            are kept in :attr:`pending`, retried at most every ``retry_after_s`` seconds and at
+            the end of training; :meth:`save_pending` writes what is still unsent to a file that
+            :func:`replay_pending` sends later. Params that fail are logged with the same care.
+        retry_after_s: how long to wait after a failure before talking to the server again.
     """
 
     def __init__(
-        self, tracking_uri: str | None = None, experiment_name: str | None = None, log_checkpoints: bool = False
+        self,
+        tracking_uri: str | None = None,
+        experiment_name: str | None = None,
+        log_checkpoints: bool = False,
+        run_id: str | None = None,
+        tolerate_errors: bool = False,
+        retry_after_s: float = 30.0,
     ) -> None:
         if importlib.util.find_spec("mlflow") is None:
             raise ImportError("MLflowCallback needs mlflow: pip install 'modelcore[mlflow]'")
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.log_checkpoints = log_checkpoints
-        self.run_id: str | None = None
+        self.run_id: str | None = run_id
+        self._fixed_run = run_id is not None  # a run given by the caller: used as is, never ended here
         self._started_run = False  # True while a run this callback started is open
         self._step_logged: tuple[int, dict[str, float]] = (-1, {})
+        self.tolerate_errors = tolerate_errors
+        self.retry_after_s = retry_after_s
+        self.pending: list[tuple[int, dict[str, float]]] = []  # (step, metrics) not yet accepted by the server
+        self._down_since: float | None = None
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -170,7 +189,12 @@ class MLflowCallback(TrainerCallback):
             params["model_num_parameters"] = model.num_parameters()
         elif model is not None:  # a plain torch.nn.Module
             params["model_num_parameters"] = sum(p.numel() for p in model.parameters())
-        self.log_params(params)
+        try:
+            self.log_params(params)
+        except Exception as error:
+            if not (self.tolerate_errors and _is_connection_error(error)):
+                raise
+            self._mark_down(error)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
@@ -189,8 +213,15 @@ class MLflowCallback(TrainerCallback):
         mlflow.log_artifacts(str(path), artifact_path=f"checkpoints/{path.name}", run_id=self.run_id)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.close(status="FINISHED")
+        if not state.is_world_process_zero:
+            return
+        if self.pending:
+            self._down_since = None  # one more try before giving up
+            self._flush()
+        if self.pending:
+            path = self.save_pending(Path(args.output_dir) / PENDING_METRICS_FILE)
+            logger.warning("MLflow: %d metric batches not sent; kept in %s", len(self.pending), path)
+        self.close(status="FINISHED")
 
     # ------------------------------------------------------------------ run lifecycle
     def close(self, status: str = "FAILED") -> None:
@@ -199,7 +230,7 @@ class MLflowCallback(TrainerCallback):
         Args:
             status: an MLflow run status: ``FINISHED``, ``FAILED`` or ``KILLED``.
         """
-        if not self._started_run or self.run_id is None:
+        if self._fixed_run or not self._started_run or self.run_id is None:
             return
         import mlflow
 
@@ -216,6 +247,10 @@ class MLflowCallback(TrainerCallback):
 
         if self.tracking_uri is not None:
             mlflow.set_tracking_uri(self.tracking_uri)
+        if self._fixed_run:
+            self._step_logged = (-1, {})
+            logger.info("MLflow: logging to the given run %s", self.run_id)
+            return
         active = mlflow.active_run()
         if active is not None:
             # Our own run left open by a failed train() stays ours; any other run is the caller's.
@@ -318,8 +353,96 @@ class MLflowCallback(TrainerCallback):
             if name in seen and _same(seen[name], value):
                 continue
             metrics[name] = seen[name] = value
-        for batch in _chunks(metrics, per_batch):
-            mlflow.log_metrics(batch, step=step, run_id=run_id)
+        if not self.tolerate_errors:
+            for batch in _chunks(metrics, per_batch):
+                mlflow.log_metrics(batch, step=step, run_id=run_id)
+            return
+        if metrics:
+            self.pending.append((step, metrics))
+        self._flush()
+
+    # ------------------------------------------------------------------ a tracking server that fails
+    def _flush(self) -> None:
+        """Send pending metrics, oldest first; stop at the first failure (the server is down)."""
+        if self._down_since is not None and time.monotonic() - self._down_since < self.retry_after_s:
+            return
+        run_id = self._target_run()
+        if run_id is None:
+            return
+        import mlflow
+
+        per_batch = _limits()[3]
+        while self.pending:
+            step, metrics = self.pending[0]
+            try:
+                for batch in _chunks(metrics, per_batch):
+                    mlflow.log_metrics(batch, step=step, run_id=run_id)
+            except Exception as error:
+                if not _is_connection_error(error):
+                    raise
+                self._mark_down(error)
+                return
+            self.pending.pop(0)
+        if self._down_since is not None:
+            logger.info("MLflow: tracking server reachable again; pending metrics sent")
+            self._down_since = None
+
+    def _mark_down(self, error: Exception) -> None:
+        if self._down_since is None:
+            logger.warning("MLflow: tracking server failed (%s); training goes on, metrics are kept", error)
+        self._down_since = time.monotonic()
+
+    def save_pending(self, path: str | Path) -> Path:
+        """Write the unsent metrics as JSON lines ``{"run_id", "step", "metrics"}`` (atomically)."""
+        import json
+
+        from modelcore.serialization.atomic import atomic_write_text
+
+        lines = [json.dumps({"run_id": self._target_run(), "step": s, "metrics": m}) for s, m in self.pending]
+        atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+        return Path(path)
+
+
+PENDING_METRICS_FILE = "mlflow_pending_metrics.jsonl"
+
+
+def replay_pending(path: str | Path, tracking_uri: str | None = None) -> int:
+    """Send metrics a :class:`MLflowCallback` could not send (see ``save_pending``); remove the file after.
+
+    Returns:
+        How many (step, metrics) records were sent; 0 when the file does not exist.
+    """
+    import json
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    client = MlflowClient(tracking_uri=tracking_uri)
+    per_batch = _limits()[3]
+    for record in records:
+        timestamp = int(time.time() * 1000)
+        metrics = [Metric(k, v, timestamp, record["step"]) for k, v in record["metrics"].items()]
+        for start in range(0, len(metrics), per_batch):
+            client.log_batch(record["run_id"], metrics=metrics[start : start + per_batch])
+    path.unlink()
+    return len(records)
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    """True for failures of the transport (server down, refused, timed out), not for refused requests."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
+        return True
+    if isinstance(error, MlflowException):
+        text = str(error)
+        return any(s in text for s in ("Max retries exceeded", "Connection refused", "API request to", "timed out"))
+    return isinstance(error, OSError)
 
 
 def _limits() -> tuple[int, int, int, int]:

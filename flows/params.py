@@ -1,0 +1,75 @@
+"""The retraining flow's parameters: one pydantic model, whose defaults are the embedded demo.
+
+The Prefect UI renders this model as the form of a manual run; the CLI (``python -m flows.retrain``)
+takes the same fields as flags or from a params file. A bad value is rejected naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+QUANTIZATION_METHODS = ("int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4")
+EXPORT_FORMATS = ("safetensors", "onnx", "onnx_int8")
+
+
+class TrainingSettings(BaseModel):
+    """The training arguments users tune (names as in ``TrainingArguments``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_train_epochs: float = Field(1.0, gt=0, description="passes over the training split")
+    max_steps: int = Field(-1, description="> 0 stops after this many optimizer steps (overrides epochs)")
+    per_device_train_batch_size: int = Field(32, ge=1, le=4096)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_grad_norm: float = Field(1.0, ge=0)
+    bf16: bool = Field(False, description="bf16 autocast (fast only where the CPU has AMX, or on GPU)")
+    group_by_length: bool = True
+    seed: int = Field(0, ge=0)
+    logging_steps: int = Field(50, ge=1)
+    save_steps: int = Field(100, ge=1, description="checkpoint every N steps; a retried run resumes from the last")
+
+    def to_training_arguments(self) -> dict[str, Any]:
+        return {**self.model_dump(), "save_strategy": "steps", "save_total_limit": 1, "eval_strategy": "no"}
+
+
+class RetrainParams(BaseModel):
+    """Everything a retraining run needs; the defaults fine-tune MiniLM-L6 on Rotten Tomatoes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_model: str = Field("minilm-l6", min_length=1, description="directory, asset name or models:/ URI")
+    dataset: str = Field("rotten-tomatoes", min_length=1, description="dataset asset name or csv/json/parquet path")
+    text_column: str = Field("text", min_length=1)
+    label_column: str = Field("label", min_length=1)
+    test_size: float = Field(0.2, gt=0, lt=1, description="held-out share after a seeded shuffle")
+    split_seed: int = Field(0, ge=0)
+    max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(default_factory=list)
+    export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] = Field(default_factory=lambda: ["safetensors"])
+    max_shard_size: str = Field("50MB", description="shard size of the safetensors export")
+    registered_model_name: str = Field("rotten-tomatoes-sentiment", description="MLflow registered model")
+    experiment_name: str = Field("retrain", min_length=1)
+    promotion_metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    min_gain: float = Field(0.0, ge=0, le=1, description="champion moves only when beaten by more than this")
+
+    @field_validator("registered_model_name")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' (at most 128), starting with a letter or digit")
+        return value
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _shard_size(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)", value.strip(), flags=re.IGNORECASE):
+            raise ValueError("a size like '50MB' or '2GB'")
+        return value.strip()

@@ -1,0 +1,255 @@
+"""modelcore checkpoints in MLflow: log as a pyfunc model, register versions, resolve ``models:/`` URIs.
+
+Nothing here touches MLflow's process-wide state (active run, tracking URI): every call goes
+through an explicit ``MlflowClient`` and run id, so a Prefect flow can call it from any task.
+
+The logged model (``<artifact_path>/``) is a pyfunc model from code (:mod:`.mlflow_pyfunc`) whose
+``artifacts/checkpoint/`` holds the Hugging Face layout (config.json, safetensors shards, tokenizer
+files). modelcore loads that checkpoint directly; plain MLflow loads it through the pyfunc.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+logger = logging.getLogger(__name__)
+
+PYFUNC_CODE = Path(__file__).with_name("mlflow_pyfunc.py")
+CHECKPOINT_ARTIFACT = "checkpoint"  # name of the checkpoint inside the pyfunc model's artifacts/
+URI_PATTERN = re.compile(r"^(models|runs):/")
+
+
+class RegistryError(RuntimeError):
+    """A ``models:/`` or ``runs:/`` URI names nothing, or the registry refused a change."""
+
+
+def is_mlflow_uri(source: Any) -> bool:
+    return isinstance(source, str) and bool(URI_PATTERN.match(source))
+
+
+def client(tracking_uri: str | None = None) -> Any:
+    """An ``MlflowClient`` for ``tracking_uri`` (None: ``MLFLOW_TRACKING_URI`` or MLflow's default)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+# ---------------------------------------------------------------------------------------------- log
+def save_pyfunc(
+    checkpoint: str | Path,
+    path: str | Path,
+    task: str = "text-classification",
+    input_example: Sequence[str] | None = None,
+    batch_size: int = 64,
+    max_length: int | None = None,
+) -> Path:
+    """Write an MLflow pyfunc model directory at ``path`` wrapping ``checkpoint``.
+
+    Args:
+        checkpoint: a checkpoint directory (config.json, safetensors, tokenizer files).
+        path: the model directory to create (must not exist).
+        task: the pipeline task the model serves.
+        input_example: a few texts stored as the input example (and used to check the model loads).
+        batch_size, max_length: how the pyfunc batches and truncates.
+
+    Returns:
+        ``path``.
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}: not a checkpoint directory (no config.json)")
+    from modelcore.configuration_utils import read_config_dict
+
+    id2label = read_config_dict(checkpoint / "config.json").get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
+    outputs = [ColSpec("string", "label"), ColSpec("double", "score")]
+    outputs += [ColSpec("double", f"prob_{id2label[k]}") for k in sorted(id2label, key=int)]
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
+    example = pd.DataFrame({"text": list(input_example)}) if input_example else None
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(PYFUNC_CODE),
+        artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
+        model_config={"task": task, "batch_size": batch_size, "max_length": max_length},
+        signature=signature,
+        input_example=example,
+        pip_requirements=_requirements(),
+    )
+    return Path(path)
+
+
+def log_pyfunc(
+    run_id: str,
+    checkpoint: str | Path,
+    artifact_path: str = "model",
+    tracking_uri: str | None = None,
+    **save_kwargs: Any,
+) -> str:
+    """Save the pyfunc model of ``checkpoint`` and upload it under ``artifact_path`` of run ``run_id``.
+
+    Returns:
+        The model's ``runs:/<run_id>/<artifact_path>`` URI.
+    """
+    with tempfile.TemporaryDirectory(prefix="modelcore-pyfunc-") as tmp:
+        local = save_pyfunc(checkpoint, Path(tmp) / "model", **save_kwargs)
+        client(tracking_uri).log_artifacts(run_id, str(local), artifact_path)
+    return f"runs:/{run_id}/{artifact_path}"
+
+
+def register_version(
+    name: str,
+    run_id: str,
+    artifact_path: str = "model",
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    tracking_uri: str | None = None,
+) -> Any:
+    """Register the model logged at ``runs:/<run_id>/<artifact_path>`` as a new version of ``name``.
+
+    Returns:
+        The ``ModelVersion`` (its ``version`` is the new number).
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(tracking_uri)
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException:
+        mlflow_client.create_registered_model(name)
+    source = f"{mlflow_client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    version = mlflow_client.create_model_version(
+        name, source, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}, description=description
+    )
+    logger.info("registered %s version %s from run %s", name, version.version, run_id)
+    return version
+
+
+def alias_version(name: str, alias: str, tracking_uri: str | None = None) -> Any | None:
+    """The ``ModelVersion`` that ``name@alias`` points at, or None when the alias (or model) is unset."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(tracking_uri).get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+# ---------------------------------------------------------------------------------------------- resolve
+def resolve_uri(uri: str, tracking_uri: str | None = None) -> Path:
+    """A local checkpoint directory for ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/ID/PATH``.
+
+    A registered version is immutable, so its checkpoint is fetched once into
+    ``$MODELCORE_CACHE/mlflow/`` (or used in place when the artifact store is a local directory);
+    an alias is looked up on every call, since it moves.
+
+    Raises:
+        RegistryError: naming the URI when the model, version, alias or run does not exist.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(tracking_uri)
+    parsed = urlparse(uri)
+    parts = (
+        [p for p in parsed.path.split("/") if p]
+        if parsed.netloc == ""
+        else [parsed.netloc] + [p for p in parsed.path.split("/") if p]
+    )
+    try:
+        if parsed.scheme == "models":
+            artifact_uri, key = _model_version_source(mlflow_client, uri, parts)
+        else:
+            if len(parts) < 1:
+                raise RegistryError(f"{uri}: expected runs:/<run_id>/<path>")
+            run = mlflow_client.get_run(parts[0])
+            artifact_uri = "/".join([run.info.artifact_uri.rstrip("/"), *parts[1:]])
+            key = f"run-{parts[0]}-{'-'.join(parts[1:])}"
+    except MlflowException as error:
+        raise RegistryError(f"{uri}: {error.message}") from error
+    return _local_checkpoint(artifact_uri, key, mlflow_client)
+
+
+def _model_version_source(mlflow_client: Any, uri: str, parts: list[str]) -> tuple[str, str]:
+    if len(parts) == 1 and "@" in parts[0]:
+        name, alias = parts[0].split("@", 1)
+        version = alias_version(name, alias, mlflow_client.tracking_uri)
+        if version is None:
+            raise RegistryError(f"{uri}: model {name!r} has no alias {alias!r} (or no such registered model)")
+    elif len(parts) == 2:
+        name, number = parts
+        version = mlflow_client.get_model_version(name, number)
+    else:
+        raise RegistryError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    artifact_uri = mlflow_client.get_model_version_download_uri(version.name, version.version)
+    return artifact_uri, f"{version.name}-v{version.version}"
+
+
+def _local_checkpoint(artifact_uri: str, key: str, mlflow_client: Any) -> Path:
+    local = _local_path(artifact_uri)
+    if local is not None:
+        if not local.exists():
+            raise RegistryError(f"{artifact_uri}: the model's artifacts are missing from the artifact store")
+        return _checkpoint_in(local)
+    from modelcore.assets import cache_dir
+
+    store = hashlib.sha256(mlflow_client.tracking_uri.encode()).hexdigest()[:12]
+    target = cache_dir() / "mlflow" / store / key
+    if not target.exists():
+        import mlflow
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+        try:
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=artifact_uri, dst_path=str(staging), tracking_uri=mlflow_client.tracking_uri
+            )
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return _checkpoint_in(target)
+
+
+def _checkpoint_in(path: Path) -> Path:
+    """The checkpoint inside a pyfunc model directory, or ``path`` itself when it is one."""
+    for candidate in (path / "artifacts" / CHECKPOINT_ARTIFACT, path, *sorted(path.glob("*/artifacts/checkpoint"))):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise RegistryError(f"{path}: no modelcore checkpoint (config.json) in the logged model")
+
+
+def _local_path(artifact_uri: str) -> Path | None:
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(artifact_uri)
+    return None
+
+
+def _requirements() -> list[str]:
+    """The serving environment: modelcore's own runtime dependencies at the installed versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["torch", "safetensors", "tokenizers", "numpy", "pandas", "mlflow", "modelcore"]
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins

@@ -1,0 +1,134 @@
+"""The evaluation task: a checkpoint scored on the held-out split, with a report and plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelcore.serialization.atomic import atomic_path, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+EVAL_BATCH_SIZE = 64
+REPORT_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, Any]:
+    """Accuracy, macro F1 and the confusion matrix (rows: true label, columns: predicted)."""
+    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros(num_labels), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros(num_labels), where=confusion.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_labels), where=precision + recall > 0)
+    return {
+        "accuracy": float(tp.sum() / max(len(labels), 1)),
+        "f1_macro": float(f1.mean()),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def score_checkpoint(checkpoint: str, texts: list[str], max_length: int) -> np.ndarray:
+    """Class probabilities of ``texts`` through ``modelcore.pipeline`` (the code path consumers use)."""
+    from modelcore.pipelines import pipeline
+
+    pipe = pipeline("text-classification", model=checkpoint)
+    return pipe.predict_proba(texts, batch_size=EVAL_BATCH_SIZE, max_length=max_length)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(
+    checkpoint: str,
+    dataset_path: str,
+    labels: list[str],
+    max_length: int,
+    output_dir: str,
+    train_log: str | None = None,
+) -> dict[str, Any]:
+    """Score ``checkpoint`` on ``dataset_path/test`` and write the evaluation report.
+
+    Writes to ``output_dir``: ``evaluation.json`` (metrics, confusion matrix, settings),
+    ``predictions.jsonl`` (one line per held-out row: text, label, predicted, probabilities),
+    ``confusion_matrix.png`` and, when ``train_log`` is given, ``loss_curve.png``.
+
+    Returns:
+        ``{"metrics": {"accuracy", "f1_macro"}, "report_dir": output_dir}``.
+    """
+    import datasets
+
+    test = datasets.load_from_disk(str(Path(dataset_path) / "test"))
+    texts, gold = list(test["text"]), np.asarray(list(test["label"]))
+    probs = score_checkpoint(checkpoint, texts, max_length)
+    predicted = probs.argmax(axis=1)
+    result = classification_metrics(gold, predicted, len(labels))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "checkpoint": checkpoint,
+        "examples": len(texts),
+        "labels": list(labels),
+        "max_length": max_length,
+        "batch_size": EVAL_BATCH_SIZE,
+        **result,
+    }
+    atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    lines = (
+        json.dumps({"text": t, "label": int(g), "predicted": int(p), "probs": [float(x) for x in row]})
+        for t, g, p, row in zip(texts, gold, predicted, probs, strict=True)
+    )
+    atomic_write_text(out / PREDICTIONS_FILE, "".join(line + "\n" for line in lines))
+    plot_confusion(np.asarray(result["confusion_matrix"]), labels, out / "confusion_matrix.png")
+    if train_log and Path(train_log).is_file():
+        plot_loss_curve(Path(train_log), out / "loss_curve.png")
+    metrics = {"accuracy": result["accuracy"], "f1_macro": result["f1_macro"]}
+    logger.info("evaluation on %d held-out rows: %s", len(texts), metrics)
+    return {"metrics": metrics, "report_dir": str(out)}
+
+
+def plot_confusion(confusion: np.ndarray, labels: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3 + 0.5 * len(labels), 3 + 0.5 * len(labels)))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for (i, j), count in np.ndenumerate(confusion):
+        ax.text(j, i, str(count), ha="center", va="center", color="black")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_loss_curve(train_log: Path, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = []
+    for line in train_log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if "loss" in record and "step" in record:
+            points.append((record["step"], record["loss"]))
+    fig, ax = plt.subplots(figsize=(5, 3))
+    if points:
+        ax.plot(*zip(*points, strict=True), marker=".")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,135 @@
+"""MLflow run lifecycle for a flow run: one MLflow run per flow run, created and ended explicitly.
+
+Every call names its tracking URI and run id; nothing sets MLflow's process-wide active run or URI.
+Retries wrap only these calls (I/O against the tracking server).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import urllib.error
+import urllib.request
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelcore.integrations.mlflow import flatten_params, param_value, sanitize_key
+from tasks import settings
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("modelcore", "torch", "tokenizers", "transformers", "accelerate", "mlflow", "prefect")
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking server cannot be reached; raised before any training starts."""
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast when an HTTP tracking server is down (a local SQLite or file store is always there).
+
+    Raises:
+        TrackingUnavailableError: naming the URI and the error.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status != 200:
+                raise TrackingUnavailableError(f"MLflow tracking server {uri}: /health answered {response.status}")
+    except (urllib.error.URLError, OSError) as error:
+        raise TrackingUnavailableError(f"MLflow tracking server {uri} is not reachable: {error}") from error
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+@task(name="start_run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def start_run(
+    tracking_uri: str, experiment_name: str, run_name: str, params: dict[str, Any], tags: dict[str, str]
+) -> str:
+    """Create the flow run's MLflow run (and its experiment, with an explicit artifact root) and log params.
+
+    Returns:
+        The MLflow run id.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        experiment_id = client.create_experiment(experiment_name, artifact_location=settings.artifact_root())
+    else:
+        experiment_id = experiment.experiment_id
+    all_tags = {"git_sha": git_sha(), **{f"version.{k}": v for k, v in package_versions().items()}, **tags}
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    flat = flatten_params(params)
+    entries = [Param(sanitize_key(k), param_value(v)) for k, v in flat.items()]
+    for start in range(0, len(entries), 100):
+        client.log_batch(run.info.run_id, params=entries[start : start + 100])
+    logger.info("MLflow run %s in experiment %s (%s)", run.info.run_id, experiment_name, tracking_uri)
+    return run.info.run_id
+
+
+@task(name="log_to_run", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5)
+def log_to_run(
+    tracking_uri: str,
+    run_id: str,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+    artifacts: dict[str, str] | None = None,
+    step: int = 0,
+) -> None:
+    """Log metrics, tags and artifacts (``{artifact dir: local file or dir}``) to ``run_id``."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(sanitize_key(k), float(v), now, step) for k, v in (metrics or {}).items()],
+        tags=[RunTag(sanitize_key(k), str(v)) for k, v in (tags or {}).items()],
+    )
+    for artifact_dir, local in (artifacts or {}).items():
+        path = Path(local)
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_dir)
+        else:
+            client.log_artifact(run_id, str(path), artifact_dir or None)
+
+
+@task(name="end_run", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5)
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status=status)

@@ -1,0 +1,80 @@
+"""The fine-tuning task: base model + tokenized data + training settings -> checkpoint directory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "model"  # the final checkpoint inside the task's output directory
+TRAIN_LOG = "log.jsonl"  # the Trainer's log lines (loss per logging step), read by the evaluation report
+
+
+@task(name="fine_tune", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1)
+def fine_tune(
+    base_model: str,
+    tokenized_path: str,
+    labels: list[str],
+    training: dict[str, Any],
+    output_dir: str,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``base_model`` for sequence classification on ``tokenized_path/train``.
+
+    The seed is set before the model is built, so the new classification head is initialized the
+    same way in every run (a seed only in the training arguments would not cover it). Intermediate
+    checkpoints go to ``output_dir/checkpoint-N``; a retried task (or a re-run of the same flow run)
+    resumes from the newest complete one. Metrics go to MLflow run ``run_id`` as they are logged; if
+    the tracking server goes down, training goes on and the unsent metrics are kept in
+    ``output_dir/mlflow_pending_metrics.jsonl`` for the registration step to replay.
+
+    Args:
+        base_model: a checkpoint source (directory, asset name, ``models:/`` URI).
+        tokenized_path: output of ``tokenize_dataset``.
+        labels: label names, index = label id.
+        training: ``TrainingArguments`` fields (``output_dir`` is set here).
+        output_dir: where checkpoints and the final model go.
+        tracking_uri, run_id: the flow's MLflow run; None disables tracking.
+
+    Returns:
+        ``{"checkpoint": dir, "train_log": path, "global_step", "train_loss", "train_runtime", "pending_metrics"}``.
+    """
+    import datasets
+    import torch
+
+    from modelcore import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from modelcore.integrations.mlflow import PENDING_METRICS_FILE, MLflowCallback
+
+    out = Path(output_dir)
+    args = TrainingArguments(output_dir=str(out), report_to=[], **training)
+    train = datasets.load_from_disk(str(Path(tokenized_path) / "train"))
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    torch.manual_seed(args.seed)  # before the model: the new head's init is part of the run
+    id2label = dict(enumerate(labels))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+    )
+    callbacks = []
+    if run_id is not None:
+        callbacks.append(MLflowCallback(tracking_uri=tracking_uri, run_id=run_id, tolerate_errors=True))
+    trainer = Trainer(model, args, train_dataset=train, processing_class=tokenizer, callbacks=callbacks)
+    resume = any(out.glob("checkpoint-*"))
+    if resume:
+        logger.info("resuming from the newest checkpoint in %s", out)
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    checkpoint = trainer.save_model(str(out / CHECKPOINT_DIR))
+    pending = out / PENDING_METRICS_FILE
+    return {
+        "checkpoint": str(checkpoint),
+        "train_log": str(out / TRAIN_LOG),
+        "global_step": result.global_step,
+        "train_loss": float(result.training_loss),
+        "train_runtime": float(result.metrics["train_runtime"]),
+        "pending_metrics": str(pending) if pending.is_file() else None,
+    }
