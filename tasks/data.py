@@ -63,6 +63,8 @@ def _read_rows(ref: str, text_column: str, label_column: str) -> list[dict[str, 
         try:
             table = datasets.load_dataset(builder, data_files=str(path), split="train")
         except Exception as error:  # datasets raises many types for unreadable files
+            if "corresponds to no data" in str(error):  # a header and no rows
+                raise DatasetError(f"dataset {ref!r}: no rows") from error
             raise DatasetError(f"{path}: cannot be read as {builder}: {error}") from error
         available = list(table.column_names)
         rows = table.to_list() if len(table) else []

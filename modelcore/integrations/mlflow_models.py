@@ -226,9 +226,14 @@ def _local_checkpoint(artifact_uri: str, key: str, mlflow_client: Any) -> Path:
 
 def _checkpoint_in(path: Path) -> Path:
     """The checkpoint inside a pyfunc model directory, or ``path`` itself when it is one."""
-    for candidate in (path / "artifacts" / CHECKPOINT_ARTIFACT, path, *sorted(path.glob("*/artifacts/checkpoint"))):
-        if (candidate / "config.json").is_file():
-            return candidate
+    if (path / "config.json").is_file():
+        return path
+    # MLflow copies an artifact under its own directory name: artifacts/<name>/config.json
+    found = sorted(p.parent for p in path.glob("artifacts/*/config.json"))
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise RegistryError(f"{path}: several checkpoints in the logged model: {[str(p) for p in found]}")
     raise RegistryError(f"{path}: no modelcore checkpoint (config.json) in the logged model")
 
 

@@ -1,0 +1,110 @@
+"""Registration, gated promotion, rollback and models:/ pulls against a real MLflow store (SQLite)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelcore.integrations import mlflow_models
+from modelcore.integrations.mlflow_models import RegistryError
+from modelcore.pipelines import pipeline
+from tasks import settings
+from tasks.registry import CHAMPION, decide, register, set_champion
+from tasks.tracking import start_run
+
+TEXTS = [
+    "A gorgeous, witty, seductive movie.",
+    "The plot is nothing but boilerplate cliches from start to finish.",
+    "It's a sweet, tender film.",
+]
+
+
+@pytest.mark.parametrize(
+    ("new", "current", "min_gain", "promoted"),
+    [
+        (0.80, None, 0.0, True),
+        (0.81, 0.80, 0.0, True),
+        (0.80, 0.80, 0.0, False),
+        (0.805, 0.80, 0.01, False),
+        (0.82, 0.80, 0.01, True),
+        (0.70, 0.80, 0.0, False),
+    ],
+)
+def test_decide_needs_a_gain_above_the_minimum(new, current, min_gain, promoted):
+    assert decide(new, current, min_gain)[0] is promoted
+
+
+def _register(uri, checkpoint, accuracy, name="sentiment", min_gain=0.0):
+    run_id = start_run.fn(uri, "registry-test", "unit", {"lr": 1e-4}, {"data_fingerprint": "abc"})
+    return register.fn(
+        uri,
+        run_id,
+        str(checkpoint),
+        name,
+        {"accuracy": accuracy},
+        "accuracy",
+        min_gain,
+        tags={"data_fingerprint": "abc"},
+        input_example=TEXTS[:2],
+        max_length=32,
+    )
+
+
+def test_champion_moves_only_on_a_gain_and_rolls_back(pipeline_home, tiny_checkpoint):
+    uri = settings.tracking_uri()
+    first = _register(uri, tiny_checkpoint, 0.80)
+    assert (first.version, first.promoted, set(first.aliases)) == (1, True, {"challenger", "champion"})
+    worse = _register(uri, tiny_checkpoint, 0.79)
+    assert (worse.promoted, worse.aliases, worse.champion_version) == (False, ("challenger",), 1)
+    equal = _register(uri, tiny_checkpoint, 0.80)
+    assert not equal.promoted
+    better = _register(uri, tiny_checkpoint, 0.83)
+    assert better.promoted and better.version == 4
+    client = mlflow_models.client(uri)
+    model = client.get_registered_model("sentiment")
+    assert model.aliases == {"champion": "4", "challenger": "4"} or model.aliases == {"champion": 4, "challenger": 4}
+    version = client.get_model_version("sentiment", "4")
+    assert version.tags["metric.accuracy"] == "0.830000" and version.tags["data_fingerprint"] == "abc"
+    assert "beats the champion by +0.0300" in version.tags["promotion_reason"]
+    # roll back to the previous champion (1), with the reason recorded
+    assert set_champion.fn(uri, "sentiment", None, "regression seen in production", rollback=True) == "1"
+    assert str(mlflow_models.alias_version("sentiment", CHAMPION, uri).version) == "1"
+    assert client.get_model_version("sentiment", "1").tags["promotion_reason"] == "regression seen in production"
+    with pytest.raises(ValueError, match="no version 99"):
+        set_champion.fn(uri, "sentiment", "99", "typo")
+    with pytest.raises(ValueError, match="'nope' does not exist"):
+        set_champion.fn(uri, "nope", "1", "x")
+
+
+def test_a_failed_registration_leaves_no_version(pipeline_home, tiny_checkpoint, monkeypatch):
+    uri = settings.tracking_uri()
+    from mlflow import MlflowClient
+
+    def refuse(self, name, alias, version):
+        raise RuntimeError("registry refused the alias")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse)
+    with pytest.raises(RuntimeError, match="refused the alias"):
+        _register(uri, tiny_checkpoint, 0.9, name="half")
+    assert mlflow_models.client(uri).search_model_versions("name='half'") == []
+
+
+def test_models_uri_loads_the_same_model_in_modelcore_and_in_mlflow(pipeline_home, tiny_checkpoint, monkeypatch):
+    uri = settings.tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _register(uri, tiny_checkpoint, 0.8, name="pulled")
+    local = pipeline("text-classification", model=str(tiny_checkpoint)).predict_logits(TEXTS)
+    for ref in ("models:/pulled@champion", "models:/pulled/1"):
+        pulled = pipeline("text-classification", model=ref)
+        assert np.array_equal(pulled.predict_logits(TEXTS), local)  # bitwise: same files, same code path
+    import mlflow
+    import pandas as pd
+
+    served = mlflow.pyfunc.load_model("models:/pulled@champion").predict(pd.DataFrame({"text": TEXTS}))
+    probs = pipeline("text-classification", model=str(tiny_checkpoint)).predict_proba(TEXTS)
+    assert list(served.columns[:2]) == ["label", "score"]
+    np.testing.assert_allclose(served["score"].to_numpy(), probs.max(axis=1), rtol=0, atol=1e-6)
+    with pytest.raises(RegistryError, match="models:/pulled@nope.*no alias 'nope'"):
+        pipeline("text-classification", model="models:/pulled@nope")
+    with pytest.raises(RegistryError, match="models:/missing@champion"):
+        pipeline("text-classification", model="models:/missing@champion")
