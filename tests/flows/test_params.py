@@ -1,0 +1,94 @@
+"""RetrainParams and the flow's command line: defaults, overrides, and bad values named by field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from flows.cli import format_summary, parse_params
+from flows.params import RetrainParams
+
+
+def test_defaults_are_the_embedded_demo():
+    params = RetrainParams()
+    assert (params.base_model, params.dataset, params.max_length) == ("minilm-l6", "rotten-tomatoes", 64)
+    training = params.training
+    assert (training.num_train_epochs, training.per_device_train_batch_size, training.learning_rate) == (1.0, 32, 5e-5)
+    assert training.seed == 0 and params.test_size == 0.2
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"training": {"learning_rate": -1}}, "training.learning_rate"),
+        ({"training": {"per_device_train_batch_size": 0}}, "training.per_device_train_batch_size"),
+        ({"test_size": 1.5}, "test_size"),
+        ({"registered_model_name": "bad name/with slash"}, "registered_model_name"),
+        ({"export_formats": ["tflite"]}, "export_formats.0"),
+        ({"quantization": ["int3"]}, "quantization.0"),
+        ({"max_shard_size": "lots"}, "max_shard_size"),
+        ({"learning_rate": 1e-4}, "learning_rate"),  # a training field at the top level: unknown there
+        ({"training": {"learnig_rate": 1e-4}}, "training.learnig_rate"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_field(values, field):
+    with pytest.raises(ValidationError) as info:
+        RetrainParams.model_validate(values)
+    assert field in [".".join(map(str, e["loc"])) for e in info.value.errors()]
+
+
+def test_flags_override_the_params_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("dataset: data.csv\ntraining:\n  learning_rate: 0.0001\n  max_steps: 20\n")
+    argv = ["--params-file", str(path), "--max-steps", "5", "--export-formats", "safetensors", "onnx", "--bf16"]
+    params, _ = parse_params(RetrainParams, argv, prog="retrain")
+    assert params.dataset == "data.csv" and params.training.learning_rate == 1e-4
+    assert params.training.max_steps == 5 and params.training.bf16 is True
+    assert params.export_formats == ["safetensors", "onnx"]
+
+
+def test_a_bad_flag_exits_2_naming_the_field(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_params(RetrainParams, ["--learning-rate", "-3"], prog="retrain")
+    assert info.value.code == 2
+    assert "training.learning_rate" in capsys.readouterr().err
+
+
+def test_a_params_file_that_is_not_a_mapping_is_an_error(tmp_path, capsys):
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps([1, 2]))
+    with pytest.raises(SystemExit):
+        parse_params(RetrainParams, ["--params-file", str(path)], prog="retrain")
+    assert "expected a mapping" in capsys.readouterr().err
+
+
+def test_the_flow_rejects_invalid_parameters_as_the_ui_sends_them():
+    """The UI and API send JSON parameters; Prefect validates them with the pydantic model."""
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.retrain import retrain
+
+    with pytest.raises(ParameterTypeError, match="learning_rate"):
+        retrain.validate_parameters({"params": {"training": {"learning_rate": "-1"}}})
+    ok = retrain.validate_parameters({"params": {"training": {"max_steps": 3}}})
+    assert ok["params"].training.max_steps == 3
+
+
+def test_summary_names_version_aliases_and_the_ui_command():
+    text = format_summary(
+        {
+            "metrics": {"accuracy": 0.8312},
+            "registered_model": "m",
+            "version": "2",
+            "aliases": ["challenger"],
+            "champion_version": "1",
+            "promotion": "gain too small",
+            "tracking_uri": "sqlite:////x/mlflow.db",
+            "tokenization_cache": "hit",
+            "mlflow_run_id": "r",
+        }
+    )
+    assert "0.8312" in text and "m version 2 (aliases: challenger)" in text
+    assert "mlflow ui --backend-store-uri sqlite:////x/mlflow.db --host 127.0.0.1" in text

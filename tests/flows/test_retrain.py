@@ -1,0 +1,149 @@
+"""The retraining flow end to end, embedded (Prefect's temporary server, MLflow on SQLite), on real data.
+
+A tiny BERT with the real MiniLM tokenizer stands in for the base model so a run takes seconds;
+the data are 400 real Rotten Tomatoes snippets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.pipeline_fixtures import registered_versions
+
+pytestmark = pytest.mark.slow
+
+NAME = "flow-test"
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _params(checkpoint, csv_path, **overrides):
+    from flows.params import RetrainParams
+
+    values = {
+        "base_model": str(checkpoint),
+        "dataset": str(csv_path),
+        "text_column": "review",
+        "label_column": "sentiment",
+        "max_length": 32,
+        "registered_model_name": NAME,
+        "training": {
+            "max_steps": 6,
+            "per_device_train_batch_size": 16,
+            "logging_steps": 2,
+            "save_steps": 3,
+            "learning_rate": 1e-3,
+        },
+    }
+    return RetrainParams.model_validate(values | overrides)
+
+
+def test_two_runs_cache_tokens_gate_the_champion_and_a_fresh_process_reproduces_predictions(
+    prefect_server, pipeline_home, tiny_checkpoint, real_csv
+):
+    from flows.retrain import retrain
+    from tasks import settings
+
+    first = retrain(_params(tiny_checkpoint, real_csv))
+    assert first["tokenization_cache"] == "miss"
+    assert (str(first["version"]), first["aliases"]) == ("1", ["challenger", "champion"])
+    evaluation = Path(first["evaluation_dir"])
+    for name in ("evaluation.json", "predictions.jsonl", "confusion_matrix.png", "loss_curve.png"):
+        assert (evaluation / name).stat().st_size > 0, name
+    report = json.loads((evaluation / "evaluation.json").read_text())
+    assert report["examples"] == 80 and sum(map(sum, report["confusion_matrix"])) == 80
+    assert report["accuracy"] == first["metrics"]["accuracy"]
+
+    second = retrain(_params(tiny_checkpoint, real_csv))
+    assert second["tokenization_cache"] == "hit"
+    assert second["metrics"] == first["metrics"]  # same seed, same data: the same model
+    assert (str(second["version"]), second["aliases"], str(second["champion_version"])) == ("2", ["challenger"], "1")
+    assert "not above the min gain" in second["promotion"]
+
+    uri = settings.tracking_uri()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(first["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["data_fingerprint"] == first["data_fingerprint"]
+    assert len(run.data.tags["git_sha"]) in (7, 40) or run.data.tags["git_sha"] == "unknown"
+    assert "version.torch" in run.data.tags
+    assert run.data.params["training.learning_rate"] == "0.001"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4, 6]
+    assert "eval_accuracy" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"evaluation", "export", "model"} <= artifacts
+    shards = {a.path for a in client.list_artifacts(run.info.run_id, "export/safetensors")}
+    assert "export/safetensors/config.json" in shards
+
+    # a fresh process pulls the champion and gives the flow's evaluation probabilities, bitwise
+    rows = [json.loads(line) for line in (evaluation / "predictions.jsonl").read_text().splitlines()]
+    script = (
+        "import json, sys, modelcore\n"
+        f"pipe = modelcore.pipeline('text-classification', model='models:/{NAME}@champion')\n"
+        "texts = json.load(sys.stdin)\n"
+        "print(json.dumps(pipe.predict_proba(texts, batch_size=64, max_length=32).tolist()))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps([r["text"] for r in rows]),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [r["probs"] for r in rows]
+
+
+def test_a_missing_column_fails_before_anything_is_registered(prefect_server, pipeline_home, tiny_checkpoint, real_csv):
+    from flows.retrain import retrain
+    from tasks import settings
+    from tasks.data import DatasetError
+
+    with pytest.raises(DatasetError, match="no column 'text'"):
+        retrain(_params(tiny_checkpoint, real_csv, text_column="text"))
+    assert registered_versions(settings.tracking_uri(), NAME) == []
+
+
+def test_a_base_model_that_does_not_exist_fails_and_registers_nothing(
+    prefect_server, pipeline_home, tmp_path, real_csv
+):
+    from flows.retrain import retrain
+    from tasks import settings
+
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        retrain(_params(tmp_path / "no-such-model", real_csv))
+    assert registered_versions(settings.tracking_uri(), NAME) == []
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(tracking_uri=settings.tracking_uri()).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri=settings.tracking_uri()).search_experiments()]
+    )
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_a_tracking_server_that_is_down_fails_before_training(
+    prefect_server, pipeline_home, tiny_checkpoint, real_csv, monkeypatch
+):
+    from flows.retrain import retrain
+    from tasks.tracking import TrackingUnavailableError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(TrackingUnavailableError, match="127.0.0.1:9 is not reachable"):
+        retrain(_params(tiny_checkpoint, real_csv))
+    assert not list((pipeline_home / "runs").glob("*/train")) if (pipeline_home / "runs").exists() else True
