@@ -200,15 +200,15 @@ class PretrainedConfig:
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> PretrainedConfig:
-        """Load ``config.json`` from a checkpoint directory or asset name.
+        """Load the configuration of a checkpoint: its ``config.json``, or a GGUF file's metadata.
 
         Args:
-            source: a directory holding ``config.json``, or an asset name.
+            source: a directory holding ``config.json``, an asset name, or a ``.gguf`` file
+                (see ``modelcore.serialization.sources``).
             **overrides: field values replacing the stored ones.
         """
-        from modelcore.serialization.sources import resolve_source
-
-        return cls.from_json_file(resolve_source(source) / CONFIG_NAME, **overrides)
+        data, _ = read_source_config(source)
+        return cls.from_dict(data, **overrides)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
@@ -228,6 +228,27 @@ def read_config_dict(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def read_source_config(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """The ``config.json`` dict of a checkpoint source, and where it came from (for error messages).
+
+    Args:
+        source: anything ``modelcore.serialization.sources.resolve_source`` accepts; for a GGUF file the
+            dict is built from the file's metadata.
+
+    Returns:
+        ``(config dict, path of config.json or of the .gguf file)``.
+    """
+    from modelcore.serialization.sources import is_gguf_file, resolve_source
+
+    location = resolve_source(source)
+    if is_gguf_file(location):
+        from modelcore.serialization.gguf import gguf_config_dict
+
+        return gguf_config_dict(location), str(location)
+    path = location / CONFIG_NAME
+    return read_config_dict(path), str(path)
 
 
 # ------------------------------------------------------------------- helpers

@@ -130,11 +130,12 @@ class Tokenizer(VocabularyMixin):
 
     @classmethod
     def from_pretrained(cls, src: str | os.PathLike, **overrides: Any) -> Tokenizer:
-        """Load a tokenizer from a checkpoint directory (or an asset name).
+        """Load a tokenizer from a checkpoint directory, an asset name or a GGUF file.
 
         Args:
             src: a directory with ``tokenizer.json`` or ``vocab.txt`` (+ ``tokenizer_config.json``,
-                ``special_tokens_map.json``), or an asset name known to ``modelcore.assets``.
+                ``special_tokens_map.json``), an asset name known to ``modelcore.assets``, or a ``.gguf`` file
+                (the tokenizer is built from its metadata, see ``modelcore.tokenization_gguf``).
             **overrides: tokenizer_config entries to override: special tokens, ``model_max_length``,
                 ``padding_side``, ``truncation_side``, ``chat_template``, ``model_input_names``,
                 ``clean_up_tokenization_spaces``, ``do_lower_case``.
@@ -147,14 +148,20 @@ class Tokenizer(VocabularyMixin):
             ValueError: a file is not valid JSON or ``tokenizers`` cannot parse it (the message names it).
             TypeError: an unknown override.
         """
-        from modelcore.serialization.sources import resolve_source
+        from modelcore.serialization.sources import is_gguf_file, resolve_source
 
         unknown = sorted(set(overrides) - OVERRIDABLE)
         if unknown:
             raise TypeError(
                 f"Tokenizer.from_pretrained() got unexpected overrides {unknown}; allowed: {sorted(OVERRIDABLE)}"
             )
-        backend, settings = read_pretrained(resolve_source(src), overrides)
+        location = resolve_source(src)
+        if is_gguf_file(location):
+            from modelcore.tokenization_gguf import read_gguf_tokenizer
+
+            backend, settings = read_gguf_tokenizer(location, overrides)
+        else:
+            backend, settings = read_pretrained(location, overrides)
         return cls(backend, **settings)
 
     # ------------------------------------------------------------------ encoding

@@ -73,7 +73,24 @@ def read_pretrained(directory: Path, overrides: Mapping[str, Any]) -> tuple[toke
     logger.debug(
         "loaded tokenizer from %s (%s)", directory, tokenizer_file.name if tokenizer_file.is_file() else VOCAB_FILE
     )
+    return backend, tokenizer_settings(backend, config, _read_chat_template(directory, config.get("chat_template")))
 
+
+def tokenizer_settings(
+    backend: tokenizers.Tokenizer, config: dict[str, Any], chat_template: str | None
+) -> dict[str, Any]:
+    """The keyword arguments of :class:`~modelcore.tokenization.Tokenizer` for a backend and its settings.
+
+    Args:
+        backend: the ``tokenizers.Tokenizer``; tokens of ``added_tokens_decoder`` it lacks are added to it.
+        config: ``tokenizer_config.json``-style entries (special tokens, ``model_max_length``, ...), overrides
+            applied.
+        chat_template: the chat template, if any.
+
+    Returns:
+        ``special_tokens``, ``model_max_length``, ``padding_side``, ... for ``Tokenizer(backend, **settings)``.
+    """
+    config = dict(config)
     # Settings baked into tokenizer.json's padding/truncation are defaults, as in Hugging Face.
     json_padding, json_truncation = backend.padding or {}, backend.truncation or {}
     config.setdefault("pad_token", json_padding.get("pad_token"))
@@ -82,12 +99,12 @@ def read_pretrained(directory: Path, overrides: Mapping[str, Any]) -> tuple[toke
     extra = config.get(ADDITIONAL) or config.get("extra_special_tokens") or []
     extra = list(extra.values()) if isinstance(extra, dict) else extra  # v5's named extras: keep the tokens
     special_tokens[ADDITIONAL] = [token_content(token) for token in extra]
-    return backend, dict(
+    return dict(
         special_tokens=special_tokens,
         model_max_length=int(config.get("model_max_length") or NO_MAX_LENGTH),
         padding_side=config.get("padding_side") or json_padding.get("direction", "right"),
         truncation_side=config.get("truncation_side") or json_truncation.get("direction", "right"),
-        chat_template=_read_chat_template(directory, config.get("chat_template")),
+        chat_template=chat_template,
         model_input_names=config.get("model_input_names"),
         clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
         tokenizer_class=config.get("tokenizer_class"),

@@ -6,8 +6,7 @@ import os
 from typing import Any
 
 from modelcore.auto.registry import FAMILIES, resolve
-from modelcore.configuration_utils import CONFIG_NAME, ConfigError, PretrainedConfig, read_config_dict
-from modelcore.serialization.sources import resolve_source
+from modelcore.configuration_utils import ConfigError, PretrainedConfig, read_source_config
 
 _CONFIGS: dict[str, str | type[PretrainedConfig]] = {name: family.config for name, family in FAMILIES.items()}
 
@@ -31,12 +30,11 @@ class AutoConfig:
 
     @staticmethod
     def from_pretrained(source: str | os.PathLike, **overrides: Any) -> PretrainedConfig:
-        """Load ``config.json`` from a checkpoint directory or asset name as its family's config class."""
-        path = resolve_source(source) / CONFIG_NAME
-        data = read_config_dict(path)
+        """Load a checkpoint's ``config.json`` (or a GGUF file's metadata) as its family's config class."""
+        data, where = read_source_config(source)
         if "model_type" not in data:
-            raise ConfigError(f"{path}: has no 'model_type' key, so its model family is unknown")
-        return config_class_for(data["model_type"], str(path)).from_dict(data, **overrides)
+            raise ConfigError(f"{where}: has no 'model_type' key, so its model family is unknown")
+        return config_class_for(data["model_type"], where).from_dict(data, **overrides)
 
     @staticmethod
     def for_model(model_type: str, **kwargs: Any) -> PretrainedConfig:

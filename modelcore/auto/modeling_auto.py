@@ -7,7 +7,7 @@ from typing import Any
 
 from modelcore.auto.configuration_auto import config_class_for
 from modelcore.auto.registry import FAMILIES, resolve
-from modelcore.configuration_utils import CONFIG_NAME, ConfigError, PretrainedConfig, read_config_dict
+from modelcore.configuration_utils import ConfigError, PretrainedConfig, read_source_config
 from modelcore.modeling_utils import PreTrainedModel
 from modelcore.serialization.sources import resolve_source
 
@@ -44,14 +44,13 @@ class _AutoModel:
         config = kwargs.get("config")
         if config is not None:
             return cls.model_class_for(config.model_type).from_pretrained(source, **kwargs)
-        directory = resolve_source(source)
-        path = directory / CONFIG_NAME
-        data = read_config_dict(path)
+        location = resolve_source(source)  # a directory or a GGUF file; resolved once (URIs, assets)
+        data, where = read_source_config(location)
         if "model_type" not in data:
-            raise ConfigError(f"{path}: has no 'model_type' key, so its model family is unknown")
+            raise ConfigError(f"{where}: has no 'model_type' key, so its model family is unknown")
         model_type = data["model_type"]
-        config_class_for(model_type, str(path))  # an unknown model_type fails here, naming the file
-        return cls.model_class_for(model_type, str(path)).from_pretrained(directory, **kwargs)
+        config_class_for(model_type, where)  # an unknown model_type fails here, naming the file
+        return cls.model_class_for(model_type, where).from_pretrained(location, **kwargs)
 
     @classmethod
     def register(

@@ -8,6 +8,8 @@ Layout written by ``save_state_dict``:
 
 Every file is written atomically; the index goes last, and weight files of an earlier save that
 the new layout does not use are removed after it.
+
+A GGUF file (``modelcore.serialization.gguf``) is read as a checkpoint of one shard.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from modelcore.serialization.atomic import atomic_path, atomic_write_text
 from modelcore.serialization.safetensors_io import SafetensorsFile, write_safetensors
+from modelcore.serialization.sources import is_gguf_file
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +64,10 @@ def parse_size(size: int | str) -> int:
 class CheckpointFiles:
     """Where each tensor of a checkpoint lives."""
 
-    directory: Path
+    directory: Path  # or the .gguf file itself
     weight_map: dict[str, Path] = field(default_factory=dict)  # tensor name -> file
     pickle: bool = False
+    gguf: bool = False
 
     @property
     def files(self) -> list[Path]:
@@ -71,7 +75,15 @@ class CheckpointFiles:
 
     @classmethod
     def locate(cls, directory: Path, allow_pickle: bool = False) -> CheckpointFiles:
-        """Find the weights in ``directory``: safetensors (single or sharded), else opted-in pickle files."""
+        """Find the weights in ``directory``: safetensors (single or sharded), else opted-in pickle files.
+
+        ``directory`` may also be a ``.gguf`` file: its tensors, under Hugging Face names, dequantized on read.
+        """
+        if is_gguf_file(directory):
+            from modelcore.serialization.gguf import GGUFFile
+
+            with GGUFFile(directory) as f:
+                return cls(directory, dict.fromkeys(f.keys(), directory), gguf=True)
         index = directory / SAFE_WEIGHTS_INDEX_NAME
         single = directory / SAFE_WEIGHTS_NAME
         if index.is_file():
@@ -99,7 +111,7 @@ class CheckpointFiles:
     def iter_files(self) -> Iterator[tuple[Path, TensorReader]]:
         """Open each file in turn; yields (path, reader) and closes the file afterwards."""
         for path in self.files:
-            reader = _PickleReader(path) if self.pickle else SafetensorsFile(path)
+            reader = self._open(path)
             try:
                 names = [n for n, p in self.weight_map.items() if p == path]
                 missing = [n for n in names if n not in reader]
@@ -108,6 +120,13 @@ class CheckpointFiles:
                 yield path, reader
             finally:
                 reader.close()
+
+    def _open(self, path: Path) -> TensorReader:
+        if self.gguf:
+            from modelcore.serialization.gguf import GGUFFile
+
+            return GGUFFile(path)
+        return _PickleReader(path) if self.pickle else SafetensorsFile(path)
 
     def first_float_dtype(self) -> torch.dtype | None:
         """The dtype of the first floating-point tensor (what ``dtype="auto"`` keeps)."""

@@ -1,35 +1,67 @@
-"""Turn what a user passes to ``from_pretrained`` into a local checkpoint directory."""
+"""Turn what a user passes to ``from_pretrained`` into a local checkpoint directory (or GGUF file)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from modelcore.configuration_utils import CONFIG_NAME
+
+GGUF_SUFFIX = ".gguf"
+
+
+def is_gguf_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file named ``*.gguf`` (what :func:`resolve_source` returns for a GGUF source)."""
+    path = Path(path)
+    return path.suffix.lower() == GGUF_SUFFIX and path.is_file()
+
 
 def resolve_source(source: str | os.PathLike) -> Path:
-    """Resolve a checkpoint reference to a local directory.
+    """Resolve a checkpoint reference to a local directory, or to a GGUF file.
 
     Args:
-        source: a local directory, or the name of an asset in ``modelcore.assets``'s catalog
-            (fetched on first use).
+        source: a local directory, the name of an asset in ``modelcore.assets``'s catalog
+            (fetched on first use), an MLflow URI (``models:/NAME@ALIAS``, ``models:/NAME/3``,
+            ``runs:/RUN_ID/PATH``; the registry is ``MLFLOW_TRACKING_URI``'s), or a ``.gguf`` file
+            (also named by an asset, or the only ``.gguf`` file of a directory without ``config.json``).
 
     Returns:
-        The directory that holds ``config.json`` / weights / tokenizer files.
+        The directory that holds ``config.json`` / weights / tokenizer files, or the ``.gguf`` file
+        (test with :func:`is_gguf_file`; it holds config, weights and tokenizer in one).
 
     Raises:
         FileNotFoundError: naming the source when it is neither a directory nor a known asset.
+        ValueError: a directory without ``config.json`` holds several ``.gguf`` files.
     """
+    if isinstance(source, str) and source.startswith(("models:/", "runs:/")):
+        from modelcore.integrations.mlflow_models import resolve_uri
+
+        return resolve_uri(source)
     path = Path(source).expanduser()
     if path.is_dir():
+        return _single_gguf(path) or path
+    if is_gguf_file(path):
         return path
     name = str(source)
     from modelcore import assets  # local import: assets pulls in nothing heavy, but keep import light
 
     if name in assets.CATALOG:
-        return assets.fetch(name)
+        fetched = assets.fetch(name)
+        return (_single_gguf(fetched) or fetched) if fetched.is_dir() else fetched
     if path.exists():
-        raise NotADirectoryError(f"{path}: expected a checkpoint directory, got a file")
+        raise NotADirectoryError(f"{path}: expected a checkpoint directory or a {GGUF_SUFFIX} file, got a file")
     raise FileNotFoundError(
         f"{name!r} is neither a local directory nor an asset name "
         f"(known assets: {', '.join(sorted(assets.CATALOG))}); model hubs are not queried"
     )
+
+
+def _single_gguf(directory: Path) -> Path | None:
+    """The one ``.gguf`` file of a directory that has no ``config.json`` (a Hugging Face layout wins)."""
+    if (directory / CONFIG_NAME).is_file():
+        return None
+    found = sorted(p for p in directory.iterdir() if is_gguf_file(p))
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ValueError(f"{directory}: holds several GGUF files ({names}); pass the path of the one to load")
+    return found[0] if found else None
