@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -122,9 +123,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     else:
         lines.append(f"  open the MLflow UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     pull = f"models:/{summary.get('registered_model')}@champion"
-    lines.append(
-        f"  pull the champion:   python -c \"import modelcore; print(modelcore.pipeline('text-classification', model='{pull}')('what a film'))\""
-    )
+    env = "" if os.environ.get("MLFLOW_TRACKING_URI") == uri else f"MLFLOW_TRACKING_URI={uri} "
+    code = f"import modelcore; print(modelcore.pipeline('text-classification', model='{pull}')('what a film'))"
+    lines.append(f'  pull the champion:   {env}python -c "{code}"')
     return "\n".join(lines)
 
 

@@ -160,6 +160,9 @@ def resolve_uri(uri: str, tracking_uri: str | None = None) -> Path:
     Raises:
         RegistryError: naming the URI when the model, version, alias or run does not exist.
     """
+    fast = _fast_resolve(uri, tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
+    if fast is not None:
+        return fast
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client(tracking_uri)
@@ -181,6 +184,87 @@ def resolve_uri(uri: str, tracking_uri: str | None = None) -> Path:
     except MlflowException as error:
         raise RegistryError(f"{uri}: {error.message}") from error
     return _local_checkpoint(artifact_uri, key, mlflow_client)
+
+
+# ---------------------------------------------------------------------------------------------- fast path
+# Importing mlflow costs seconds, as much as torch. A consumer that pulls ``models:/NAME@ALIAS`` from a
+# SQLite store or a tracking server, whose version is local or already cached, needs two lookups: done
+# here with sqlite3 (read-only) or MLflow's REST API, without importing mlflow. Anything unexpected
+# (another schema, an error, a version that must be downloaded) returns None: the mlflow client path.
+def _fast_resolve(uri: str, tracking_uri: str | None) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme != "models" or not tracking_uri:
+        return None
+    parts = [p for p in (parsed.netloc + parsed.path).split("/") if p]
+    if len(parts) == 1 and "@" in parts[0]:
+        name, alias = parts[0].split("@", 1)
+        number = None
+    elif len(parts) == 2 and parts[1].isdigit():
+        (name, number), alias = parts, None
+    else:
+        return None
+    try:
+        if tracking_uri.startswith("sqlite:///"):
+            found = _sqlite_version(tracking_uri.removeprefix("sqlite:///"), name, alias, number)
+        elif tracking_uri.startswith(("http://", "https://")):
+            found = _rest_version(tracking_uri, name, alias, number)
+        else:
+            return None
+    except Exception as error:  # the fast path never decides an error: the full path reports it
+        logger.debug("fast models:/ lookup failed (%s); using the mlflow client", error)
+        return None
+    if found is None:
+        return None
+    version, artifact_uri = found
+    local = _local_path(artifact_uri)
+    if local is not None and local.is_dir():
+        return _checkpoint_in(local)
+    from modelcore.assets import cache_dir
+
+    cached = cache_dir() / "mlflow" / hashlib.sha256(tracking_uri.encode()).hexdigest()[:12] / f"{name}-v{version}"
+    return _checkpoint_in(cached) if cached.is_dir() else None
+
+
+def _sqlite_version(db: str, name: str, alias: str | None, number: str | None) -> tuple[str, str] | None:
+    import sqlite3
+
+    path = Path(unquote(db))
+    if not path.is_file():
+        return None
+    connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+    try:
+        if alias is not None:
+            rows = connection.execute(
+                "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", (name, alias)
+            ).fetchall()
+            if len(rows) != 1:
+                return None
+            number = str(rows[0][0])
+        rows = connection.execute(
+            "SELECT COALESCE(storage_location, source), status FROM model_versions WHERE name = ? AND version = ?",
+            (name, int(number)),
+        ).fetchall()
+    finally:
+        connection.close()
+    if len(rows) != 1 or rows[0][1] != "READY" or not rows[0][0]:
+        return None
+    return number, rows[0][0]
+
+
+def _rest_version(tracking_uri: str, name: str, alias: str | None, number: str | None) -> tuple[str, str] | None:
+    import json
+    import urllib.parse
+    import urllib.request
+
+    def get(endpoint: str, **query: str) -> dict:
+        url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    if alias is not None:
+        number = str(get("registered-models/alias", name=name, alias=alias)["model_version"]["version"])
+    artifact_uri = get("model-versions/get-download-uri", name=name, version=number)["artifact_uri"]
+    return number, artifact_uri
 
 
 def _model_version_source(mlflow_client: Any, uri: str, parts: list[str]) -> tuple[str, str]:

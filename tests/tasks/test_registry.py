@@ -97,6 +97,11 @@ def test_models_uri_loads_the_same_model_in_modelcore_and_in_mlflow(pipeline_hom
     for ref in ("models:/pulled@champion", "models:/pulled/1"):
         pulled = pipeline("text-classification", model=ref)
         assert np.array_equal(pulled.predict_logits(TEXTS), local)  # bitwise: same files, same code path
+        # the sqlite fast path (no mlflow import) finds what the mlflow client finds
+        fast = mlflow_models._fast_resolve(ref, uri)
+        assert fast is not None and fast == mlflow_models.resolve_uri(ref.replace("models:/", "models:/", 1), uri)
+    monkeypatch.setattr(mlflow_models, "_fast_resolve", lambda *a: None)  # the full mlflow client path
+    assert np.array_equal(pipeline("text-classification", model="models:/pulled@champion").predict_logits(TEXTS), local)
     import mlflow
     import pandas as pd
 
