@@ -302,3 +302,67 @@ def test_trainer_with_report_to_mlflow(experiment, tmp_path):
     assert [m.step for m in history] == [1, 2, 3, 4]
     assert "eval_loss" in run.data.metrics  # the final evaluate lands in the training run
     assert run.data.params["max_steps"] == "4"
+
+
+# ---------------------------------------------------------------------- a tracking server that fails mid-run
+def test_a_failing_server_keeps_metrics_and_they_are_replayed(experiment, tmp_path, monkeypatch):
+    """Training goes on while the server is down; what was not sent is saved and replayed afterwards."""
+    from modelcore.integrations.mlflow import PENDING_METRICS_FILE, replay_pending
+
+    run_id = MlflowClient().create_run(experiment).info.run_id
+    callback = MLflowCallback(run_id=run_id, tolerate_errors=True, retry_after_s=0.0)
+    args = make_args(tmp_path)
+    state = begin(callback, args, model=tiny_model())
+    real_log_metrics = mlflow.log_metrics
+    down = {"now": False}
+
+    def flaky(metrics, **kwargs):
+        if down["now"]:
+            raise mlflow.exceptions.MlflowException("API request to http://127.0.0.1:5000 failed: Connection refused")
+        return real_log_metrics(metrics, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", flaky)
+    for step, is_down in [(1, False), (2, True), (3, True)]:
+        down["now"] = is_down
+        state.global_step = step
+        callback.on_log(args, state, TrainerControl(), logs={"loss": float(step)})
+    assert [s for s, _ in callback.pending] == [2, 3]  # kept in order, nothing raised
+    callback.on_train_end(args, state, TrainerControl())  # still down: written to a file, run not ended
+    pending = tmp_path / "out" / PENDING_METRICS_FILE
+    assert pending.is_file() and MlflowClient().get_run(run_id).info.status == "RUNNING"
+    down["now"] = False
+    assert replay_pending(pending) == 2 and not pending.exists()
+    history = MlflowClient().get_metric_history(run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0)]
+
+
+def test_a_server_that_comes_back_gets_the_pending_metrics(experiment, tmp_path, monkeypatch):
+    run_id = MlflowClient().create_run(experiment).info.run_id
+    callback = MLflowCallback(run_id=run_id, tolerate_errors=True, retry_after_s=0.0)
+    args = make_args(tmp_path)
+    state = begin(callback, args)
+    real_log_metrics = mlflow.log_metrics
+    calls = {"n": 0}
+
+    def down_once(metrics, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("connection refused")
+        return real_log_metrics(metrics, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_metrics", down_once)
+    for step in (1, 2):
+        state.global_step = step
+        callback.on_log(args, state, TrainerControl(), logs={"loss": float(step)})
+    assert callback.pending == []
+    assert sorted(m.step for m in MlflowClient().get_metric_history(run_id, "loss")) == [1, 2]
+
+
+def test_errors_other_than_the_connection_still_raise(experiment, tmp_path, monkeypatch):
+    run_id = MlflowClient().create_run(experiment).info.run_id
+    callback = MLflowCallback(run_id=run_id, tolerate_errors=True)
+    args = make_args(tmp_path)
+    state = begin(callback, args)
+    monkeypatch.setattr(mlflow, "log_metrics", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad metric")))
+    with pytest.raises(ValueError, match="bad metric"):
+        callback.on_log(args, state, TrainerControl(), logs={"loss": 1.0})
