@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from flows.params import RetrainParams  # noqa: E402
-from tasks.data import load_dataset, tokenize_dataset  # noqa: E402
+from tasks.data import load_dataset, tokenize_cached  # noqa: E402
 from tasks.evaluation import evaluate  # noqa: E402
 from tasks.export import export_safetensors  # noqa: E402
 from tasks.registry import register  # noqa: E402
@@ -65,9 +65,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     )
     lap("start_run")
     try:
-        tokenized_state = tokenize_dataset(data, params.base_model, params.max_length, return_state=True)
-        tokenized = tokenized_state.result()
-        cache_hit = tokenized_state.name == "Cached"
+        tokenized, cache_hit = tokenize_cached(data, params.base_model, params.max_length)
         lap("tokenize_dataset")
         trained = fine_tune(
             params.base_model,

@@ -172,7 +172,10 @@ def _tokenize_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     dataset = parameters["dataset"]
     if isinstance(dataset, dict):
         dataset = DatasetRef(**dataset)
-    return "tokenize-" + tokenization_key(dataset, parameters["tokenizer_ref"], parameters["max_length"])
+    key = tokenization_key(dataset, parameters["tokenizer_ref"], parameters["max_length"])
+    # the output's place is part of the key: two pipeline homes never share a cached path
+    place = hashlib.sha256(str(settings.cache_dir()).encode()).hexdigest()[:8]
+    return f"tokenize-{key}-{place}"
 
 
 @task(name="tokenize_dataset", cache_key_fn=_tokenize_cache_key, persist_result=True, result_serializer="json")
@@ -181,7 +184,8 @@ def tokenize_dataset(dataset: DatasetRef, tokenizer_ref: str, max_length: int) -
 
     Cached twice over on the same key (data fingerprint, tokenizer hash, max_length): Prefect
     skips the task on a hit ("Cached" state), and the output directory under the pipeline cache
-    is reused even when Prefect's result store was wiped.
+    is reused even when Prefect's result store was wiped. Use :func:`tokenize_cached` from a flow:
+    it also recovers from a Prefect hit whose directory was deleted since.
     """
     from modelcore import AutoTokenizer
 
@@ -206,3 +210,18 @@ def tokenize_dataset(dataset: DatasetRef, tokenizer_ref: str, max_length: int) -
     staging.rename(target)
     logger.info("tokenized %d + %d rows into %s", dataset.num_train, dataset.num_test, target)
     return str(target)
+
+
+def tokenize_cached(dataset: DatasetRef, tokenizer_ref: str, max_length: int) -> tuple[str, bool]:
+    """Run :func:`tokenize_dataset` in a flow; returns (directory, whether Prefect's cache was hit).
+
+    A hit whose directory no longer exists (the pipeline cache was cleaned, Prefect's results were
+    not) is recomputed with ``refresh_cache``, so a stale cache entry never reaches training.
+    """
+    state = tokenize_dataset(dataset, tokenizer_ref, max_length, return_state=True)
+    path = state.result()
+    if state.name == "Cached" and not (Path(path) / "done").is_file():
+        logger.warning("cached tokenization %s is gone from disk; tokenizing again", path)
+        path = tokenize_dataset.with_options(refresh_cache=True)(dataset, tokenizer_ref, max_length)
+        return path, False
+    return path, state.name == "Cached"

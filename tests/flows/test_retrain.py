@@ -112,6 +112,28 @@ def test_two_runs_cache_tokens_gate_the_champion_and_a_fresh_process_reproduces_
     assert json.loads(probs_line) == [r["probs"] for r in rows]
     assert mlflow_imported == "False"
 
+    # re-score the champion on the same held-out split: the flow's own numbers, tagged on the version
+    from flows.evaluate_champion import EvaluateChampionParams, evaluate_champion
+    from flows.promote import PromoteParams, promote
+
+    rescored = evaluate_champion(
+        EvaluateChampionParams(
+            registered_model_name=NAME,
+            dataset=str(real_csv),
+            text_column="review",
+            label_column="sentiment",
+            max_length=32,
+        )
+    )
+    assert rescored["version"] == "1" and rescored["metrics"] == first["metrics"]
+    assert client.get_model_version(NAME, "1").tags["rescored.accuracy"] == f"{first['metrics']['accuracy']:.6f}"
+    # promote by hand, then roll back, each with its reason
+    assert promote(PromoteParams(registered_model_name=NAME, version="2", reason="A/B win"))["champion"] == "2"
+    assert promote(PromoteParams(registered_model_name=NAME, rollback=True, reason="regression"))["champion"] == "1"
+    assert client.get_model_version(NAME, "1").tags["promotion_reason"] == "regression"
+    with pytest.raises(ValueError, match="either version or rollback"):
+        PromoteParams(registered_model_name=NAME, reason="none given")
+
 
 def test_a_missing_column_fails_before_anything_is_registered(prefect_server, pipeline_home, tiny_checkpoint, real_csv):
     from flows.retrain import retrain
