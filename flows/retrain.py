@@ -140,6 +140,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         "aliases": list(registration.aliases),
         "champion_version": registration.champion_version,
         "promotion": registration.reason,
+        "train_runtime_s": trained["train_runtime"],
         "timings_s": timings,
     }
     log.info("retrain finished: %s", summary)

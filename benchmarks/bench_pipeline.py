@@ -1,0 +1,116 @@
+"""The main job against the reference glue: wall time, accuracy, and the orchestration + tracking share.
+
+Both run as fresh processes on the same data and settings (see ``benchmarks/reference_pipeline.py``):
+
+* ours: ``python -m flows.retrain`` (the README's main-job command) in a fresh pipeline home;
+* reference: HF Trainer + Prefect + MLflow's transformers flavor + ONNX int8 export.
+
+Each gets a Prefect home that was started once before (Prefect's temporary server takes seconds
+more on a fresh home; a user's machine has a warm one), and a fresh MLflow SQLite store.
+Overhead = wall time - model work (the training loop, the held-out evaluation, the export
+conversions); it is what orchestration, tracking, registration, imports and I/O cost.
+
+    python -m benchmarks.bench_pipeline [--workdir DIR] [--skip-reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+logger = logging.getLogger("benchmarks.bench_pipeline")
+THREADS = "2"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_"))}
+    env.update(OMP_NUM_THREADS=THREADS, MKL_NUM_THREADS=THREADS, TOKENIZERS_PARALLELISM="false", **extra)
+    return env
+
+
+def _warm_prefect(env: dict[str, str]) -> None:
+    code = "from prefect import flow\n@flow\ndef warm():\n    return 1\nwarm()\n"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600)
+
+
+def _timed(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, dict]:
+    start = time.perf_counter()
+    with open(log, "w") as err:
+        out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True, timeout=3600)
+    wall = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}); see {log}")
+    text = out.stdout
+    return wall, json.loads(text[text.index("{") :]) if cmd[-1] == "--json" else json.loads(
+        text.strip().splitlines()[-1]
+    )
+
+
+def run_ours(work: Path) -> dict:
+    home = work / "ours"
+    env = _env(MODELCORE_PIPELINE_HOME=str(home), PREFECT_HOME=str(home / "prefect"))
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    _warm_prefect(env)
+    wall, summary = _timed([sys.executable, "-m", "flows.retrain", "--json"], env, work / "ours.log")
+    stages = summary["timings_s"]
+    model_work = summary["train_runtime_s"] + stages["evaluate"] + stages.get("export", 0.0)
+    return {
+        "wall_s": round(wall, 1),
+        "accuracy": round(summary["metrics"]["accuracy"], 4),
+        "train_s": round(summary["train_runtime_s"], 1),
+        "eval_s": stages["evaluate"],
+        "export_s": stages.get("export", 0.0),
+        "overhead_s": round(wall - model_work, 1),
+        "overhead_share": round((wall - model_work) / wall, 3),
+        "aliases": summary["aliases"],
+        "exports": sorted(summary["exports"]),
+        "stages_s": stages,
+    }
+
+
+def run_reference(work: Path) -> dict:
+    home = work / "reference"
+    env = _env(PREFECT_HOME=str(home / "prefect"))
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    _warm_prefect(env)
+    cmd = [sys.executable, "-m", "benchmarks.reference_pipeline", str(home / "work")]
+    wall, result = _timed(cmd, env, work / "reference.log")
+    model_work = result["train_s"] + result["eval_s"] + result["export_s"]
+    return {
+        "wall_s": round(wall, 1),
+        "accuracy": round(result["accuracy"], 4),
+        "train_s": round(result["train_s"], 1),
+        "eval_s": round(result["eval_s"], 1),
+        "export_s": round(result["export_s"], 1),
+        "overhead_s": round(wall - model_work, 1),
+        "overhead_share": round((wall - model_work) / wall, 3),
+        "log_model_s": round(result["log_s"], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--skip-reference", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"ours": run_ours(work)}
+    logger.info("ours: %s", results["ours"])
+    if not args.skip_reference:
+        results["reference"] = run_reference(work)
+        logger.info("reference: %s", results["reference"])
+    (work / "summary.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
