@@ -53,7 +53,10 @@ class RetrainParams(BaseModel):
     max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(default_factory=list)
-    export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] = Field(default_factory=lambda: ["safetensors"])
+    export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] = Field(
+        default_factory=lambda: ["safetensors", "onnx", "onnx_int8"],
+        description="each export is checked against the eager model (logits, held-out accuracy) before it is logged",
+    )
     max_shard_size: str = Field("50MB", description="shard size of the safetensors export")
     registered_model_name: str = Field("rotten-tomatoes-sentiment", description="MLflow registered model")
     experiment_name: str = Field("retrain", min_length=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from tasks import settings
@@ -23,8 +24,8 @@ from prefect.runtime import flow_run  # noqa: E402
 
 from flows.params import RetrainParams  # noqa: E402
 from tasks.data import load_dataset, tokenize_cached  # noqa: E402
-from tasks.evaluation import evaluate  # noqa: E402
-from tasks.export import export_safetensors  # noqa: E402
+from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
+from tasks.export import export_onnx, export_safetensors  # noqa: E402
 from tasks.registry import register  # noqa: E402
 from tasks.tracking import check_tracking_server, end_run, log_to_run, start_run  # noqa: E402
 from tasks.training import fine_tune  # noqa: E402
@@ -92,19 +93,36 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             exports["safetensors"] = export_safetensors(
                 trained["checkpoint"], str(work / "export" / "safetensors"), params.max_shard_size, examples
             )
+        if {"onnx", "onnx_int8"} & set(params.export_formats):
+            exports |= export_onnx(
+                trained["checkpoint"],
+                str(work / "export"),
+                int8="onnx_int8" in params.export_formats,
+                eval_data=str(Path(evaluation["report_dir"]) / PREDICTIONS_FILE),
+                max_length=params.max_length,
+            )
         lap("export")
         artifacts = {"evaluation": evaluation["report_dir"]}
-        if "safetensors" in exports:
-            artifacts["export/safetensors"] = exports["safetensors"]["path"]
+        for name, exported in exports.items():
+            if exported.get("passed", True):  # the whole directory: model.onnx and its .onnx.data travel together
+                artifacts[f"export/{name}"] = exported["path"]
         if trained["pending_metrics"]:
             from modelcore.integrations.mlflow import replay_pending
 
             replayed = replay_pending(trained["pending_metrics"], tracking_uri)
             log.info("sent %d metric records the tracking server missed during training", replayed)
+        export_metrics = {
+            f"export_{name}_{key}": value
+            for name, exported in exports.items()
+            for key, value in exported.items()
+            if key in ("max_abs_logit_diff", "metric_after", "speedup", "size_ratio") and value is not None
+        }
         log_to_run(
             tracking_uri,
             run_id,
-            metrics={f"eval_{k}": v for k, v in evaluation["metrics"].items()} | {"train_loss": trained["train_loss"]},
+            metrics={f"eval_{k}": v for k, v in evaluation["metrics"].items()}
+            | {"train_loss": trained["train_loss"]}
+            | export_metrics,
             tags={"tokenization_cache": "hit" if cache_hit else "miss"},
             artifacts=artifacts,
             step=trained["global_step"],
@@ -134,7 +152,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         "metrics": evaluation["metrics"],
         "checkpoint": trained["checkpoint"],
         "evaluation_dir": evaluation["report_dir"],
-        "exports": {k: v["path"] for k, v in exports.items()},
+        "exports": {k: v["path"] for k, v in exports.items() if v.get("passed", True)},
+        "export_checks": {k: {x: y for x, y in v.items() if x != "path"} for k, v in exports.items()},
         "registered_model": registration.name,
         "version": registration.version,
         "aliases": list(registration.aliases),

@@ -42,3 +42,58 @@ def export_safetensors(checkpoint: str, output_dir: str, max_shard_size: str, ch
     atomic_write_text(out / "export_check.json", json.dumps(report, indent=2) + "\n")
     logger.info("safetensors export: %d shard(s), max abs logit diff %.3g", len(shards), diff)
     return report
+
+
+INT8_MAX_ACCURACY_DROP = 0.01  # an int8 export may lose at most 1 point of held-out accuracy
+
+
+@task(name="export_onnx", cache_policy=NO_CACHE)
+def export_onnx(
+    checkpoint: str, output_dir: str, int8: bool, eval_data: str, max_length: int, threads: int = 2
+) -> dict[str, Any]:
+    """ONNX export (fp32, attention fused for onnxruntime) and optionally its int8 quantization.
+
+    Each comes with the exporter's ``report.json`` (size, max abs logit difference, held-out
+    accuracy, latency and throughput before and after). The fp32 export must match the eager
+    logits (the exporter refuses otherwise); the int8 one is kept only when it loses at most
+    ``INT8_MAX_ACCURACY_DROP`` of accuracy on ``eval_data``.
+
+    Args:
+        checkpoint: the fine-tuned checkpoint.
+        output_dir: gets ``onnx/`` and ``onnx_int8/``.
+        int8: also quantize.
+        eval_data: held-out rows as JSON lines with ``text`` and ``label`` (the evaluation's predictions file).
+        max_length: the sequence length of the timing batch.
+
+    Returns:
+        ``{"onnx": {...}, "onnx_int8": {...}}``, each with ``path``, ``passed`` and the report's figures.
+    """
+    from modelcore.exporters import export_onnx as export_to_onnx
+    from modelcore.exporters import quantize_onnx
+
+    out = Path(output_dir)
+    common = dict(eval_data=eval_data, batch_size=32, seq_len=max_length, threads=threads, repeats=5)
+    fp32 = export_to_onnx(checkpoint, out / "onnx", task="text-classification", **common)
+    results = {"onnx": _summarize(fp32, passed=True)}
+    if int8:
+        quantized = quantize_onnx(fp32, out / "onnx_int8", reference=checkpoint, **common)
+        summary = _summarize(quantized)
+        drop = (summary["metric_before"] or 0.0) - (summary["metric_after"] or 0.0)
+        summary["passed"] = summary["metric_after"] is not None and drop <= INT8_MAX_ACCURACY_DROP
+        if not summary["passed"]:
+            logger.warning("int8 ONNX export loses %.4f accuracy (> %.2f): not kept", drop, INT8_MAX_ACCURACY_DROP)
+        results["onnx_int8"] = summary
+    return results
+
+
+def _summarize(directory: Path, passed: bool | None = None) -> dict[str, Any]:
+    report = json.loads((Path(directory) / "report.json").read_text(encoding="utf-8"))
+    return {
+        "path": str(directory),
+        "passed": passed,
+        "max_abs_logit_diff": report.get("max_abs_logit_diff"),
+        "metric_before": report["before"].get("metric"),
+        "metric_after": report["after"].get("metric"),
+        "size_ratio": report.get("size_ratio"),
+        "speedup": report.get("speedup"),
+    }

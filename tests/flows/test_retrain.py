@@ -88,6 +88,11 @@ def test_two_runs_cache_tokens_gate_the_champion_and_a_fresh_process_reproduces_
     assert {"evaluation", "export", "model"} <= artifacts
     shards = {a.path for a in client.list_artifacts(run.info.run_id, "export/safetensors")}
     assert "export/safetensors/config.json" in shards
+    # the ONNX export travels with its external weights (the dynamo exporter's .onnx.data)
+    onnx_files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "export/onnx")}
+    assert {"model.onnx", "model.onnx.data", "report.json", "config.json"} <= onnx_files
+    assert first["export_checks"]["onnx"]["max_abs_logit_diff"] < 1e-4
+    assert first["export_checks"]["onnx_int8"]["passed"] is not None
 
     # a fresh process pulls the champion and gives the flow's evaluation probabilities, bitwise
     rows = [json.loads(line) for line in (evaluation / "predictions.jsonl").read_text().splitlines()]
