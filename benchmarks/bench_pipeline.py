@@ -70,9 +70,40 @@ def run_ours(work: Path) -> dict:
         "overhead_s": round(wall - model_work, 1),
         "overhead_share": round((wall - model_work) / wall, 3),
         "aliases": summary["aliases"],
+        "pull": time_to_first_prediction(PULL_OURS.format(name=summary["registered_model"]), summary["tracking_uri"]),
         "exports": sorted(summary["exports"]),
         "stages_s": stages,
     }
+
+
+PULL_OURS = (
+    "import time; t0 = time.perf_counter()\n"
+    "import modelcore\n"
+    "pipe = modelcore.pipeline('text-classification', model='models:/{name}@champion')\n"
+    "pipe('a gorgeous, witty film'); print(time.perf_counter() - t0)\n"
+)
+PULL_REFERENCE = (
+    "import time; t0 = time.perf_counter()\n"
+    "import mlflow, pandas as pd\n"
+    "model = mlflow.pyfunc.load_model('models:/{name}@champion')\n"
+    "model.predict(pd.DataFrame({{'text': ['a gorgeous, witty film']}})); print(time.perf_counter() - t0)\n"
+)
+
+
+def time_to_first_prediction(code: str, tracking_uri: str, repeats: int = 3) -> dict:
+    """Process start to first prediction of a fresh process pulling the champion (median, and in-process part)."""
+    walls, inner = [], []
+    env = _env(MLFLOW_TRACKING_URI=tracking_uri)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+        walls.append(time.perf_counter() - start)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        inner.append(float(out.stdout.strip().splitlines()[-1]))
+    walls.sort()
+    inner.sort()
+    return {"wall_s": round(walls[len(walls) // 2], 2), "in_process_s": round(inner[len(inner) // 2], 2)}
 
 
 def run_reference(work: Path) -> dict:
@@ -92,6 +123,9 @@ def run_reference(work: Path) -> dict:
         "overhead_s": round(wall - model_work, 1),
         "overhead_share": round((wall - model_work) / wall, 3),
         "log_model_s": round(result["log_s"], 1),
+        "pull": time_to_first_prediction(
+            PULL_REFERENCE.format(name="reference-sentiment"), f"sqlite:///{home / 'work' / 'mlflow.db'}"
+        ),
     }
 
 
