@@ -25,7 +25,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from flows.params import RetrainParams  # noqa: E402
 from tasks.data import load_dataset, tokenize_cached  # noqa: E402
 from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
-from tasks.export import export_onnx, export_safetensors  # noqa: E402
+from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
 from tasks.registry import register  # noqa: E402
 from tasks.tracking import check_tracking_server, end_run, log_to_run, start_run  # noqa: E402
 from tasks.training import fine_tune  # noqa: E402
@@ -101,6 +101,15 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
                 eval_data=str(Path(evaluation["report_dir"]) / PREDICTIONS_FILE),
                 max_length=params.max_length,
             )
+        if params.quantization:
+            quantized = quantize(
+                trained["checkpoint"],
+                str(work / "quantized"),
+                list(params.quantization),
+                eval_data=str(Path(evaluation["report_dir"]) / PREDICTIONS_FILE),
+                max_length=params.max_length,
+            )
+            exports |= {f"quantized_{method}": result for method, result in quantized.items()}
         lap("export")
         artifacts = {"evaluation": evaluation["report_dir"]}
         for name, exported in exports.items():

@@ -97,3 +97,30 @@ def _summarize(directory: Path, passed: bool | None = None) -> dict[str, Any]:
         "size_ratio": report.get("size_ratio"),
         "speedup": report.get("speedup"),
     }
+
+
+@task(name="quantize", cache_policy=NO_CACHE)
+def quantize(checkpoint: str, output_dir: str, methods: list[str], eval_data: str, max_length: int) -> dict[str, Any]:
+    """Quantize ``checkpoint`` with each method into ``output_dir/<method>``, each with its ``report.json``.
+
+    A quantized checkpoint is kept only when it loses at most ``INT8_MAX_ACCURACY_DROP`` of
+    held-out accuracy on ``eval_data``.
+
+    Returns:
+        ``{method: {"path", "passed", "max_abs_logit_diff", "metric_before", "metric_after", ...}}``.
+    """
+    from modelcore.quantization import quantize_checkpoint
+
+    results = {}
+    for method in methods:
+        out = Path(output_dir) / method
+        quantize_checkpoint(
+            checkpoint, out, method, eval_data=eval_data, batch_size=32, seq_len=max_length, threads=2, repeats=5
+        )
+        summary = _summarize(out)
+        drop = (summary["metric_before"] or 0.0) - (summary["metric_after"] or 0.0)
+        summary["passed"] = summary["metric_after"] is not None and drop <= INT8_MAX_ACCURACY_DROP
+        if not summary["passed"]:
+            logger.warning("%s loses %.4f accuracy (> %.2f): not kept", method, drop, INT8_MAX_ACCURACY_DROP)
+        results[method] = summary
+    return results
