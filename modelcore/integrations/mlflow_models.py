@@ -298,13 +298,13 @@ def _local_checkpoint(artifact_uri: str, key: str, mlflow_client: Any) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
         try:
-            mlflow.artifacts.download_artifacts(
+            # a directory lands under its own name: staging/<basename of artifact_uri>/
+            downloaded = mlflow.artifacts.download_artifacts(
                 artifact_uri=artifact_uri, dst_path=str(staging), tracking_uri=mlflow_client.tracking_uri
             )
-            os.replace(staging, target)
-        except BaseException:
+            os.replace(downloaded, target)
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
     return _checkpoint_in(target)
 
 

@@ -1,0 +1,1 @@
+"""Local servers (Prefect server + worker, MLflow server) for the pipeline; see infra/README.md."""
