@@ -27,7 +27,7 @@ from tasks.data import load_dataset, tokenize_cached  # noqa: E402
 from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
 from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
 from tasks.registry import register  # noqa: E402
-from tasks.tracking import check_tracking_server, end_run, log_to_run, start_run  # noqa: E402
+from tasks.tracking import check_tracking_server, end_run, log_to_run, replay_metrics, start_run  # noqa: E402
 from tasks.training import fine_tune  # noqa: E402
 
 INPUT_EXAMPLES = 5  # held-out texts stored as the model's input example and used for export checks
@@ -116,10 +116,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             if exported.get("passed", True):  # the whole directory: model.onnx and its .onnx.data travel together
                 artifacts[f"export/{name}"] = exported["path"]
         if trained["pending_metrics"]:
-            from modelcore.integrations.mlflow import replay_pending
-
-            replayed = replay_pending(trained["pending_metrics"], tracking_uri)
-            log.info("sent %d metric records the tracking server missed during training", replayed)
+            replay_metrics(tracking_uri, trained["pending_metrics"])
         export_metrics = {
             f"export_{name}_{key}": value
             for name, exported in exports.items()
@@ -150,7 +147,10 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         )
         lap("register")
     except BaseException:
-        end_run(tracking_uri, run_id, status="FAILED")
+        try:
+            end_run.fn(tracking_uri, run_id, status="FAILED")
+        except Exception as error:  # the server is down: report the original failure, not this one
+            log.error("could not mark MLflow run %s FAILED (%s); it stays RUNNING", run_id, error)
         raise
     end_run(tracking_uri, run_id)
     summary = {

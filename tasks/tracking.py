@@ -133,3 +133,17 @@ def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status=status)
+
+
+@task(name="replay_metrics", cache_policy=NO_CACHE, retries=5, retry_delay_seconds=10)
+def replay_metrics(tracking_uri: str, pending_file: str) -> int:
+    """Send the metrics the tracking server missed during training (it was down); retried while it restarts.
+
+    Returns:
+        How many metric records were sent.
+    """
+    from modelcore.integrations.mlflow import replay_pending
+
+    sent = replay_pending(pending_file, tracking_uri)
+    logger.info("sent %d metric records the tracking server missed during training", sent)
+    return sent

@@ -221,7 +221,8 @@ def _fast_resolve(uri: str, tracking_uri: str | None) -> Path | None:
         return _checkpoint_in(local)
     from modelcore.assets import cache_dir
 
-    cached = cache_dir() / "mlflow" / hashlib.sha256(tracking_uri.encode()).hexdigest()[:12] / f"{name}-v{version}"
+    store = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
+    cached = cache_dir() / "mlflow" / store / _version_key(name, version, artifact_uri)
     return _checkpoint_in(cached) if cached.is_dir() else None
 
 
@@ -279,7 +280,13 @@ def _model_version_source(mlflow_client: Any, uri: str, parts: list[str]) -> tup
     else:
         raise RegistryError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     artifact_uri = mlflow_client.get_model_version_download_uri(version.name, version.version)
-    return artifact_uri, f"{version.name}-v{version.version}"
+    return artifact_uri, _version_key(version.name, version.version, artifact_uri)
+
+
+def _version_key(name: str, version: Any, artifact_uri: str) -> str:
+    """Cache key of a registered version: its artifact URI (which names the run) is part of it, so a
+    wiped and re-created server that reuses a name and version number never gets the old files."""
+    return f"{name}-v{version}-{hashlib.sha256(artifact_uri.encode()).hexdigest()[:10]}"
 
 
 def _local_checkpoint(artifact_uri: str, key: str, mlflow_client: Any) -> Path:

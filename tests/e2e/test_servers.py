@@ -295,16 +295,16 @@ def test_a_manual_run_registers_a_champion_that_modelcore_and_mlflow_serve_alike
     assert served == probs.tolist()  # the same code path (modelcore.pipeline inside the pyfunc): equal bits
 
 
-def test_mlflow_down_from_mid_training_on_fails_the_run_but_loses_neither_checkpoint_nor_metrics(
-    stack, deployments, tiny_checkpoint, real_csv
-):
-    """MLflow stops after the first logged loss and stays down until the flow run ends.
+def test_mlflow_down_mid_training_the_run_is_recorded_once_it_is_back(stack, deployments, tiny_checkpoint, real_csv):
+    """MLflow stops after the first logged loss and comes back only after training ended.
 
-    Training goes on (the callback keeps the metrics it cannot send) and writes its checkpoint; the
-    flow then fails on the tracking server, naming it, registers nothing, and keeps the unsent metrics
-    in a file that, replayed once MLflow is back, completes the run's loss curve.
+    Training goes on (the callback keeps the metrics it cannot send, and writes them next to the
+    checkpoint when training ends); once MLflow is back, the flow's replay task (retried while the
+    server restarts) sends them, and the run completes: every loss step recorded, a version registered.
+    (A server still down after the retries fails the run naming it, with checkpoint and metrics file
+    kept: the callback's own tests pin that part.)
     """
-    from modelcore.integrations.mlflow import PENDING_METRICS_FILE, replay_pending
+    from modelcore.integrations.mlflow import PENDING_METRICS_FILE
     from tests.pipeline_fixtures import registered_versions
 
     name = "e2e-outage"
@@ -325,28 +325,25 @@ def test_mlflow_down_from_mid_training_on_fails_the_run_but_loses_neither_checkp
         time.sleep(0.3)
     run_id = runs[0].info.run_id
     servers.stop(stack.config, ["mlflow"], log=_log)
+    pending = stack.config.home / "runs" / flow_run_id / "train" / PENDING_METRICS_FILE
     try:
-        run = _wait_for(stack, flow_run_id)
+        deadline = time.monotonic() + 240
+        while not pending.is_file():  # training finished while MLflow was down
+            assert time.monotonic() < deadline, "training did not finish with metrics kept aside"
+            time.sleep(0.5)
+        kept = [json.loads(line)["step"] for line in pending.read_text().splitlines()]
     finally:
         servers.start(stack.config, ["mlflow"], log=_log)
-    TIMINGS["outage run, created to failed (s)"] = round(time.monotonic() - begin, 1)
+    run = _wait_for(stack, flow_run_id)
+    TIMINGS["outage run, created to completed (s)"] = round(time.monotonic() - begin, 1)
 
-    assert run["state_type"] == "FAILED", _logs(stack, run)
-    assert f"127.0.0.1:{stack.config.mlflow_port}" in run["state"]["message"]
-    train = stack.config.home / "runs" / flow_run_id / "train"
-    assert (train / "model" / "config.json").is_file()  # the trained model is kept
-    assert registered_versions(stack.config.mlflow_url, name) == []
-    sent = [m.step for m in client.get_metric_history(run_id, "loss")]
-    records = [json.loads(line) for line in (train / PENDING_METRICS_FILE).read_text().splitlines()]
-    kept = [r["step"] for r in records if "loss" in r["metrics"]]
-    assert kept and sorted(sent + kept) == list(range(5, 101, 5))
-
-    replay_pending(train / PENDING_METRICS_FILE, stack.config.mlflow_url)
+    assert run["state_type"] == "COMPLETED", _logs(stack, run)
+    assert kept  # some metrics did wait for the server
     assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == list(range(5, 101, 5))
-    _log(
-        f"outage: {len(sent)} loss records sent before the stop, {len(kept)} kept and replayed; "
-        f"MLflow run status {client.get_run(run_id).info.status}; flow run: {run['state']['message'][:300]}"
-    )
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [str(v.version) for v in registered_versions(stack.config.mlflow_url, name)] == ["1"]
+    assert not pending.exists()  # replayed, then removed
+    _log(f"outage: {len(kept)} metric records kept during the outage and replayed")
 
 
 def test_the_servers_stop_cleanly_and_leave_no_process(stack):
