@@ -229,6 +229,7 @@ class PreTrainedModel(nn.Module):
         allow_pickle: bool = False,
         attn_implementation: str | None = None,
         output_loading_info: bool = False,
+        quantization_config: Any = None,
         **config_overrides: Any,
     ) -> PreTrainedModel | tuple[PreTrainedModel, dict[str, list[str]]]:
         """Build the model on the meta device and fill it from a checkpoint, one tensor at a time.
@@ -249,6 +250,10 @@ class PreTrainedModel(nn.Module):
             allow_pickle: allow ``pytorch_model.bin`` files (loaded with ``weights_only=True``).
             attn_implementation: ``"eager"`` or ``"sdpa"``.
             output_loading_info: also return ``{"missing_keys", "unexpected_keys", "mismatched_keys"}``.
+            quantization_config: quantize on load: a method name (``"bnb_nf4"``, ``"bnb_8bit"``,
+                ``"int8_dynamic"``...), a ``quantization_config`` dict or a
+                ``modelcore.quantization`` config. A checkpoint saved quantized loads quantized
+                without it (its config.json records how); asking it for another method is an error.
             **config_overrides: configuration fields to override (an unknown name is an error).
 
         Returns:
@@ -269,4 +274,5 @@ class PreTrainedModel(nn.Module):
             attn_implementation=attn_implementation,
             output_loading_info=output_loading_info,
             config_overrides=config_overrides,
+            quantization_config=quantization_config,
         )

@@ -8,11 +8,17 @@ import torch
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, S) 0/1 padding mask -> (B, 1, 1, S) boolean key mask for bidirectional attention.
 
-    Returns None when nothing is padded, so SDPA can take its fastest path.
+    Returns None when nothing is padded, so SDPA can take its fastest path; while exporting a graph
+    the mask is always built, since the graph must not depend on the values of one example.
     """
-    if attention_mask is None or bool(attention_mask.all()):
+    if attention_mask is None or _unpadded(attention_mask):
         return None
     return attention_mask.bool()[:, None, None, :]
+
+
+def _unpadded(attention_mask: torch.Tensor) -> bool:
+    """True when every position is real: a data-dependent shortcut, never taken while exporting."""
+    return not torch.compiler.is_exporting() and bool(attention_mask.all())
 
 
 def causal_mask(
@@ -32,7 +38,9 @@ def causal_mask(
         are opened to every key, so their (ignored) outputs are finite instead of NaN.
     """
     key_length = past_length + query_length
-    padded = attention_mask is not None and not bool(attention_mask.all())
+    if torch.compiler.is_exporting():  # one graph for every past length and padding
+        return _exported_causal_mask(attention_mask, query_length, past_length, device), False
+    padded = attention_mask is not None and not _unpadded(attention_mask)
     if not padded and past_length == 0:
         return None, query_length > 1
     if not padded and query_length == 1:
@@ -42,3 +50,16 @@ def causal_mask(
         mask = mask & attention_mask.bool()[:, None, None, :key_length]
         mask = mask | ~mask.any(dim=-1, keepdim=True)
     return mask, False
+
+
+def _exported_causal_mask(
+    attention_mask: torch.Tensor | None, query_length: int, past_length: int, device: torch.device
+) -> torch.Tensor:
+    """``causal_mask``'s general case written with symbolic sizes only (no branch on a length or a value)."""
+    query_positions = torch.arange(query_length, device=device)[:, None] + past_length  # (T, 1)
+    key_positions = torch.arange(past_length + query_length, device=device)[None, :]  # (1, S)
+    mask = (key_positions <= query_positions)[None, None]  # (1, 1, T, S)
+    if attention_mask is not None:
+        mask = mask & attention_mask.bool()[:, None, None, :]
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    return mask

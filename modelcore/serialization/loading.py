@@ -77,15 +77,19 @@ def load_pretrained(
     attn_implementation: str | None,
     output_loading_info: bool,
     config_overrides: dict[str, Any],
+    quantization_config: Any = None,
 ) -> Any:
     directory = resolve_source(source)
     config = _load_config(cls, directory, config, config_overrides, attn_implementation)
+    quantization = _quantization_plan(config, quantization_config)
     files = CheckpointFiles.locate(directory, allow_pickle=allow_pickle)
     target_dtype = resolve_dtype(dtype, files, config)
     config.dtype = str(target_dtype).removeprefix("torch.")
 
     with init_empty_weights():  # parameters on meta, family init skipped: the checkpoint fills them
         model = cls(config)
+    if quantization is not None:
+        quantization.before_weights(model)  # a quantized checkpoint: its Linear layers become quantized modules
     expected = _expected_tensors(model)
     rename = _key_renamer(model, list(files.weight_map))
     device_map = _resolve_device_map(model, device_map, max_memory, target_dtype)
@@ -96,6 +100,10 @@ def load_pretrained(
     for path, reader in _progress(files):
         for stored_name in (n for n in reader.keys() if files.weight_map.get(n) == path):
             name = rename(stored_name)
+            if quantization is not None and quantization.claims(name):  # weight, SCB, weight.absmax...
+                device = place(name)
+                quantization.take(name, reader.read(stored_name, device="cpu" if device == "disk" else device, mmap=True))
+                continue
             if name not in expected:
                 unexpected.append(name)
                 continue
@@ -118,9 +126,13 @@ def load_pretrained(
                 _set_tensor(model, name, tensor)
             loaded.add(name)
 
+    if quantization is not None:
+        loaded |= quantization.after_weights()
     missing = [n for n in expected if n not in loaded]
     _initialize_missing(model, missing, target_dtype, place)
     model.tie_weights()
+    if quantization is not None:
+        model = quantization.after_load(model)  # quantization on load
     _report(cls, directory, missing, unexpected, mismatched, model)
     if offload is not None or len({str(d) for d in device_map.values()}) > 1:
         model = _dispatch(model, device_map, offload)
@@ -149,6 +161,15 @@ def _load_config(
     if not overrides:
         return config
     return type(config).from_dict(config.to_dict(), **{"attn_implementation": config.attn_implementation, **overrides})
+
+
+def _quantization_plan(config: PretrainedConfig, requested: Any) -> Any:
+    """modelcore.quantization's plan when the checkpoint is quantized or quantization was asked for, else None."""
+    if requested is None and getattr(config, "quantization_config", None) is None:
+        return None
+    from modelcore.quantization.loading import plan_for_loading
+
+    return plan_for_loading(config, requested)
 
 
 # ------------------------------------------------------------------- names

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from modelcore.generation.utils import GenerationMixin
 from modelcore.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
 from modelcore.modeling_utils import PreTrainedModel
 from modelcore.models.llama.configuration_llama import LlamaConfig
@@ -228,8 +229,11 @@ class LlamaModel(LlamaPreTrainedModel):
         )
 
 
-class LlamaForCausalLM(LlamaPreTrainedModel):
-    """Decoder + language-model head (B, T, C) -> (B, T, V); the head shares the embedding when tied."""
+class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
+    """Decoder + language-model head (B, T, C) -> (B, T, V); the head shares the embedding when tied.
+
+    ``generate`` (from ``GenerationMixin``) continues prompts greedily or by sampling, with a KV cache.
+    """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 

@@ -1,0 +1,117 @@
+"""``modelcore export onnx SRC DST``: export a checkpoint to ONNX (optionally int8 too) and write ``report.json``.
+
+    modelcore export onnx ./fine-tuned ./onnx --int8 --eval-data heldout.jsonl --threads 2
+    modelcore export onnx smollm2-135m-gguf ./smollm-onnx --task text-generation
+
+DST receives ``model.onnx`` + ``model.onnx.data``, config, tokenizer and ``report.json``; with
+``--int8`` the int8 model goes to ``DST/int8`` with its own report (compared with the eager model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+TASKS = ("text-classification", "text-generation")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``export`` verb; each format is a sub-command with its own options (only ``onnx`` so far)."""
+    parser = subparsers.add_parser("export", help="export a checkpoint to another format (ONNX)")
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    add_onnx_parser(formats)
+    return parser
+
+
+def add_onnx_parser(formats: Any) -> argparse.ArgumentParser:
+    parser = formats.add_parser(
+        "onnx",
+        help="ONNX for onnxruntime (fp32, optionally int8 too)",
+        description="Export the checkpoint SRC to ONNX in DST, check it against the eager model, write DST/report.json.",
+    )
+    parser.add_argument("source", metavar="SRC", help="checkpoint: directory, asset name, MLflow URI or .gguf file")
+    parser.add_argument("output", metavar="DST", help="directory for the export")
+    parser.add_argument("--task", choices=TASKS, help="default: from the checkpoint's architectures")
+    parser.add_argument("--no-past", action="store_true", help="text-generation: no KV-cache inputs/outputs")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
+    parser.add_argument("--no-optimize", action="store_true", help="keep the plain graph (no onnxruntime fusions)")
+    parser.add_argument(
+        "--int8", action="store_true", help="also write an int8 (dynamic quantization) model to DST/int8"
+    )
+    parser.add_argument("--per-tensor", action="store_true", help="int8: one weight scale per tensor, not per channel")
+    parser.add_argument("--reduce-range", action="store_true", help="int8: 7-bit weights (CPUs without VNNI)")
+    parser.add_argument("--atol", type=float, default=1e-4, help="largest logit difference from eager (default 1e-4)")
+    parser.add_argument("--no-report", action="store_true", help="check the export, but measure nothing")
+    parser.add_argument(
+        "--eval-data",
+        metavar="DATA",
+        help="validation data for the task metric: .jsonl/.json/.csv with 'text' (+ 'label'), or an asset name",
+    )
+    parser.add_argument("--eval-limit", type=int, metavar="N", help="use the first N validation examples")
+    parser.add_argument("--batch-size", type=int, default=32, help="check batch for logits and timing (default 32)")
+    parser.add_argument("--seq-len", type=int, default=64, help="tokens per row of the check batch (default 64)")
+    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads while timing (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per model (default 10)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from modelcore.exporters.onnx_export import export_onnx
+    from modelcore.exporters.onnx_quantize import quantize_onnx
+    from modelcore.reports import ConversionReport
+
+    for name in ("eval_limit", "batch_size", "seq_len", "threads", "repeats", "opset"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.no_past and args.task == "text-classification":
+        raise ValueError("--no-past applies to --task text-generation only")
+    if Path(args.output).resolve() == Path(args.source).resolve():
+        raise ValueError(f"DST must differ from SRC ({args.output})")
+    measure = {
+        "report": not args.no_report,
+        "eval_data": args.eval_data,
+        "eval_limit": args.eval_limit,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "threads": args.threads,
+        "repeats": args.repeats,
+    }
+    output = export_onnx(
+        args.source,
+        args.output,
+        task=args.task,
+        with_past=not args.no_past,
+        opset=args.opset,
+        optimize=not args.no_optimize,
+        atol=args.atol,
+        **measure,
+    )
+    outputs = [output]
+    if args.int8:
+        per_channel, reduce_range = not args.per_tensor, args.reduce_range
+        outputs.append(
+            quantize_onnx(
+                output,
+                output / "int8",
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                reference=args.source,
+                **measure,
+            )
+        )
+    summary = []
+    for path in outputs:
+        entry: dict[str, Any] = {"output": str(path)}
+        if not args.no_report:
+            data = ConversionReport.read(path).to_dict()
+            entry.update(
+                {k: data.get(k) for k in ("method", "size_ratio", "speedup", "max_abs_logit_diff", "metric_name")}
+            )
+            entry["metric"] = {"before": data["before"]["metric"], "after": data["after"]["metric"]}
+        summary.append(entry)
+    print(json.dumps(summary, indent=2))
+    return 0

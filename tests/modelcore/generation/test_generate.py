@@ -1,0 +1,93 @@
+"""generate: greedy decoding against transformers' generate (same weights), EOS handling, sampling and warpers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modelcore.generation import GenerationConfig
+from modelcore.generation.logits_process import apply_top_k, apply_top_p, warp
+from tests.modelcore.models.test_llama import TINY, batch, make_pair, padding
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return make_pair(dict(TINY))
+
+
+def left_padded_prompts() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = batch(seed=3, b=3, t=7)
+    mask = padding(7, [7, 5, 2], "left")
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "left-padded"])
+def test_greedy_matches_transformers(pair, padded):
+    ours, hf = pair
+    ids, mask = left_padded_prompts()
+    if not padded:
+        mask = torch.ones_like(mask)
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=10)
+    expected = hf.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False, pad_token_id=0)
+    assert torch.equal(got, expected)
+
+
+def test_rows_stop_at_eos_and_are_padded_like_transformers(pair):
+    ours, hf = pair
+    ids, mask = left_padded_prompts()
+    free = ours.generate(ids, attention_mask=mask, max_new_tokens=6)
+    eos = int(free[0, 7 + 2])  # the third token row 0 produces: that row stops there
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=eos, pad_token_id=1)
+    expected = hf.generate(
+        ids, attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=eos, pad_token_id=1
+    )
+    assert torch.equal(got, expected)
+    assert got[0, 7 + 2] == eos and (got[0, 7 + 3 :] == 1).all()
+
+
+def test_generation_stops_when_every_row_has_finished(pair):
+    ours, _ = pair
+    ids, mask = left_padded_prompts()
+    first = ours.generate(ids[:1], attention_mask=mask[:1], max_new_tokens=1)
+    out = ours.generate(ids[:1], attention_mask=mask[:1], max_new_tokens=10, eos_token_id=int(first[0, -1]))
+    assert out.shape == (1, 8)
+
+
+def test_sampling_with_top_k_one_is_greedy_and_seeded_sampling_repeats(pair):
+    ours, _ = pair
+    ids, mask = left_padded_prompts()
+    greedy = ours.generate(ids, attention_mask=mask, max_new_tokens=5)
+    assert torch.equal(ours.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=True, top_k=1), greedy)
+    torch.manual_seed(0)
+    first = ours.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=True, temperature=1.5)
+    torch.manual_seed(0)
+    again = ours.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=True, temperature=1.5)
+    assert torch.equal(first, again)
+
+
+def test_top_k_and_top_p_keep_the_expected_tokens():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
+    assert torch.isinf(apply_top_k(logits, 2)).tolist() == [[False, False, True, True]]
+    probs = logits.softmax(-1)[0]  # 0.644, 0.237, 0.087, 0.032
+    assert torch.isinf(apply_top_p(logits, 0.5)).tolist() == [[False, True, True, True]]  # the top token alone
+    assert torch.isinf(apply_top_p(logits, float(probs[0] + 0.01))).tolist() == [[False, False, True, True]]
+    config = GenerationConfig(temperature=2.0, top_k=3, top_p=1.0)
+    assert torch.allclose(warp(logits, config)[0, :3], logits[0, :3] / 2)
+
+
+def test_generation_config_validates_and_rejects_unknown_options():
+    with pytest.raises(ValueError, match="top_p"):
+        GenerationConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationConfig(temperature=0)
+    with pytest.raises(TypeError, match="max_new_token"):
+        GenerationConfig().update(max_new_token=3)
+    assert GenerationConfig.from_dict({"max_new_tokens": 4, "num_beams": 1}).max_new_tokens == 4
+
+
+def test_generation_config_reads_generation_config_json(tmp_path):
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": [2, 3], "do_sample": true, "top_p": 0.9}')
+    config = GenerationConfig.from_pretrained(tmp_path)
+    assert config.eos_token_ids == [2, 3] and config.do_sample and config.top_p == 0.9
