@@ -175,6 +175,7 @@ class MLflowCallback(TrainerCallback):
         self.retry_after_s = retry_after_s
         self.pending: list[tuple[int, dict[str, float]]] = []  # (step, metrics) not yet accepted by the server
         self._down_since: float | None = None
+        self._saved_uri: tuple[Any, str | None] | None = None
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -222,6 +223,13 @@ class MLflowCallback(TrainerCallback):
             path = self.save_pending(Path(args.output_dir) / PENDING_METRICS_FILE)
             logger.warning("MLflow: %d metric batches not sent; kept in %s", len(self.pending), path)
         self.close(status="FINISHED")
+        self._restore_tracking_uri()
+
+    def _restore_tracking_uri(self) -> None:
+        """Put back the process's tracking URI as it was before ``tracking_uri`` replaced it."""
+        saved, self._saved_uri = getattr(self, "_saved_uri", None), None
+        if saved is not None:
+            _set_tracking_uri_state(saved)
 
     # ------------------------------------------------------------------ run lifecycle
     def close(self, status: str = "FAILED") -> None:
@@ -230,6 +238,8 @@ class MLflowCallback(TrainerCallback):
         Args:
             status: an MLflow run status: ``FINISHED``, ``FAILED`` or ``KILLED``.
         """
+        if status != "FINISHED":  # a failed train(): on_train_end will not come
+            self._restore_tracking_uri()
         if self._fixed_run or not self._started_run or self.run_id is None:
             return
         import mlflow
@@ -246,6 +256,7 @@ class MLflowCallback(TrainerCallback):
         import mlflow
 
         if self.tracking_uri is not None:
+            self._saved_uri = _tracking_uri_state()
             mlflow.set_tracking_uri(self.tracking_uri)
         if self._fixed_run:
             self._step_logged = (-1, {})
@@ -404,6 +415,26 @@ class MLflowCallback(TrainerCallback):
 
 
 PENDING_METRICS_FILE = "mlflow_pending_metrics.jsonl"
+
+
+def _tracking_uri_state() -> tuple[Any, str | None]:
+    """mlflow's process-wide tracking URI as set (None when unset) and ``MLFLOW_TRACKING_URI``."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return getattr(tracking_utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def _set_tracking_uri_state(state: tuple[Any, str | None]) -> None:
+    """Undo ``mlflow.set_tracking_uri`` (which sets a module global and the environment variable)."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    uri, env = state
+    if hasattr(tracking_utils, "_tracking_uri"):
+        tracking_utils._tracking_uri = uri
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def replay_pending(path: str | Path, tracking_uri: str | None = None) -> int:

@@ -366,3 +366,22 @@ def test_errors_other_than_the_connection_still_raise(experiment, tmp_path, monk
     monkeypatch.setattr(mlflow, "log_metrics", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad metric")))
     with pytest.raises(ValueError, match="bad metric"):
         callback.on_log(args, state, TrainerControl(), logs={"loss": 1.0})
+
+
+def test_a_given_tracking_uri_is_put_back_after_training(tmp_path, monkeypatch):
+    """Inside a flow the callback must not leave its tracking URI as the process's global state."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/own.db"
+    run_id = MlflowClient(tracking_uri=uri).create_run(
+        MlflowClient(tracking_uri=uri).create_experiment("own", artifact_location=(tmp_path / "a").as_uri())
+    ).info.run_id
+    callback = MLflowCallback(tracking_uri=uri, run_id=run_id)
+    args = make_args(tmp_path)
+    state = begin(callback, args)
+    assert mlflow.get_tracking_uri() == uri  # used while training
+    callback.on_train_end(args, state, TrainerControl())
+    assert tracking_utils._tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ
+    assert MlflowClient(tracking_uri=uri).get_run(run_id).data.params  # the params went to the given store
