@@ -83,6 +83,7 @@ def quantize_checkpoint(
     if output.exists() and output.resolve() == directory.resolve():
         raise ValueError(f"the output {output} is the source checkpoint; write the quantized copy elsewhere")
     model_class = model_class_for_checkpoint(where, config_dict)
+    data = evaluation.load_eval_data(eval_data) if isinstance(eval_data, (str, os.PathLike)) else eval_data
 
     model = model_class.from_pretrained(directory, quantization_config=quantizer.config)
     model.save_pretrained(output)
@@ -91,7 +92,6 @@ def quantize_checkpoint(
     del model
     if not report:
         return None
-    data = evaluation.load_eval_data(eval_data) if isinstance(eval_data, (str, os.PathLike)) else eval_data
     return build_report(
         model_class,
         directory,
@@ -131,9 +131,10 @@ def build_report(
         logger.warning("%s has no tokenizer files: the task metric is left out", source)
     use_data = data is not None and tokenizer is not None
 
-    def measure(model: PreTrainedModel, size: int) -> Measurement:
+    latencies = evaluation.paired_latency_ms([before, after], batch, repeats=repeats, threads=threads)
+
+    def measure(model: PreTrainedModel, size: int, latency: float) -> Measurement:
         metric = evaluation.task_metric(model, tokenizer, data, seq_len) if use_data else None
-        latency = evaluation.latency_ms(model, batch, repeats=repeats, threads=threads)
         return Measurement(size_bytes=size, metric=metric, latency_ms=latency, throughput=batch_size / latency * 1000.0)
 
     result = ConversionReport(
@@ -141,8 +142,8 @@ def build_report(
         method=method,
         source=str(source),
         output=str(output),
-        before=measure(before, directory_size(source)),
-        after=measure(after, directory_size(output)),
+        before=measure(before, directory_size(source), latencies[0]),
+        after=measure(after, directory_size(output), latencies[1]),
         max_abs_logit_diff=evaluation.max_abs_diff(before, after, batch),
         metric_name=metric_name if use_data else None,
         settings={
@@ -150,6 +151,7 @@ def build_report(
             "seq_len": seq_len,
             "threads": threads or torch.get_num_threads(),
             "repeats": repeats,
+            "timing": "median of the repeats, the two models alternating call by call",
             "eval_data": eval_source,
             "eval_examples": len(data.texts) if use_data else 0,
             "linear_weight_bytes": {

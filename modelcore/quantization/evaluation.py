@@ -13,14 +13,14 @@ import csv
 import dataclasses
 import json
 import math
+import statistics
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-
-from modelcore.reports import time_call
 
 CLASSIFICATION, CAUSAL_LM = "accuracy", "perplexity"
 
@@ -133,13 +133,18 @@ def check_batch(
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def max_abs_diff(
-    before: nn.Module, after: nn.Module, batch: dict[str, torch.Tensor], chunk: int = 4, **kwargs: Any
-) -> float:
-    """The largest |logit difference| over the batch (in chunks: LM logits are big)."""
+def max_abs_diff(before: nn.Module, after: nn.Module, batch: dict[str, torch.Tensor], **kwargs: Any) -> float:
+    """The largest |logit difference| over the batch.
+
+    The batch runs whole (int8_dynamic's activation scale depends on every row of a call), except
+    for language models, whose (B, T, vocab) logits go in chunks of about 32M values.
+    """
+    ids = batch["input_ids"]
+    chunk = ids.shape[0]
+    if task_of(before) == CAUSAL_LM:
+        chunk = max(1, 2**25 // (ids.shape[1] * before.config.vocab_size))
     worst = 0.0
-    n = next(iter(batch.values())).shape[0]
-    for i in range(0, n, chunk):
+    for i in range(0, ids.shape[0], chunk):
         part = {k: v[i : i + chunk] for k, v in batch.items()}
         worst = max(worst, (logits_of(before, part, **kwargs) - logits_of(after, part, **kwargs)).abs().max().item())
     return worst
@@ -220,8 +225,33 @@ def latency_ms(
     autocast: torch.dtype | None = None,
 ) -> float:
     """Median milliseconds of one forward of ``batch``."""
+    return paired_latency_ms([model], batch, repeats, warmup, threads, autocast)[0]
+
+
+def paired_latency_ms(
+    models: list[nn.Module],
+    batch: dict[str, torch.Tensor],
+    repeats: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+    autocast: torch.dtype | None = None,
+) -> list[float]:
+    """Median milliseconds of one forward of ``batch``, per model.
+
+    The models take turns call by call, so that load from other processes on a shared machine
+    falls on all of them alike.
+    """
+    times: list[list[float]] = [[] for _ in models]
     with running(autocast, threads):
-        return time_call(lambda: model(**batch), warmup=warmup, repeats=repeats)
+        for model in models:
+            for _ in range(warmup):
+                model(**batch)
+        for _ in range(repeats):
+            for model, samples in zip(models, times, strict=True):
+                start = time.perf_counter()
+                model(**batch)
+                samples.append((time.perf_counter() - start) * 1000.0)
+    return [statistics.median(samples) for samples in times]
 
 
 def linear_weight_bytes(model: nn.Module) -> int:

@@ -84,6 +84,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(argv, message, bert_dir, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("modelcore quantize: error: ") and message in err
     assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # bad input fails before anything is written
 
 
 def test_quantizing_a_quantized_checkpoint_is_refused(bert_dir, tmp_path, capsys):
