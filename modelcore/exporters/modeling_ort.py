@@ -16,6 +16,7 @@ onnxruntime buffers).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 ONNX_NAME = "model.onnx"
 TASK_METADATA_KEY = "modelcore.task"
+ORT_DISABLED_OPTIMIZERS_KEY = "modelcore.ort_disabled_optimizers"  # comma-separated; written by onnx_optimize
+ORT_SESSION_CONFIG_KEY = "modelcore.ort_session_config"  # JSON {config key: value}; written by onnx_export
 
 
 def _read_model_proto(path: Path) -> Any:
@@ -72,6 +75,11 @@ def load_session(
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` for ``path``, with errors that name the file.
 
+    The session follows the export's metadata: onnxruntime fusions to leave out
+    (``modelcore.ort_disabled_optimizers``) and session config entries (``modelcore.ort_session_config``;
+    our exports ask for ``session.set_denormal_as_zero``, which onnxruntime applies to its threads and to
+    the thread that creates the session). ``session_options``, when given, replace the latter.
+
     Raises:
         FileNotFoundError: ``path`` or one of its external weights files is missing.
         ValueError: the file is not a valid ONNX model, or onnxruntime cannot load it.
@@ -81,13 +89,23 @@ def load_session(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such ONNX model (write one with `modelcore export onnx SRC DST`)")
-    _check_external_data(path, _read_model_proto(path))
-    options = session_options or ort.SessionOptions()
+    proto = _read_model_proto(path)
+    _check_external_data(path, proto)
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    # onnxruntime fusions the export undid on purpose (see onnx_optimize), not to be redone at load
+    disabled = [name for name in metadata.get(ORT_DISABLED_OPTIMIZERS_KEY, "").split(",") if name]
+    options = session_options
+    if options is None:  # the settings the export was measured with (a caller's own options are kept as given)
+        options = ort.SessionOptions()
+        for key, value in json.loads(metadata.get(ORT_SESSION_CONFIG_KEY, "{}")).items():
+            options.add_session_config_entry(key, str(value))
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(path), options, providers=providers or ["CPUExecutionProvider"], disabled_optimizers=disabled
+        )
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types, all with a message
         raise ValueError(f"{path}: onnxruntime cannot load it ({error})") from None
 

@@ -84,7 +84,8 @@ def quantize_onnx(
                 weight_type=QuantType.QInt8,
                 use_external_data_format=True,
             )
-        _set_metadata(staging / ONNX_NAME, {TASK_METADATA_KEY: task or "", "modelcore.quantization": "int8_dynamic"})
+        metadata = {**read_metadata(source), "modelcore.quantization": "int8_dynamic"}
+        _set_metadata(staging / ONNX_NAME, metadata)  # the task, and the fusions onnxruntime must not redo
         load_session(staging / ONNX_NAME)  # onnxruntime must be able to run what it wrote
         for path in source_dir.iterdir():  # config, tokenizer, generation config
             if path.is_file() and not path.name.startswith(ONNX_NAME) and path.name != REPORT_NAME:

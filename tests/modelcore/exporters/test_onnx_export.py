@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 
 import onnx
@@ -37,6 +38,12 @@ def test_graph_has_dynamic_axes_fused_attention_and_external_weights(bert_export
         assert dims == ["batch", "sequence"], graph_input.name
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("Attention") == 2 and "Softmax" not in ops  # one fused attention per layer
+    # onnxruntime's CPU SkipLayerNormalization / BiasGelu are slower than the plain ops: kept apart, and said so
+    assert "SkipLayerNormalization" not in ops and "BiasGelu" not in ops
+    assert ops.count("LayerNormalization") == 5 and ops.count("Gelu") == 2
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    assert metadata["modelcore.ort_disabled_optimizers"] == "SkipLayerNormFusion,BiasGeluFusion"
+    assert json.loads(metadata["modelcore.ort_session_config"]) == {"session.set_denormal_as_zero": "1"}
     external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     assert external and {e.value for t in external for e in t.external_data if e.key == "location"} == {
         "model.onnx.data"
@@ -64,6 +71,18 @@ def test_autocast_wrapped_forward_exports_float32(bert_export, tiny_bert):
     batch = padded_batch(4, 12, 120, seed=7)
     got = OrtModelForSequenceClassification.from_pretrained(bert_export)(**batch).logits
     torch.testing.assert_close(got, eager_logits(tiny_bert, batch), atol=ATOL, rtol=0)
+
+
+def test_exportable_model_drops_the_autocast_wrapper_and_bf16_weights_but_not_the_callers(tiny_bert):
+    from modelcore.exporters.onnx_export import exportable_model
+
+    wrapped = wrap_forward_in_autocast(copy.copy(tiny_bert))
+    plain = exportable_model(wrapped)
+    assert "forward" not in vars(plain) and "forward" in vars(wrapped)
+    assert plain.bert is tiny_bert.bert  # a shallow copy: no second set of weights
+    bf16 = copy.deepcopy(tiny_bert).to(torch.bfloat16)
+    converted = exportable_model(bf16)
+    assert converted.dtype == torch.float32 and bf16.dtype == torch.bfloat16
 
 
 def test_copied_export_directory_loads_with_its_external_weights(bert_export, tiny_bert, tmp_path):
