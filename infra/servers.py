@@ -165,7 +165,10 @@ def _prefect_server_command(config: Config) -> tuple[list[str], dict[str, str], 
         str(config.prefect_port),
         "--analytics-off",
     ]
-    return command, client_env(config), config.home
+    # SQLite waits this long for a lock before the API answers 503; the default 10 s is too short when
+    # the scheduler, the worker's polls and a deploy write at once on a busy two-core machine
+    env = client_env(config) | {"PREFECT_SERVER_DATABASE_TIMEOUT": "60"}
+    return command, env, config.home
 
 
 def _prefect_worker_command(config: Config) -> tuple[list[str], dict[str, str], Path]:

@@ -102,7 +102,9 @@ def load_pretrained(
             name = rename(stored_name)
             if quantization is not None and quantization.claims(name):  # weight, SCB, weight.absmax...
                 device = place(name)
-                quantization.take(name, reader.read(stored_name, device="cpu" if device == "disk" else device, mmap=True))
+                quantization.take(
+                    name, reader.read(stored_name, device="cpu" if device == "disk" else device, mmap=True)
+                )
                 continue
             if name not in expected:
                 unexpected.append(name)

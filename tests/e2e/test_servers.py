@@ -118,8 +118,18 @@ def _small_params(checkpoint, csv_path, **overrides) -> dict[str, Any]:
 
 
 def _create_run(stack: Stack, deployment: dict[str, Any], params: dict[str, Any]) -> Any:
-    """POST /deployments/{id}/create_flow_run: what the UI's "Custom run" form sends."""
-    return stack.api.post(f"deployments/{deployment['id']}/create_flow_run", json={"parameters": {"params": params}})
+    """POST /deployments/{id}/create_flow_run: what the UI's "Custom run" form sends.
+
+    A 503 means SQLite was busy; the server asks clients to retry it, and Prefect's own client does.
+    """
+    for attempt in range(5):
+        response = stack.api.post(
+            f"deployments/{deployment['id']}/create_flow_run", json={"parameters": {"params": params}}
+        )
+        if response.status_code != 503:
+            break
+        time.sleep(2.0 * (attempt + 1))
+    return response
 
 
 def _wait_for(stack: Stack, flow_run_id: str, timeout: float = 300.0) -> dict[str, Any]:

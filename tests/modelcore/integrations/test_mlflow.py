@@ -375,9 +375,8 @@ def test_a_given_tracking_uri_is_put_back_after_training(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path}/own.db"
-    run_id = MlflowClient(tracking_uri=uri).create_run(
-        MlflowClient(tracking_uri=uri).create_experiment("own", artifact_location=(tmp_path / "a").as_uri())
-    ).info.run_id
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("own", artifact_location=(tmp_path / "a").as_uri())).info.run_id
     callback = MLflowCallback(tracking_uri=uri, run_id=run_id)
     args = make_args(tmp_path)
     state = begin(callback, args)
