@@ -213,7 +213,7 @@ class Trainer:
                     callback.close(status="FAILED")
             raise
         finally:
-            self.model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # no autocast left on forward
+            self.model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False, keep_torch_compile=False)  # plain module
         if loss_steps:
             value = (loss_sum / loss_steps).item()
             self._guard(value)
@@ -393,7 +393,7 @@ class Trainer:
                 self.state.best_model_checkpoint = str(path)
             saved = ckpt.save_checkpoint(
                 output_dir,
-                model=acc.unwrap_model(self.model),
+                model=acc.unwrap_model(self.model, keep_torch_compile=False),
                 processing_class=self.processing_class,
                 optimizer=self.optimizer,
                 scheduler=self.lr_scheduler,
@@ -409,7 +409,7 @@ class Trainer:
         """Save the (unwrapped) model and tokenizer for use, without training state."""
         directory = Path(output_dir or self.args.output_dir)
         if self.accelerator.is_main_process:
-            model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+            model = self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False, keep_torch_compile=False)
             model.save_pretrained(directory)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(directory)
