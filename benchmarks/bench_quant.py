@@ -35,6 +35,7 @@ import argparse
 import datetime
 import json
 import logging
+import shutil
 import statistics
 import tempfile
 import time
@@ -191,7 +192,31 @@ def bench_minilm(
     }
 
 
-def bench_llama(source: str, max_tokens: int, window: int, batch_size: int) -> dict[str, Any]:
+def _peer_nf4(fp32_dir: str, tokenizer: Any, data: Any, window: int, batch_size: int, max_tokens: int) -> dict:
+    """transformers + bitsandbytes on the same fp32 weights: its fp32 perplexity, then NF4 (blocks of 64, fp32 compute).
+
+    Tells our NF4 apart from NF4 itself: if transformers' NF4 loses as much, the loss is the model's.
+    """
+    import transformers
+
+    from modelcore.quantization import evaluation
+
+    peer: dict[str, Any] = {"transformers": transformers.__version__}
+    model = transformers.AutoModelForCausalLM.from_pretrained(fp32_dir, dtype=torch.float32)
+    peer["fp32_perplexity"] = evaluation.perplexity(model, tokenizer, data, window, batch_size, max_tokens)
+    del model
+    config = transformers.BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+    )
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        fp32_dir, dtype=torch.float32, quantization_config=config, device_map="cpu"
+    )
+    peer["nf4_perplexity"] = evaluation.perplexity(model, tokenizer, data, window, batch_size, max_tokens)
+    peer["nf4_ratio"] = peer["nf4_perplexity"] / peer["fp32_perplexity"]
+    return peer
+
+
+def bench_llama(source: str, max_tokens: int, window: int, batch_size: int, peer: bool = False) -> dict[str, Any]:
     from modelcore import AutoModelForCausalLM, AutoTokenizer
     from modelcore.quantization import evaluation, quantize
     from modelcore.reports import directory_size
@@ -214,11 +239,19 @@ def bench_llama(source: str, max_tokens: int, window: int, batch_size: int) -> d
     logger.info("perplexity of %s in fp32", source)
     fp32 = measure(model)
     with tempfile.TemporaryDirectory(prefix="bench-quant-llama-") as tmp:
-        quantize(model, "bnb_nf4").save_pretrained(tmp)  # in place: the fp32 weights go as each layer is quantized
+        peer_result = None
+        if peer:
+            model.save_pretrained(f"{tmp}/fp32")  # the Hugging Face layout, which transformers loads as is
+            logger.info("perplexity with transformers + bitsandbytes NF4 (the peer)")
+            peer_result = _peer_nf4(f"{tmp}/fp32", tokenizer, data, window, batch_size, max_tokens)
+            shutil.rmtree(f"{tmp}/fp32")
+        quantize(model, "bnb_nf4").save_pretrained(
+            f"{tmp}/nf4"
+        )  # in place: the fp32 weights go as each layer is quantized
         del model
-        nf4_model = AutoModelForCausalLM.from_pretrained(tmp)
+        nf4_model = AutoModelForCausalLM.from_pretrained(f"{tmp}/nf4")
         logger.info("perplexity after bnb_nf4")
-        nf4 = measure(nf4_model) | {"checkpoint_bytes": directory_size(tmp)}
+        nf4 = measure(nf4_model) | {"checkpoint_bytes": directory_size(f"{tmp}/nf4")}
     return {
         "source": source,
         "text": "wikipedia-summaries",
@@ -228,6 +261,7 @@ def bench_llama(source: str, max_tokens: int, window: int, batch_size: int) -> d
         "bnb_nf4": nf4,
         "perplexity_ratio": nf4["perplexity"] / fp32["perplexity"],
         "linear_weight_ratio": nf4["linear_weight_bytes"] / fp32["linear_weight_bytes"],
+        "peer": peer_result,
         "targets_met": {
             "perplexity within 10%": nf4["perplexity"] <= 1.10 * fp32["perplexity"],
             "linear weights <= 30% of fp32": nf4["linear_weight_bytes"] <= 0.30 * fp32["linear_weight_bytes"],
@@ -265,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--llama-tokens", type=int, default=16384, help="tokens of Wikipedia text for perplexity")
     parser.add_argument("--window", type=int, default=512, help="tokens per perplexity window")
     parser.add_argument("--llama-batch", type=int, default=4, help="windows per forward")
+    parser.add_argument("--peer", action="store_true", help="also NF4 with transformers + bitsandbytes (Llama part)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -279,7 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         print(_table(results["minilm"]))
     if "llama" in args.part:
-        results["llama"] = bench_llama(args.llama, args.llama_tokens, args.window, args.llama_batch)
+        results["llama"] = bench_llama(args.llama, args.llama_tokens, args.window, args.llama_batch, args.peer)
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

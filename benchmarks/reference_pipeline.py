@@ -124,7 +124,11 @@ def log_and_register(model_dir: str, accuracy: float) -> str:
     start = time.perf_counter()
     pipe = transformers.pipeline("text-classification", model=model_dir, device="cpu")
     info = mlflow.transformers.log_model(
-        transformers_model=pipe, name="model", registered_model_name="reference-sentiment"
+        transformers_model=pipe,
+        name="model",
+        registered_model_name="reference-sentiment",
+        # the flavor's inferred requirements import torchvision, which a text model does not need (not installed)
+        pip_requirements=["torch", "transformers", "tokenizers", "safetensors"],
     )
     client = mlflow.MlflowClient()
     version = client.search_model_versions("name='reference-sentiment'")[0].version

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tasks import settings
+from tasks import settings, warmup
 
 
 def _fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
@@ -90,11 +90,21 @@ def parse_params(model: type[BaseModel], argv: Sequence[str] | None, prog: str) 
 
 
 def main(
-    flow_fn: Callable[..., dict[str, Any]], model: type[BaseModel], prog: str, argv: Sequence[str] | None = None
+    flow_fn: Callable[..., dict[str, Any]],
+    model: type[BaseModel],
+    prog: str,
+    argv: Sequence[str] | None = None,
+    warm_up: bool = False,
 ) -> int:
-    """Parse, run ``flow_fn(params)`` and print its summary; returns the exit code."""
+    """Parse, run ``flow_fn(params)`` and print its summary; returns the exit code.
+
+    ``warm_up``: import the heavy libraries and create the local MLflow store while Prefect's
+    temporary server starts (``tasks.warmup``; the flow must call ``warmup.wait()`` first).
+    """
     params, args = parse_params(model, argv, prog=prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if warm_up:
+        warmup.start(settings.tracking_uri())
     summary = flow_fn(params)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks import settings
+from tasks import settings, warmup
 
 settings.configure_environment()  # before Prefect is imported: PREFECT_HOME and MLflow timeouts
 
@@ -41,6 +41,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         A summary: MLflow run id, data fingerprint, metrics, exports, registered version, aliases,
         whether the tokenization cache was hit, and the stage timings.
     """
+    warmup.wait()  # the imports and store creation begun while Prefect's server started (python -m flows.retrain)
     log = get_run_logger()
     tracking_uri = settings.tracking_uri()
     check_tracking_server(tracking_uri)  # a server that is down fails the run before any work
@@ -185,4 +186,4 @@ def _input_examples(dataset_path: str) -> list[str]:
 if __name__ == "__main__":
     from flows.cli import main
 
-    raise SystemExit(main(retrain, RetrainParams, prog="python -m flows.retrain"))
+    raise SystemExit(main(retrain, RetrainParams, prog="python -m flows.retrain", warm_up=True))

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import random
 import shutil
 from pathlib import Path
@@ -118,11 +119,12 @@ def load_dataset(
         raise DatasetError(f"dataset {ref!r}: column {label_column!r} has a single label {labels}; need at least 2")
     examples = [{"text": r["text"], "label": i} for r, i in zip(rows, ids, strict=True)]
     random.Random(seed).shuffle(examples)
-    cut = int(round((1 - test_size) * len(examples)))
+    # the test split rounds up, as in scikit-learn and datasets (12,752 rows at 0.2: 10,201 / 2,551)
+    cut = len(examples) - math.ceil(test_size * len(examples))
     if cut <= 0 or cut >= len(examples):
         raise DatasetError(f"dataset {ref!r}: {len(examples)} rows leave an empty split at test_size={test_size}")
     digest = hashlib.sha256()
-    digest.update(json.dumps({"labels": labels, "test_size": test_size, "seed": seed}).encode())
+    digest.update(json.dumps({"labels": labels, "test_size": test_size, "seed": seed, "train_rows": cut}).encode())
     for example in examples:
         digest.update(json.dumps(example, ensure_ascii=False).encode())
     fingerprint = digest.hexdigest()[:16]

@@ -46,6 +46,7 @@ def quantize_onnx(
     seq_len: int = 64,
     threads: int | None = None,
     repeats: int = 10,
+    before_metric: float | None = None,
 ) -> Path:
     """Quantize ``export_dir/model.onnx`` to int8 into ``output_dir`` (config and tokenizer files travel along).
 
@@ -58,6 +59,9 @@ def quantize_onnx(
         reference: what the report compares with: the eager model (or its checkpoint reference) the export
             came from; default the fp32 export itself.
         report, eval_data, eval_limit, batch_size, seq_len, threads, repeats: as in ``export_onnx``.
+        before_metric: ``reference``'s task metric on ``eval_data`` at ``seq_len`` when already measured
+            (the fp32 export's report has it as ``before.metric``): the report takes it instead of
+            evaluating the reference again.
 
     Returns:
         ``output_dir``.
@@ -105,6 +109,7 @@ def quantize_onnx(
                 seq_len=seq_len,
                 threads=threads,
                 repeats=repeats,
+                before_metric=before_metric,
             ),
             {"per_channel": per_channel, "reduce_range": reduce_range, "op_types": list(op_types)},
         )

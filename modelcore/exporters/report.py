@@ -65,6 +65,7 @@ def build_report(
     seq_len: int,
     threads: int | None,
     repeats: int,
+    before_metric: float | None = None,
     extra: dict[str, Any] | None = None,
 ) -> ConversionReport:
     """Measure ``before`` and ``after`` and write ``output/report.json``.
@@ -74,6 +75,8 @@ def build_report(
         before, after: models called as ``model(**batch).logits`` (eager or onnxruntime); ``after`` must have
             been loaded with ``threads`` onnxruntime threads.
         eval_data: an ``EvalData``, a file or asset name (``evaluation.load_eval_data``), or None.
+        before_metric: ``before``'s task metric on the same data and ``seq_len``, when an earlier report
+            measured it (an fp32 export's report, for its int8 quantization): not evaluated again.
         extra: more settings to record.
     """
     from modelcore.quantization import evaluation
@@ -93,9 +96,13 @@ def build_report(
         tokenizer, data.texts if use_data else None, batch_size, seq_len, before.config.vocab_size
     )
 
-    def measure(model: Any, size: int) -> Measurement:
-        with evaluation.running(threads=threads):
-            metric = evaluation.task_metric(model, tokenizer, data, seq_len) if use_data else None
+    def measure(model: Any, size: int, known_metric: float | None = None) -> Measurement:
+        metric = None
+        if use_data and known_metric is not None:
+            metric = known_metric
+        elif use_data:
+            with evaluation.running(threads=threads):
+                metric = evaluation.task_metric(model, tokenizer, data, seq_len)
         latency = evaluation.latency_ms(model, batch, repeats=repeats, threads=threads)
         return Measurement(size_bytes=size, metric=metric, latency_ms=latency, throughput=batch_size / latency * 1000.0)
 
@@ -104,7 +111,7 @@ def build_report(
         method=method,
         source=source,
         output=str(output),
-        before=measure(before, before_size),
+        before=measure(before, before_size, before_metric),
         after=measure(after, after_size),
         max_abs_logit_diff=evaluation.max_abs_diff(before, after, batch),
         metric_name=evaluation.task_of(before) if use_data else None,

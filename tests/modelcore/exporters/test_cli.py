@@ -27,7 +27,16 @@ def checkpoint(tmp_path_factory, minilm_dir):
     return directory
 
 
-def test_export_onnx_with_int8_writes_both_exports_and_reports(checkpoint, tmp_path, capsys):
+def test_export_onnx_with_int8_writes_both_exports_and_reports(checkpoint, tmp_path, capsys, monkeypatch):
+    from modelcore.quantization import evaluation
+
+    evaluated = []
+    task_metric = evaluation.task_metric
+    monkeypatch.setattr(
+        evaluation,
+        "task_metric",
+        lambda model, *a, **k: evaluated.append(type(model).__name__) or task_metric(model, *a, **k),
+    )
     out = tmp_path / "onnx"
     args = [
         "export",
@@ -55,6 +64,9 @@ def test_export_onnx_with_int8_writes_both_exports_and_reports(checkpoint, tmp_p
         assert 0.0 <= report.after.metric <= 1.0
     assert ConversionReport.read(out).max_abs_logit_diff <= 1e-4
     assert ConversionReport.read(out).before.metric == ConversionReport.read(out).after.metric
+    # the int8 report compares with the same eager model on the same data: its accuracy, taken over
+    assert ConversionReport.read(out / "int8").before.metric == ConversionReport.read(out).before.metric
+    assert evaluated == ["BertForSequenceClassification"] + ["OrtModelForSequenceClassification"] * 2
 
     from modelcore import AutoTokenizer
 
