@@ -6,6 +6,7 @@ the original and the converted model and writes one :class:`ConversionReport` ne
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import statistics
@@ -95,3 +96,43 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 2, repeats: int = 10) -> f
         fn()
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------------- command line
+REPORT_OPTIONS = ("eval_limit", "batch_size", "seq_len", "threads", "repeats")  # counts: each must be >= 1
+
+
+def add_report_arguments(parser: argparse.ArgumentParser, *, no_report_help: str, threads_help: str) -> None:
+    """The measuring flags that ``modelcore quantize`` and ``modelcore export onnx`` share."""
+    parser.add_argument("--no-report", action="store_true", help=no_report_help)
+    parser.add_argument(
+        "--eval-data",
+        metavar="DATA",
+        help="validation data for the task metric: .jsonl/.json/.csv with 'text' (+ 'label'), or an asset name",
+    )
+    parser.add_argument("--eval-limit", type=int, metavar="N", help="use the first N validation examples")
+    parser.add_argument("--batch-size", type=int, default=32, help="check batch for logits and timing (default 32)")
+    parser.add_argument("--seq-len", type=int, default=64, help="tokens per row of the check batch (default 64)")
+    parser.add_argument("--threads", type=int, help=threads_help)
+    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per model (default 10)")
+
+
+def report_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``report``, ``eval_data`` and the counts of ``add_report_arguments``, checked, as conversion keywords.
+
+    Raises:
+        ValueError: a count below 1, naming its flag.
+    """
+    for name in REPORT_OPTIONS:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    return {"report": not args.no_report, "eval_data": args.eval_data} | {n: getattr(args, n) for n in REPORT_OPTIONS}
+
+
+def report_summary(report: ConversionReport) -> dict[str, Any]:
+    """The figures a CLI prints for one report."""
+    data = report.to_dict()
+    summary = {k: data.get(k) for k in ("method", "size_ratio", "speedup", "max_abs_logit_diff", "metric_name")}
+    summary["metric"] = {"before": report.before.metric, "after": report.after.metric}
+    return summary

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from modelcore.reports import add_report_arguments
+
 TASKS = ("text-classification", "text-generation")
 
 
@@ -43,17 +45,11 @@ def add_onnx_parser(formats: Any) -> argparse.ArgumentParser:
     parser.add_argument("--per-tensor", action="store_true", help="int8: one weight scale per tensor, not per channel")
     parser.add_argument("--reduce-range", action="store_true", help="int8: 7-bit weights (CPUs without VNNI)")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest logit difference from eager (default 1e-4)")
-    parser.add_argument("--no-report", action="store_true", help="check the export, but measure nothing")
-    parser.add_argument(
-        "--eval-data",
-        metavar="DATA",
-        help="validation data for the task metric: .jsonl/.json/.csv with 'text' (+ 'label'), or an asset name",
+    add_report_arguments(
+        parser,
+        no_report_help="check the export, but measure nothing",
+        threads_help="torch and onnxruntime threads while timing (default: torch's)",
     )
-    parser.add_argument("--eval-limit", type=int, metavar="N", help="use the first N validation examples")
-    parser.add_argument("--batch-size", type=int, default=32, help="check batch for logits and timing (default 32)")
-    parser.add_argument("--seq-len", type=int, default=64, help="tokens per row of the check batch (default 64)")
-    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads while timing (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per model (default 10)")
     parser.set_defaults(func=run)
     return parser
 
@@ -61,25 +57,15 @@ def add_onnx_parser(formats: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from modelcore.exporters.onnx_export import export_onnx
     from modelcore.exporters.onnx_quantize import quantize_onnx
-    from modelcore.reports import ConversionReport
+    from modelcore.reports import ConversionReport, report_options, report_summary
 
-    for name in ("eval_limit", "batch_size", "seq_len", "threads", "repeats", "opset"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    measure = report_options(args)
+    if args.opset is not None and args.opset < 1:
+        raise ValueError(f"--opset must be >= 1, got {args.opset}")
     if args.no_past and args.task == "text-classification":
         raise ValueError("--no-past applies to --task text-generation only")
     if Path(args.output).resolve() == Path(args.source).resolve():
         raise ValueError(f"DST must differ from SRC ({args.output})")
-    measure = {
-        "report": not args.no_report,
-        "eval_data": args.eval_data,
-        "eval_limit": args.eval_limit,
-        "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
-        "threads": args.threads,
-        "repeats": args.repeats,
-    }
     output = export_onnx(
         args.source,
         args.output,
@@ -109,11 +95,7 @@ def run(args: argparse.Namespace) -> int:
     for path in outputs:
         entry: dict[str, Any] = {"output": str(path)}
         if not args.no_report:
-            data = ConversionReport.read(path).to_dict()
-            entry.update(
-                {k: data.get(k) for k in ("method", "size_ratio", "speedup", "max_abs_logit_diff", "metric_name")}
-            )
-            entry["metric"] = {"before": data["before"]["metric"], "after": data["after"]["metric"]}
+            entry.update(report_summary(ConversionReport.read(path)))
         summary.append(entry)
     print(json.dumps(summary, indent=2))
     return 0

@@ -12,6 +12,7 @@ from typing import Any
 
 from modelcore.quantization.config import COMPUTE_DTYPES
 from modelcore.quantization.registry import QUANTIZERS
+from modelcore.reports import add_report_arguments
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -31,17 +32,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--skip-modules", nargs="+", metavar="PATTERN", help="modules kept in full precision (default: the task head)"
     )
     parser.add_argument("--no-reduce-range", action="store_true", help="int8_dynamic: 8-bit activations (VNNI CPUs)")
-    parser.add_argument("--no-report", action="store_true", help="only write the checkpoint; measure nothing")
-    parser.add_argument(
-        "--eval-data",
-        metavar="DATA",
-        help="validation data for the task metric: .jsonl/.json/.csv with 'text' (+ 'label'), or an asset name",
+    add_report_arguments(
+        parser,
+        no_report_help="only write the checkpoint; measure nothing",
+        threads_help="torch threads while timing (default: torch's)",
     )
-    parser.add_argument("--eval-limit", type=int, metavar="N", help="use the first N validation examples")
-    parser.add_argument("--batch-size", type=int, default=32, help="check batch for logits and timing (default 32)")
-    parser.add_argument("--seq-len", type=int, default=64, help="tokens per row of the check batch (default 64)")
-    parser.add_argument("--threads", type=int, help="torch threads while timing (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed forwards per model (default 10)")
     parser.set_defaults(func=run)
     return parser
 
@@ -71,29 +66,13 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from modelcore.quantization.convert import quantize_checkpoint
     from modelcore.quantization.registry import quantizer_class
+    from modelcore.reports import report_options, report_summary
 
     quantizer_class(args.method)  # an unknown method fails before anything is loaded
-    for name in ("eval_limit", "batch_size", "seq_len", "threads", "repeats"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    report = quantize_checkpoint(
-        args.source,
-        args.output,
-        args.method,
-        options=options_from_args(args),
-        report=not args.no_report,
-        eval_data=args.eval_data,
-        eval_limit=args.eval_limit,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        threads=args.threads,
-        repeats=args.repeats,
-    )
+    measure = report_options(args)
+    report = quantize_checkpoint(args.source, args.output, args.method, options=options_from_args(args), **measure)
     summary: dict[str, Any] = {"output": args.output, "method": args.method}
     if report is not None:
-        data = report.to_dict()
-        summary.update({k: data.get(k) for k in ("size_ratio", "speedup", "max_abs_logit_diff", "metric_name")})
-        summary["metric"] = {"before": report.before.metric, "after": report.after.metric}
+        summary.update(report_summary(report))
     print(json.dumps(summary, indent=2))
     return 0
