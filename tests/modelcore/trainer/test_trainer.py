@@ -297,24 +297,14 @@ def test_torch_compile_trains_like_eager_and_saves_plain_weight_names(tmp_path, 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     losses = {}
-
-    class Record(TrainerCallback):
-        def __init__(self):
-            self.losses = []
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if "loss" in logs:
-                self.losses.append(logs["loss"])
-
     for compiled in (False, True):
-        record = Record()
         out = tmp_path / str(compiled)
         args = make_args(out, torch_compile=compiled, max_steps=4, save_strategy="steps", save_steps=4)
         # no dropout: inductor draws its own random masks, so only a deterministic model can match eager
         model = tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-        trainer = Trainer(model, args, train_dataset=data, processing_class=tokenizer, callbacks=[record])
+        trainer = Trainer(model, args, train_dataset=data, processing_class=tokenizer)
         trainer.train()
-        losses[compiled] = record.losses
+        losses[compiled] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         if compiled:
             assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # dynamo did capture the forward
             assert not isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
