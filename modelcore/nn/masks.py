@@ -8,8 +8,8 @@ import torch
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, S) 0/1 padding mask -> (B, 1, 1, S) boolean key mask for bidirectional attention.
 
-    Returns None when nothing is padded, so SDPA can take its fastest path; while exporting a graph
-    the mask is always built, since the graph must not depend on the values of one example.
+    Returns None when nothing is padded, so SDPA can take its fastest path; while exporting or compiling a
+    graph the mask is always built, since the graph must not depend on the values of one example.
     """
     if attention_mask is None or _unpadded(attention_mask):
         return None
@@ -17,8 +17,14 @@ def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _unpadded(attention_mask: torch.Tensor) -> bool:
-    """True when every position is real: a data-dependent shortcut, never taken while exporting."""
-    return not torch.compiler.is_exporting() and bool(attention_mask.all())
+    """True when every position is real: a data-dependent shortcut, never taken while exporting or compiling.
+
+    Reading a tensor's value in Python would break a ``torch.compile`` graph (and bake one example's padding into
+    an exported one), so traced code always builds the mask; eager code skips it when nothing is padded.
+    """
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+        return False
+    return bool(attention_mask.all())
 
 
 def causal_mask(

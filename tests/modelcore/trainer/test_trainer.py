@@ -307,6 +307,7 @@ def test_torch_compile_trains_like_eager_and_saves_plain_weight_names(tmp_path, 
         losses[compiled] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
         if compiled:
             assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # dynamo did capture the forward
+            assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
             assert not isinstance(trainer.model, torch._dynamo.eval_frame.OptimizedModule)
             names = set(load_file(out / "checkpoint-4" / "model.safetensors"))
             assert names == set(tiny_model().state_dict()), "no _orig_mod. prefixes in what was saved"
