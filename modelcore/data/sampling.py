@@ -189,6 +189,11 @@ class LengthGroupedSampler(_EpochBatchSampler):
         return full, tail
 
 
+def is_hf_dataset(dataset: Any) -> bool:
+    """Whether ``dataset`` is a Hugging Face ``datasets`` object (read through Arrow, by column, not row by row)."""
+    return type(dataset).__module__.startswith("datasets.")
+
+
 def lengths_of(dataset: Any, column: str = "input_ids") -> list[int]:
     """The length of every sample, for :class:`LengthGroupedSampler`.
 
@@ -205,7 +210,7 @@ def lengths_of(dataset: Any, column: str = "input_ids") -> list[int]:
     Raises:
         KeyError: the samples have neither ``length`` nor ``column``.
     """
-    if hasattr(dataset, "column_names") and hasattr(dataset, "with_format"):  # a datasets.Dataset
+    if is_hf_dataset(dataset):
         import pyarrow.compute as pc
 
         table = dataset.with_format("arrow")  # honours select()/shuffle() index mappings

@@ -10,13 +10,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from modelcore.data.sampling import is_hf_dataset
+
 logger = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("labels", "label", "label_ids")
-
-
-def is_hf_dataset(dataset: Any) -> bool:
-    return type(dataset).__module__.startswith("datasets.")
 
 
 def model_input_names(model: torch.nn.Module) -> set[str]:
