@@ -27,7 +27,9 @@ def test_causal_mask_uses_is_causal_without_padding_and_masks_padded_keys():
 
 def _bert():
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
     return BertForSequenceClassification(config).eval()
 
 
