@@ -126,6 +126,8 @@ class Trainer:
         self.optimizer, self.lr_scheduler = optimizers
         self.state = TrainerState(is_world_process_zero=self.accelerator.is_main_process)
         self.control = TrainerControl()
+        self._step_grad_norm: torch.Tensor | None = None  # of the last optimizer step, for the log
+        self._step_lr = 0.0
         default_callbacks = [LoggingCallback, *([] if args.disable_tqdm else [ProgressCallback])]
         self.callbacks = CallbackHandler([*default_callbacks, *_reporting_callbacks(args), *(callbacks or [])])
         self.control = self.callbacks.call("on_init_end", args, self.state, self.control)
@@ -199,7 +201,10 @@ class Trainer:
                         total_steps += loss_steps
                         loss_sum.zero_()
                         loss_steps = 0
-                        self.log({"loss": round(value, 6), "learning_rate": self.lr_scheduler.get_last_lr()[0]})
+                        logs = {"loss": round(value, 6)}
+                        if self._step_grad_norm is not None:
+                            logs["grad_norm"] = float(self._step_grad_norm)
+                        self.log(logs | {"learning_rate": self._step_lr})
                     self._maybe_evaluate_and_save(epoch_end=False)
                     if self.control.should_training_stop or self.state.global_step >= max_steps:
                         break
@@ -248,8 +253,12 @@ class Trainer:
                 loss = self.compute_loss(model, batch) * (size / total)  # the window's mean over examples
                 acc.backward(loss)
             step_loss += loss.detach()
-        if args.max_grad_norm:
-            acc.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        # what the log reports for this step, as transformers does: the gradient norm before clipping and the
+        # learning rate the step was taken with (the scheduler moves on right after)
+        self._step_grad_norm = (
+            acc.clip_grad_norm_(model.parameters(), args.max_grad_norm) if args.max_grad_norm else None
+        )
+        self._step_lr = self.lr_scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,113 @@
+"""Our Trainer against transformers' Trainer on the same batches: the same losses and the same weights.
+
+Both fine-tune the real MiniLM-L6 checkpoint (dropout off, the same seeded head) on real Rotten Tomatoes
+snippets. transformers' Trainer is fed our sampler's batch order, so any difference comes from the training
+step itself: the loss, AdamW and its decay groups, clipping, warmup and the linear schedule.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modelcore import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+from modelcore.data.sampling import RandomBatchSampler
+
+datasets = pytest.importorskip("datasets")
+transformers = pytest.importorskip("transformers")
+
+BATCH = 16
+SEED = 3
+SETTINGS = dict(
+    per_device_train_batch_size=BATCH,
+    learning_rate=5e-5,
+    num_train_epochs=1,
+    lr_scheduler_type="linear",
+    warmup_steps=3,
+    weight_decay=0.01,
+    max_grad_norm=1.0,
+    logging_steps=1,
+    save_strategy="no",
+    eval_strategy="no",
+    seed=SEED,
+    disable_tqdm=True,
+)
+NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+@pytest.fixture(scope="module")
+def data(minilm_dir, rotten_tomatoes):
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    rows = rotten_tomatoes[1000:1200]  # 200 rows: 12 full batches and a short one of 8
+    encoded = tokenizer([r["text"] for r in rows], truncation=True, max_length=64)
+    return datasets.Dataset.from_dict(
+        {
+            "text": [r["text"] for r in rows],
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "label": [r["label"] for r in rows],
+        }
+    )
+
+
+def _train_ours(minilm_dir, data, tmp_path):
+    torch.manual_seed(SEED)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2, **NO_DROPOUT)
+    args = TrainingArguments(output_dir=str(tmp_path / "ours"), group_by_length=False, **SETTINGS)
+    trainer = Trainer(model, args, train_dataset=data, processing_class=AutoTokenizer.from_pretrained(minilm_dir))
+    trainer.train()
+    return trainer.model, [h for h in trainer.state.log_history if "loss" in h]
+
+
+def _train_theirs(minilm_dir, data, tmp_path):
+    # the batches our sampler draws for epoch 0, in order; transformers then reads them sequentially
+    sampler = RandomBatchSampler(len(data), BATCH, seed=SEED)
+    sampler.set_epoch(0)
+    ordered = data.select([i for batch in sampler for i in batch])
+
+    class InOrder(transformers.Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    torch.manual_seed(SEED)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2, **NO_DROPOUT)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "theirs"), use_cpu=True, report_to="none", **SETTINGS
+    )
+    trainer = InOrder(
+        model=model,
+        args=args,
+        train_dataset=ordered,
+        data_collator=transformers.DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    return trainer.model, [h for h in trainer.state.log_history if "loss" in h]
+
+
+def test_trainer_matches_transformers_trainer_step_for_step(minilm_dir, data, tmp_path):
+    ours, our_log = _train_ours(minilm_dir, data, tmp_path)
+    theirs, their_log = _train_theirs(minilm_dir, data, tmp_path)
+
+    assert len(our_log) == len(their_log) == 13  # 12 full batches and the short last one
+    # the learning rate logged at each step: warmup over 3 steps, then linear decay to 0
+    assert [h["learning_rate"] for h in our_log] == pytest.approx([h["learning_rate"] for h in their_log], rel=1e-6)
+    # per-step training loss and gradient norm (before clipping): the same up to float rounding
+    assert [h["loss"] for h in our_log] == pytest.approx([h["loss"] for h in their_log], rel=2e-4, abs=1e-5)
+    assert [h["grad_norm"] for h in our_log] == pytest.approx([h["grad_norm"] for h in their_log], rel=2e-3)
+
+    # the trained weights: each tensor's update (trained - initial), under the same Hugging Face names
+    torch.manual_seed(SEED)
+    initial = AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2, **NO_DROPOUT).state_dict()
+    their_state = theirs.state_dict()
+    worst = 0.0
+    for name, tensor in ours.state_dict().items():
+        ours_update, their_update = tensor - initial[name], their_state[name] - initial[name]
+        # some updates are ~0 by nature (key biases get no gradient: softmax ignores a shift shared by all keys)
+        scale = max(their_update.abs().max().item(), 1e-5)
+        worst = max(worst, (ours_update - their_update).abs().max().item() / scale)
+    classifier_update = (ours.classifier.weight - initial["classifier.weight"]).abs().max().item()
+    assert classifier_update > 1e-4, "training moved the head"
+    print(f"worst relative difference of the weight updates: {worst:.2e}")
+    assert worst < 1e-2
