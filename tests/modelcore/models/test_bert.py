@@ -374,6 +374,77 @@ def test_gradient_checkpointing_gives_the_same_grads(name, monkeypatch):
     assert not model.bert.encoder.gradient_checkpointing
 
 
+# ------------------------------------------------------------------------------- padding-free training
+@pytest.mark.parametrize("name", ["BertModel", "BertForSequenceClassification", "BertForMaskedLM"])
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_padding_free_training_gives_the_padded_results_and_grads(name, impl):
+    """In training, per-token layers run on the real tokens only; every real output and every gradient is unchanged."""
+    no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2, attn_implementation=impl)
+    torch.manual_seed(0)
+    model = getattr(bert, name)(tiny_config(**no_dropout)).train()
+    base = model if name == "BertModel" else model.bert
+    inputs = batch(size=4)
+    if name != "BertForSequenceClassification":  # a left-padded row too (its [CLS] slot is padding: not pooled)
+        inputs["attention_mask"][3, :4] = 0
+    real = inputs["attention_mask"].bool()
+    labels = {
+        "BertModel": None,
+        "BertForSequenceClassification": torch.tensor([0, 1, 1, 0]),
+        "BertForMaskedLM": inputs["input_ids"].masked_fill(~real, -100),
+    }[name]
+
+    def run(padding_free: bool):
+        base.padding_free_training = padding_free
+        calls = []
+        from_groups = bert.modeling_bert.Unpadded.from_groups
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                bert.modeling_bert.Unpadded, "from_groups", lambda self, x: calls.append(len(x)) or from_groups(self, x)
+            )
+            model.zero_grad()
+            out = model(**inputs, **({"labels": labels} if labels is not None else {}))
+        first = out.last_hidden_state if name == "BertModel" else out.logits
+        (out.loss if labels is not None else first[real].square().sum()).backward()  # a loss on real tokens
+        return out, first, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, calls
+
+    padded, padded_first, padded_grads, padded_calls = run(False)
+    free, free_first, free_grads, free_calls = run(True)
+    # grouped attention in each layer: 4 rows in groups of one, each padded to its own length
+    assert not padded_calls and free_calls == [4] * TINY["num_hidden_layers"]
+    if name == "BertModel":
+        torch.testing.assert_close(free_first[real], padded_first[real], rtol=1e-5, atol=1e-5)
+        assert torch.equal(free_first[~real], torch.zeros_like(free_first[~real]))  # padding is not computed
+        torch.testing.assert_close(free.pooler_output[:3], padded.pooler_output[:3], rtol=1e-5, atol=1e-5)
+    elif name == "BertForMaskedLM":
+        torch.testing.assert_close(free_first[real], padded_first[real], rtol=1e-5, atol=1e-5)
+    else:
+        torch.testing.assert_close(free_first, padded_first, rtol=1e-5, atol=1e-5)
+    if labels is not None:
+        torch.testing.assert_close(free.loss, padded.loss, rtol=1e-6, atol=1e-6)
+    assert free_grads.keys() == padded_grads.keys()
+    for key, value in padded_grads.items():
+        torch.testing.assert_close(free_grads[key], value, rtol=1e-4, atol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+
+
+def test_padding_free_is_for_training_only():
+    """Eval mode, per-layer outputs and unpadded batches take the ordinary path: outputs match transformers there."""
+    model = BertModel(tiny_config()).eval()
+    inputs = batch()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bert.modeling_bert, "Unpadded", None)  # any use would fail
+        out = model(**inputs)
+        assert out.last_hidden_state[~inputs["attention_mask"].bool()].abs().sum() > 0  # padded rows are computed
+        model.train()
+        model(**inputs, output_hidden_states=True)
+        model(**inputs, output_attentions=True)
+        model(input_ids=inputs["input_ids"])  # no padding at all
+        almost_full = torch.ones(3, 20, dtype=torch.long)
+        almost_full[0, -1] = 0  # 1 of 60 positions: moving tokens around would cost more than it saves
+        model(input_ids=torch.randint(1, TINY["vocab_size"], (3, 20)), attention_mask=almost_full)
+        model.padding_free_training = False
+        model(**inputs)
+
+
 # ----------------------------------------------------------------------------------- real checkpoint
 @pytest.mark.slow  # about 5-10 s on two shared CPU cores: four MiniLM forwards on 32 x 60 tokens
 def test_minilm_l6_matches_transformers_on_real_sentences(minilm_dir, rotten_tomatoes):
