@@ -50,9 +50,10 @@ def data(minilm_dir, rotten_tomatoes):
     )
 
 
-def _train_ours(minilm_dir, data, tmp_path):
+def _train_ours(minilm_dir, data, tmp_path, padding_free):
     torch.manual_seed(SEED)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2, **NO_DROPOUT)
+    model.bert.padding_free_training = padding_free
     args = TrainingArguments(output_dir=str(tmp_path / "ours"), group_by_length=False, **SETTINGS)
     trainer = Trainer(model, args, train_dataset=data, processing_class=AutoTokenizer.from_pretrained(minilm_dir))
     trainer.train()
@@ -86,8 +87,10 @@ def _train_theirs(minilm_dir, data, tmp_path):
     return trainer.model, [h for h in trainer.state.log_history if "loss" in h]
 
 
-def test_trainer_matches_transformers_trainer_step_for_step(minilm_dir, data, tmp_path):
-    ours, our_log = _train_ours(minilm_dir, data, tmp_path)
+@pytest.mark.parametrize("padding_free", [False, True], ids=["padded", "padding_free"])
+def test_trainer_matches_transformers_trainer_step_for_step(minilm_dir, data, tmp_path, padding_free):
+    """Padded: the very same arithmetic, so bitwise equal weights. Padding-free: equal up to float rounding."""
+    ours, our_log = _train_ours(minilm_dir, data, tmp_path, padding_free)
     theirs, their_log = _train_theirs(minilm_dir, data, tmp_path)
 
     assert len(our_log) == len(their_log) == 13  # 12 full batches and the short last one
@@ -101,13 +104,19 @@ def test_trainer_matches_transformers_trainer_step_for_step(minilm_dir, data, tm
     torch.manual_seed(SEED)
     initial = AutoModelForSequenceClassification.from_pretrained(minilm_dir, num_labels=2, **NO_DROPOUT).state_dict()
     their_state = theirs.state_dict()
-    worst = 0.0
+    differences = {}
     for name, tensor in ours.state_dict().items():
         ours_update, their_update = tensor - initial[name], their_state[name] - initial[name]
-        # some updates are ~0 by nature (key biases get no gradient: softmax ignores a shift shared by all keys)
         scale = max(their_update.abs().max().item(), 1e-5)
-        worst = max(worst, (ours_update - their_update).abs().max().item() / scale)
+        differences[name] = (ours_update - their_update).abs().max().item() / scale
     classifier_update = (ours.classifier.weight - initial["classifier.weight"]).abs().max().item()
     assert classifier_update > 1e-4, "training moved the head"
-    print(f"worst relative difference of the weight updates: {worst:.2e}")
-    assert worst < 1e-2
+    if not padding_free:
+        assert max(differences.values()) == 0.0, sorted(differences.items(), key=lambda kv: -kv[1])[:3]
+        return
+    # Key biases get no gradient in exact arithmetic (softmax ignores a shift shared by all keys), so theirs is
+    # rounding noise, which AdamW's normalisation turns into steps of +-lr in either library: not comparable.
+    compared = {name: value for name, value in differences.items() if not name.endswith("key.bias")}
+    assert len(compared) == len(differences) - 6
+    worst = max(compared, key=compared.get)
+    assert compared[worst] < 1e-2, (worst, compared[worst])
