@@ -3,10 +3,11 @@
 In a Transformer encoder everything but attention works token by token (projections, feed-forward, LayerNorm,
 dropout), so a padded position costs as much as a real one and changes nothing that is kept. With random
 batches of real text about half of the padded tokens are padding (Rotten Tomatoes at batch 32: 48%).
-:class:`Unpadded` gathers the real tokens of a ``(B, T, ...)`` tensor into ``(N, ...)`` rows, and scatters rows
-back into a zero-padded ``(B, T, ...)`` tensor for attention, which needs the sequence layout. Both moves are
-differentiable (``index_select`` / ``index_put``), so training gets the speed of length-grouped batches while the
-batches stay as random as the sampler made them.
+:class:`Unpadded` gathers the real tokens of a ``(B, T, ...)`` tensor into ``(N, ...)`` rows and scatters them
+back into a zero-padded ``(B, T, ...)`` tensor (``unpad`` / ``pad``). Attention needs a sequence layout: it gets
+the rows in groups of similar length, each group padded only to its own longest row (``to_groups`` /
+``from_groups``), so a batch mixing short and long sequences wastes little on padding there either. Every move
+is differentiable (``index_select`` / ``index_put``), and the batches stay as random as the sampler made them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Unpadded:
 
     Args:
         attention_mask: ``(B, T)`` 0/1 mask.
+        attention_groups: how many groups of rows (sorted by length) :meth:`to_groups` makes for attention.
     """
 
     def __init__(self, attention_mask: torch.Tensor, attention_groups: int = 4) -> None:

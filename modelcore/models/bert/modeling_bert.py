@@ -98,7 +98,6 @@ class BertSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, T, C) -> (B, T, C); with ``unpadded``, (N, C) real tokens -> (N, C), padded only around attention."""
         hidden_size = hidden_states.shape[-1]
-        head_shape = (*hidden_states.shape[:-1], self.num_heads, self.head_size)
         if unpadded is not None:  # attention per group of rows of similar length, each padded to its longest row
             # one (N, C) -> (N, 3C) projection, so the real tokens are moved into the groups once, not three times
             weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
@@ -106,6 +105,7 @@ class BertSelfAttention(nn.Module):
             qkv = nn.functional.linear(hidden_states, weight, bias).view(-1, 3, self.num_heads, self.head_size)
             outs = [self._attend(*block.unbind(2), group_mask)[0] for block, group_mask in unpadded.to_groups(qkv)]
             return unpadded.from_groups(outs).reshape(-1, hidden_size), None
+        head_shape = (*hidden_states.shape[:-1], self.num_heads, self.head_size)
         query, key, value = (proj(hidden_states).view(head_shape) for proj in (self.query, self.key, self.value))
         out, weights = self._attend(query, key, value, mask, output_attentions)
         return out.reshape(*out.shape[:2], hidden_size), weights
