@@ -291,6 +291,11 @@ class Trainer:
         return RandomBatchSampler(len(self.train_dataset), **common)
 
     def _epoch_batches(self, sampler: Any, epoch: int, skip: int) -> Any:
+        if skip == 0:
+            # The one draw torch's DataLoader makes from the global generator (its workers' base seed) when an
+            # epoch begins. Our loader has its own generator, so resuming mid-epoch never draws (exact resume);
+            # drawing here at each epoch start keeps a seed's dropout stream the same as in transformers' Trainer.
+            torch.empty((), dtype=torch.int64).random_()
         sampler.set_epoch(epoch)
         sampler.skip_batches(skip)  # consumed batches are skipped in the sampler, never loaded
         return iter(make_loader(self.train_dataset, sampler, self.data_collator, self.args.dataloader_num_workers))
