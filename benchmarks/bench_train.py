@@ -13,14 +13,16 @@ The workload of the Trainer speed issue, run side by side with the same data and
   logging every 50 steps, no evaluation during training, no checkpoints, 2 torch threads;
 * peer: ``transformers.Trainer`` as a user runs it (``use_cpu=True``, ``bf16`` for the bf16 run,
   ``DataCollatorWithPadding``, HF defaults otherwise: random batches, fused AdamW, clipping at 1.0);
-* ours: ``modelcore.Trainer`` with our defaults (length-grouped batches, fused AdamW, clipping at
-  1.0) and our tokenizer's padding collator.
+* ours: ``modelcore.Trainer`` with our defaults (length-grouped batches, padding-free BERT training, fused
+  AdamW, clipping at 1.0) and our tokenizer's padding collator. With ``--exact``, random batches and padded
+  training instead: the same epoch order, dropout stream and arithmetic as transformers' Trainer, so each seed
+  reproduces transformers' run (same loss and accuracy) and the speed ratio shows what the defaults buy.
 
 Each run is a fresh subprocess (no accelerate state or thread pool is shared); the libraries
 alternate. Per run: wall time of ``trainer.train()``, train samples/s (train size / that time),
 held-out accuracy (argmax of each library's own ``predict`` logits), peak RSS of the process.
 
-    python -m benchmarks.bench_train [--dtype bf16 fp32] [--seeds 0] [--repeats 1] [--limit N] [--workdir DIR]
+    python -m benchmarks.bench_train [--dtype bf16 fp32] [--seeds 0] [--repeats 1] [--exact] [--limit N] [--workdir DIR]
 
 ``--limit N`` keeps the first N shuffled examples (before the split), for a quick check.
 Summaries are medians over seeds and repeats (worst case for RSS); every run is in ``runs``
@@ -103,8 +105,11 @@ def prepare_data(workdir: Path, limit: int | None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def run_child(library: str, dtype: str, seed: int, workdir: Path, minilm: str) -> dict:
-    """One training run in this (fresh) process; returns its measurements."""
+def run_child(library: str, dtype: str, seed: int, workdir: Path, minilm: str, exact: bool = False) -> dict:
+    """One training run in this (fresh) process; returns its measurements.
+
+    ``exact``: ours runs as transformers' Trainer does (random batches, padded), which reproduces its run.
+    """
     import resource
 
     import datasets
@@ -130,7 +135,8 @@ def run_child(library: str, dtype: str, seed: int, workdir: Path, minilm: str) -
         tokenizer = AutoTokenizer.from_pretrained(minilm)
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=2)
-        args = TrainingArguments(output_dir=output_dir, bf16=bf16, **settings)
+        model.bert.padding_free_training = not exact
+        args = TrainingArguments(output_dir=output_dir, bf16=bf16, group_by_length=not exact, **settings)
         clock = _step_clock(TrainerCallback)
         trainer = Trainer(model, args, train_dataset=train, processing_class=tokenizer, callbacks=[clock])
     else:
@@ -236,7 +242,9 @@ def _own_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(library: str, dtype: str, seed: int, workdir: Path, minilm: str, timeout: float | None) -> dict:
+def measure(
+    library: str, dtype: str, seed: int, workdir: Path, minilm: str, timeout: float | None, exact: bool = False
+) -> dict:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(THREADS),
@@ -244,7 +252,7 @@ def measure(library: str, dtype: str, seed: int, workdir: Path, minilm: str, tim
         "TOKENIZERS_PARALLELISM": "false",
     }
     cmd = [sys.executable, "-m", "benchmarks.bench_train", "--child", library, "--dtype", dtype, "--seeds", str(seed)]
-    cmd += ["--workdir", str(workdir), "--minilm", minilm]
+    cmd += ["--workdir", str(workdir), "--minilm", minilm] + (["--exact"] if exact else [])
     log = workdir / f"{library}-{dtype}.log"
     with open(log, "a") as err:
         out = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=err, text=True, env=env, timeout=timeout)
@@ -263,6 +271,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--libraries", nargs="+", choices=LIBRARIES, default=list(LIBRARIES), help="measure only these libraries"
     )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="ours with random batches and padding-free training off: transformers' own run, bit for bit",
+    )
     parser.add_argument("--limit", type=int, default=None, help="keep only the first N shuffled examples")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed per run")
@@ -271,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     if args.child:  # inside one measured subprocess
-        result = run_child(args.child, args.dtype[0], args.seeds[0], args.workdir, args.minilm)
+        result = run_child(args.child, args.dtype[0], args.seeds[0], args.workdir, args.minilm, args.exact)
         print(json.dumps(result))
         return result
 
@@ -292,6 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_threads": THREADS,
         "data": data,
         "settings": {**SETTINGS, "seed": args.seeds},
+        "modelcore_batches": "random, padded (--exact)" if args.exact else "length-grouped, padding-free",
         "repeats": args.repeats,
         "runs": [],
     }
@@ -301,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
         for i, seed in enumerate(turns):
             order = args.libraries if i % 2 == 0 else args.libraries[::-1]
             for library in order:
-                row = measure(library, dtype, seed, workdir, data["minilm_dir"], args.timeout)
+                row = measure(library, dtype, seed, workdir, data["minilm_dir"], args.timeout, args.exact)
                 runs[library].append(row)
                 summary["runs"].append(row)
                 logger.info(
