@@ -354,6 +354,10 @@ def main(argv: list[str] | None = None) -> dict:
     for dtype in args.dtype:
         if "speed_ratio" in summary[dtype]:
             print(f"{dtype}: modelcore / transformers train samples/s = {summary[dtype]['speed_ratio']:.2f}x")
+            print(
+                f"{dtype}: held-out accuracy, mean over {len(args.seeds)} seed(s): modelcore - transformers = "
+                f"{summary[dtype]['accuracy_delta']:+.4f} (a seed is one draw: compare means over several seeds)"
+            )
     return summary
 
 
@@ -372,6 +376,8 @@ def _summarize(rows: list[dict]) -> dict:
         "train_loss": round(statistics.median(r["train_loss"] for r in rows), 4),
         "heldout_accuracy": round(statistics.median(r["heldout_accuracy"] for r in rows), 4),
         "heldout_accuracy_mean": round(statistics.fmean(r["heldout_accuracy"] for r in every), 4),
+        # spread between seeds: a single seed's accuracy is one draw from it
+        **({"heldout_accuracy_stdev": round(statistics.stdev(by_seed.values()), 4)} if len(by_seed) > 1 else {}),
         "heldout_loss_mean": round(statistics.fmean(r["heldout_loss"] for r in every), 4),
         "predict_s": round(statistics.median(r["predict_s"] for r in rows), 2),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
