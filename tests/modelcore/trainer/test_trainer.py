@@ -17,6 +17,7 @@ from modelcore.trainer import (
     TrainingDivergedError,
 )
 from modelcore.trainer.checkpoint import list_checkpoints
+from tests.modelcore.trainer.helpers import snippet_dataset
 
 datasets = pytest.importorskip("datasets")
 
@@ -28,16 +29,7 @@ def tokenizer(minilm_dir):
 
 @pytest.fixture(scope="module")
 def data(tokenizer, rotten_tomatoes):
-    rows = rotten_tomatoes[:192]
-    encoded = tokenizer([r["text"] for r in rows], truncation=True, max_length=32)
-    return datasets.Dataset.from_dict(
-        {
-            "text": [r["text"] for r in rows],
-            "input_ids": encoded["input_ids"],
-            "attention_mask": encoded["attention_mask"],
-            "label": [r["label"] for r in rows],
-        }
-    )
+    return snippet_dataset(tokenizer, rotten_tomatoes[:192], max_length=32)
 
 
 def tiny_model(seed: int = 0, **overrides) -> BertForSequenceClassification:
