@@ -33,9 +33,10 @@ class Unpadded:
         self.batch_size, self.seq_length = attention_mask.shape
         real = attention_mask.reshape(-1) != 0
         self.index = real.nonzero().squeeze(1)  # (N,) flat positions of the real tokens
-        self.groups = _attention_groups(real.view(self.batch_size, self.seq_length), attention_groups)
-        # the real tokens as the groups list them, back to batch-major order
-        self._group_order = torch.argsort(torch.cat([group.tokens for group in self.groups]))
+        # All groups live in one (sum of rows * width) buffer, group after group; ``_slots`` (N,) is each real
+        # token's place there, so tokens move into the groups and back with one scatter and one gather per call.
+        self._blocks, self._slots = _attention_groups(real.view(self.batch_size, self.seq_length), attention_groups)
+        self._buffer_rows = sum(rows * width for (rows, width), _ in self._blocks)
 
     @property
     def num_tokens(self) -> int:
@@ -60,37 +61,33 @@ class Unpadded:
         batch mixes short and long sequences. A row's real tokens sit left-aligned, in their order: attention
         does not see where padding was, only which keys are real. The mask is ``(b, 1, 1, t)`` bool.
         """
-        out = []
-        for group in self.groups:
-            rows, width = group.mask.shape
-            flat = tokens.new_zeros(rows * width, *tokens.shape[1:]).index_put((group.slots,), tokens[group.tokens])
-            out.append((flat.view(rows, width, *tokens.shape[1:]), group.mask[:, None, None, :]))
+        rest = tokens.shape[1:]
+        buffer = tokens.new_zeros(self._buffer_rows, *rest).index_put((self._slots,), tokens)
+        out, start = [], 0
+        for (rows, width), mask in self._blocks:
+            out.append((buffer[start : start + rows * width].view(rows, width, *rest), mask[:, None, None, :]))
+            start += rows * width
         return out
 
     def from_groups(self, grouped: list[torch.Tensor]) -> torch.Tensor:
         """Per group ``(b, t, *rest)`` (as :meth:`to_groups` laid out) -> ``(N, *rest)`` in batch-major order."""
-        parts = [
-            values.reshape(-1, *values.shape[2:]).index_select(0, group.slots)
-            for values, group in zip(grouped, self.groups, strict=True)
-        ]
-        return torch.cat(parts).index_select(0, self._group_order)
+        buffer = torch.cat([values.reshape(-1, *values.shape[2:]) for values in grouped])
+        return buffer.index_select(0, self._slots)
 
 
-class _Group:
-    """Rows of similar length: which real tokens they hold, where those go in a (rows, width) block, its mask."""
+def _attention_groups(
+    real: torch.Tensor, num_groups: int
+) -> tuple[list[tuple[tuple[int, int], torch.Tensor]], torch.Tensor]:
+    """Split the rows of a (B, T) real-token mask, sorted by length, into up to ``num_groups`` equal-sized groups.
 
-    def __init__(self, tokens: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor) -> None:
-        self.tokens = tokens  # (n,) indices into the (N,) real tokens
-        self.slots = slots  # (n,) flat positions in the (rows * width) block
-        self.mask = mask  # (rows, width) bool
-
-
-def _attention_groups(real: torch.Tensor, num_groups: int) -> list[_Group]:
-    """Split the rows of a (B, T) real-token mask, sorted by length, into up to ``num_groups`` equal-sized groups."""
+    Returns each group's ``((rows, width), key mask (rows, width) bool)``, and each real token's flat slot (N,) in
+    the groups laid out one after another, each as a (rows, width) block with its rows' tokens left-aligned.
+    """
     lengths = real.sum(1)  # (B,)
     first = torch.cumsum(lengths, 0) - lengths  # each row's first token among the N real tokens
     order = torch.argsort(lengths, descending=True, stable=True)
-    groups = []
+    slots = torch.empty(int(lengths.sum()), dtype=torch.long, device=real.device)
+    blocks, start = [], 0
     for rows in torch.tensor_split(order, min(num_groups, len(order))):
         if len(rows) == 0:
             continue
@@ -99,7 +96,9 @@ def _attention_groups(real: torch.Tensor, num_groups: int) -> list[_Group]:
         within = torch.arange(width, device=real.device)  # (width,)
         filled = within[None, :] < row_lengths[:, None]  # (rows, width): left-aligned real tokens
         local_row, column = filled.nonzero(as_tuple=True)
+        slots[first[rows][local_row] + column] = start + local_row * width + column
         mask = filled.clone()
         mask[:, 0] = True  # a row without tokens attends to one zero key, not to nothing (no NaN); it is dropped
-        groups.append(_Group(tokens=first[rows][local_row] + column, slots=local_row * width + column, mask=mask))
-    return groups
+        blocks.append(((len(rows), width), mask))
+        start += len(rows) * width
+    return blocks, slots
