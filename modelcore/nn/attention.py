@@ -32,7 +32,9 @@ def eager_attention(
     dropout: float = 0.0,
     is_causal: bool = False,
     output_attentions: bool = False,
+    dropout_fn: Callable[[torch.Tensor, float], torch.Tensor] = F.dropout,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Attention written out in torch ops; ``dropout_fn(probs, p)`` drops attention weights when ``dropout > 0``."""
     n_rep = query.shape[1] // key.shape[1]
     key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
     scores = torch.matmul(query, key.transpose(-2, -1)) * scaling  # (B, nh, T, S)
@@ -42,7 +44,8 @@ def eager_attention(
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)  # softmax in fp32 for stability
-    probs = F.dropout(probs, p=dropout, training=dropout > 0)
+    if dropout > 0:
+        probs = dropout_fn(probs, dropout)
     out = torch.matmul(probs, value)  # (B, nh, T, hs)
     return out.transpose(1, 2).contiguous(), probs if output_attentions else None
 

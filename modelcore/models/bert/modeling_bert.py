@@ -10,6 +10,7 @@ Shapes: B batch, T sequence length, C hidden size, nh heads, hs head size (C = n
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import torch
@@ -26,7 +27,8 @@ from modelcore.modeling_outputs import (
 from modelcore.modeling_utils import PreTrainedModel
 from modelcore.models.bert.configuration_bert import BertConfig
 from modelcore.nn.activations import get_activation
-from modelcore.nn.attention import get_attention_function
+from modelcore.nn.attention import eager_attention, get_attention_function
+from modelcore.nn.dropout import dropout_module, fast_dropout
 from modelcore.nn.init import init_linear_and_embedding
 from modelcore.nn.losses import sequence_classification_loss, token_cross_entropy
 from modelcore.nn.masks import padding_mask
@@ -59,7 +61,9 @@ class BertEmbeddings(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        fast_masks: bool = False,
     ) -> torch.Tensor:
+        """Embed (B, T) ids, or (B, T, C) ``inputs_embeds``; ``fast_masks`` drops out with ``fast_dropout``'s masks."""
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)  # (B, T, C)
         batch_size, seq_length = inputs_embeds.shape[:2]
@@ -71,7 +75,7 @@ class BertEmbeddings(nn.Module):
         if token_type_ids is None:
             token_type_ids = self.token_type_ids[:, :seq_length].expand(batch_size, seq_length)  # all segment 0
         embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
-        return self.dropout(self.LayerNorm(embeddings))
+        return dropout_module(self.dropout, self.LayerNorm(embeddings), fast_masks)
 
 
 # --------------------------------------------------------------------------------------------- attention
@@ -103,7 +107,10 @@ class BertSelfAttention(nn.Module):
             weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
             bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
             qkv = nn.functional.linear(hidden_states, weight, bias).view(-1, 3, self.num_heads, self.head_size)
-            outs = [self._attend(*block.unbind(2), group_mask)[0] for block, group_mask in unpadded.to_groups(qkv)]
+            outs = [
+                self._attend(*block.unbind(2), group_mask, fast_masks=True)[0]
+                for block, group_mask in unpadded.to_groups(qkv)
+            ]
             return unpadded.from_groups(outs).reshape(-1, hidden_size), None
         head_shape = (*hidden_states.shape[:-1], self.num_heads, self.head_size)
         query, key, value = (proj(hidden_states).view(head_shape) for proj in (self.query, self.key, self.value))
@@ -117,16 +124,24 @@ class BertSelfAttention(nn.Module):
         value: torch.Tensor,
         mask: torch.Tensor | None,
         output_attentions: bool = False,
+        fast_masks: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, T, nh, hs) queries, keys, values -> (B, T, nh, hs), and (B, nh, T, T) weights or None."""
+        """(B, T, nh, hs) queries, keys, values -> (B, T, nh, hs), and (B, nh, T, T) weights or None.
+
+        ``fast_masks``: drop attention weights with ``fast_dropout``'s masks. On CPU that takes eager attention,
+        since SDPA draws its own masks there with the slow ``bernoulli_`` (and computes the same way otherwise).
+        """
         attend = get_attention_function(self.config.attn_implementation)
+        dropout = self.dropout_prob if self.training else 0.0
+        if fast_masks and dropout > 0 and query.device.type == "cpu":
+            attend = functools.partial(eager_attention, dropout_fn=fast_dropout)
         return attend(
             query.transpose(1, 2),  # (B, nh, T, hs)
             key.transpose(1, 2),
             value.transpose(1, 2),
             mask,
             scaling=self.scaling,
-            dropout=self.dropout_prob if self.training else 0.0,
+            dropout=dropout,
             is_causal=False,
             output_attentions=output_attentions,
         )
@@ -144,8 +159,9 @@ class _BertResidualOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)  # (B, T, C)
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor, fast_masks: bool = False) -> torch.Tensor:
+        """``fast_masks`` drops out with ``fast_dropout``'s masks (padding-free training)."""
+        return self.LayerNorm(dropout_module(self.dropout, self.dense(hidden_states), fast_masks) + residual)
 
 
 class BertSelfOutput(_BertResidualOutput):
@@ -169,7 +185,7 @@ class BertAttention(nn.Module):
         unpadded: Unpadded | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attended, weights = self.self(hidden_states, mask, output_attentions, unpadded)
-        return self.output(attended, hidden_states), weights
+        return self.output(attended, hidden_states, fast_masks=unpadded is not None), weights
 
 
 # ---------------------------------------------------------------------------------------------------- MLP
@@ -210,7 +226,9 @@ class BertLayer(nn.Module):
         unpadded: Unpadded | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention_output, weights = self.attention(hidden_states, mask, output_attentions, unpadded)
-        layer_output = self.output(self.intermediate(attention_output), attention_output)  # (B, T, C)
+        layer_output = self.output(  # (B, T, C), or (N, C) with unpadded
+            self.intermediate(attention_output), attention_output, fast_masks=unpadded is not None
+        )
         return layer_output, weights
 
 
@@ -384,15 +402,19 @@ class BertModel(BertPreTrainedModel):
             output_hidden_states = self.config.output_hidden_states
         if output_attentions is None:
             output_attentions = self.config.output_attentions
-        embeddings = self.embeddings(
-            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
-        )  # (B, T, C)
         mask = padding_mask(attention_mask)  # (B, 1, 1, T) bool, or None when nothing is padded
         if mask is not None and self._trains_padding_free(attention_mask, output_hidden_states, output_attentions):
             unpadded = Unpadded(attention_mask)
-            encoded = self.encoder(unpadded.unpad(embeddings), mask, unpadded=unpadded)  # (N, C) real tokens
+            embeddings = self._embed_real_tokens(unpadded, input_ids, token_type_ids, position_ids, inputs_embeds)
+            encoded = self.encoder(embeddings, mask, unpadded=unpadded)  # (N, C) real tokens
             sequence_output = unpadded.pad(encoded.last_hidden_state)  # zeros at the padded positions
         else:
+            embeddings = self.embeddings(
+                input_ids=input_ids,
+                token_type_ids=token_type_ids,
+                position_ids=position_ids,
+                inputs_embeds=inputs_embeds,
+            )  # (B, T, C)
             encoded = self.encoder(
                 embeddings, mask, output_hidden_states=output_hidden_states, output_attentions=output_attentions
             )
@@ -403,6 +425,31 @@ class BertModel(BertPreTrainedModel):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
+
+    def _embed_real_tokens(
+        self,
+        unpadded: Unpadded,
+        input_ids: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The embeddings of the real tokens only, (N, C): each keeps the position and segment it has when padded."""
+        batch_size, seq_length = unpadded.batch_size, unpadded.seq_length
+        if position_ids is None:
+            position_ids = self.embeddings.position_ids[:, :seq_length]
+        position_ids = position_ids.expand(batch_size, seq_length)
+        if token_type_ids is None:
+            token_type_ids = self.embeddings.token_type_ids[:, :seq_length]
+        token_type_ids = token_type_ids.expand(batch_size, seq_length)
+        embeddings = self.embeddings(
+            input_ids=None if input_ids is None else unpadded.unpad(input_ids)[None],
+            token_type_ids=unpadded.unpad(token_type_ids)[None],
+            position_ids=unpadded.unpad(position_ids)[None],
+            inputs_embeds=None if inputs_embeds is None else unpadded.unpad(inputs_embeds)[None],
+            fast_masks=True,
+        )  # (1, N, C): the N real tokens as one row
+        return embeddings[0]
 
     def _trains_padding_free(
         self, attention_mask: torch.Tensor, output_hidden_states: bool, output_attentions: bool

@@ -466,3 +466,35 @@ def test_minilm_l6_matches_transformers_on_real_sentences(minilm_dir, rotten_tom
             ref = hf(**inputs).last_hidden_state
             out = ours(**inputs).last_hidden_state
         assert max_diff(out[real], ref[real]) <= 1e-4, impl
+
+
+def test_padding_free_dropout_draws_fast_masks_with_the_padded_distribution():
+    """Padding-free training drops out with fast_dropout's masks (no bernoulli_), and every real output keeps
+    its distribution: over many draws, the mean of each output element matches padded training's."""
+    torch.manual_seed(0)
+    model = BertModel(tiny_config(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)).train()
+    with torch.no_grad():
+        for param in model.parameters():  # large weights: outputs depend strongly on which units are dropped
+            param.normal_(0.0, 0.3)
+    inputs = batch(size=4)
+    real = inputs["attention_mask"].bool()
+
+    def operators(padding_free: bool) -> set[str]:
+        model.padding_free_training = padding_free
+        with torch.profiler.profile() as prof:
+            model(**inputs).last_hidden_state[real].sum().backward()
+        return {event.key for event in prof.key_averages()}
+
+    assert "aten::bernoulli_" in operators(False)
+    assert "aten::bernoulli_" not in operators(True)
+
+    def draws(padding_free: bool, n: int = 400) -> torch.Tensor:
+        model.padding_free_training = padding_free
+        with torch.no_grad():
+            return torch.stack([model(**inputs).last_hidden_state[real] for _ in range(n)]).flatten(1)  # (n, D)
+
+    padded, free = draws(False), draws(True)
+    assert padded.std(0).mean() > 0.1  # dropout moves the outputs a lot
+    z = (free.mean(0) - padded.mean(0)) / (free.var(0) / len(free) + padded.var(0) / len(padded)).sqrt()
+    assert z.abs().max() < 5, f"largest z-score {z.abs().max():.1f} over {z.numel()} outputs"
+    torch.testing.assert_close(free.std(0), padded.std(0), rtol=0.25, atol=0.01)
