@@ -13,16 +13,18 @@ The workload of the Trainer speed issue, run side by side with the same data and
   logging every 50 steps, no evaluation during training, no checkpoints, 2 torch threads;
 * peer: ``transformers.Trainer`` as a user runs it (``use_cpu=True``, ``bf16`` for the bf16 run,
   ``DataCollatorWithPadding``, HF defaults otherwise: random batches, fused AdamW, clipping at 1.0);
-* ours: ``modelcore.Trainer`` with our defaults (length-grouped batches, padding-free BERT training, fused
-  AdamW, clipping at 1.0) and our tokenizer's padding collator. With ``--exact``, random batches and padded
-  training instead: the same epoch order, dropout stream and arithmetic as transformers' Trainer, so each seed
-  reproduces transformers' run (same loss and accuracy) and the speed ratio shows what the defaults buy.
+* ours: ``modelcore.Trainer`` with our defaults (random batches in transformers' order, padding-free BERT
+  training with ``fast_dropout`` masks, fused AdamW, clipping at 1.0) and our tokenizer's padding collator.
+  ``--exact`` turns padding-free training off: the same epoch order, dropout stream and arithmetic as
+  transformers' Trainer, so each seed reproduces transformers' run (same loss and accuracy).
+  ``--group-by-length`` draws length-grouped batches instead of random ones.
 
 Each run is a fresh subprocess (no accelerate state or thread pool is shared); the libraries
 alternate. Per run: wall time of ``trainer.train()``, train samples/s (train size / that time),
 held-out accuracy (argmax of each library's own ``predict`` logits), peak RSS of the process.
 
-    python -m benchmarks.bench_train [--dtype bf16 fp32] [--seeds 0] [--repeats 1] [--exact] [--limit N] [--workdir DIR]
+    python -m benchmarks.bench_train [--dtype bf16 fp32] [--seeds 0] [--repeats 1] [--exact] [--group-by-length]
+                                     [--limit N] [--workdir DIR]
 
 ``--limit N`` keeps the first N shuffled examples (before the split), for a quick check.
 Summaries are medians over seeds and repeats (worst case for RSS); every run is in ``runs``
@@ -105,10 +107,13 @@ def prepare_data(workdir: Path, limit: int | None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def run_child(library: str, dtype: str, seed: int, workdir: Path, minilm: str, exact: bool = False) -> dict:
+def run_child(
+    library: str, dtype: str, seed: int, workdir: Path, minilm: str, exact: bool = False, grouped: bool = False
+) -> dict:
     """One training run in this (fresh) process; returns its measurements.
 
-    ``exact``: ours runs as transformers' Trainer does (random batches, padded), which reproduces its run.
+    ``exact``: ours trains padded, as transformers' Trainer does, which reproduces its run.
+    ``grouped``: ours draws length-grouped batches (``group_by_length=True``).
     """
     import resource
 
@@ -136,7 +141,7 @@ def run_child(library: str, dtype: str, seed: int, workdir: Path, minilm: str, e
         torch.manual_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=2)
         model.bert.padding_free_training = not exact
-        args = TrainingArguments(output_dir=output_dir, bf16=bf16, group_by_length=not exact, **settings)
+        args = TrainingArguments(output_dir=output_dir, bf16=bf16, group_by_length=grouped, **settings)
         clock = _step_clock(TrainerCallback)
         trainer = Trainer(model, args, train_dataset=train, processing_class=tokenizer, callbacks=[clock])
     else:
@@ -243,8 +248,9 @@ def _own_cpu_s() -> float:
 
 
 def measure(
-    library: str, dtype: str, seed: int, workdir: Path, minilm: str, timeout: float | None, exact: bool = False
+    library: str, dtype: str, seed: int, workdir: Path, minilm: str, timeout: float | None, ours: list[str]
 ) -> dict:
+    """One run in a fresh subprocess; ``ours`` are the batching flags (``--exact``, ``--group-by-length``)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(THREADS),
@@ -252,7 +258,7 @@ def measure(
         "TOKENIZERS_PARALLELISM": "false",
     }
     cmd = [sys.executable, "-m", "benchmarks.bench_train", "--child", library, "--dtype", dtype, "--seeds", str(seed)]
-    cmd += ["--workdir", str(workdir), "--minilm", minilm] + (["--exact"] if exact else [])
+    cmd += ["--workdir", str(workdir), "--minilm", minilm, *ours]
     log = workdir / f"{library}-{dtype}.log"
     with open(log, "a") as err:
         out = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=err, text=True, env=env, timeout=timeout)
@@ -274,7 +280,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--exact",
         action="store_true",
-        help="ours with random batches and padding-free training off: transformers' own run, bit for bit",
+        help="ours with padding-free training off: transformers' own run, bit for bit",
+    )
+    parser.add_argument(
+        "--group-by-length", action="store_true", help="ours with length-grouped batches (faster, other batches)"
     )
     parser.add_argument("--limit", type=int, default=None, help="keep only the first N shuffled examples")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -284,7 +293,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     if args.child:  # inside one measured subprocess
-        result = run_child(args.child, args.dtype[0], args.seeds[0], args.workdir, args.minilm, args.exact)
+        result = run_child(
+            args.child, args.dtype[0], args.seeds[0], args.workdir, args.minilm, args.exact, args.group_by_length
+        )
         print(json.dumps(result))
         return result
 
@@ -305,17 +316,19 @@ def main(argv: list[str] | None = None) -> dict:
         "torch_threads": THREADS,
         "data": data,
         "settings": {**SETTINGS, "seed": args.seeds},
-        "modelcore_batches": "random, padded (--exact)" if args.exact else "length-grouped, padding-free",
+        "modelcore_batches": ("length-grouped" if args.group_by_length else "random")
+        + (", padded (--exact)" if args.exact else ", padding-free"),
         "repeats": args.repeats,
         "runs": [],
     }
+    ours = (["--exact"] if args.exact else []) + (["--group-by-length"] if args.group_by_length else [])
     for dtype in args.dtype:
         runs: dict[str, list[dict]] = {lib: [] for lib in args.libraries}
         turns = [seed for seed in args.seeds for _ in range(args.repeats)]
         for i, seed in enumerate(turns):
             order = args.libraries if i % 2 == 0 else args.libraries[::-1]
             for library in order:
-                row = measure(library, dtype, seed, workdir, data["minilm_dir"], args.timeout, args.exact)
+                row = measure(library, dtype, seed, workdir, data["minilm_dir"], args.timeout, ours)
                 runs[library].append(row)
                 summary["runs"].append(row)
                 logger.info(

@@ -30,7 +30,7 @@ class TrainingSettings(BaseModel):
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     max_grad_norm: float = Field(1.0, ge=0)
     bf16: bool = Field(False, description="bf16 autocast (fast only where the CPU has AMX, or on GPU)")
-    group_by_length: bool = True
+    group_by_length: bool = Field(False, description="batches of similar length: faster, other batch statistics")
     seed: int = Field(0, ge=0)
     logging_steps: int = Field(50, ge=1)
     save_steps: int = Field(100, ge=1, description="checkpoint every N steps; a retried run resumes from the last")

@@ -40,9 +40,10 @@ class TrainingArguments:
 
     Where we differ from transformers:
 
-    * ``group_by_length`` defaults to True: each batch holds examples of similar length (drawn
-      from shuffled mega-batches), which cuts padding; it is our main speed lever. It reads
-      ``length_column_name`` when the dataset has it and measures ``input_ids`` otherwise.
+    * ``group_by_length=True`` draws each batch from examples of similar length (shuffled
+      mega-batches, as transformers does); it reads ``length_column_name`` when the dataset has it
+      and measures ``input_ids`` otherwise. It is off by default, as in transformers: random batches
+      keep their statistics, and padding-free BERT training already skips the padding they carry.
     * ``optim`` defaults to ``adamw_torch_fused``; only the two torch AdamW variants exist.
     * ``eval_strategy="steps"`` needs ``eval_steps`` (transformers falls back to ``logging_steps``).
     * ``report_to`` defaults to ``[]`` (transformers reports to every installed integration);
@@ -70,7 +71,7 @@ class TrainingArguments:
     max_steps: int = -1  # > 0 overrides num_train_epochs
     dataloader_drop_last: bool = False
     dataloader_num_workers: int = 0
-    group_by_length: bool = True  # differs from transformers (False): see the class docstring
+    group_by_length: bool = False
     length_column_name: str = "length"
     remove_unused_columns: bool = True
     label_names: list[str] | None = None

@@ -3,9 +3,9 @@
 Features and their exact semantics:
 
 * **Batches**: per-device batches of ``per_device_train_batch_size``; ``gradient_accumulation_steps``
-  micro-batches make one optimizer step (the last window of an epoch may be shorter). With
-  ``group_by_length`` (default) batches hold sequences of similar length, drawn from shuffled
-  mega-batches, so dynamic padding wastes little; order is a pure function of (seed, epoch).
+  micro-batches make one optimizer step (the last window of an epoch may be shorter). Random
+  batches by default, in transformers' order for a seed; with ``group_by_length`` batches hold
+  sequences of similar length, drawn from shuffled mega-batches. Order is a pure function of (seed, epoch).
 * **Precision**: ``bf16`` / ``fp16`` autocast through accelerate; weights and optimizer stay fp32.
 * **Optimizer**: AdamW (fused by default), no weight decay on biases and norm weights;
   linear / cosine / constant schedules with warmup; gradient clipping at ``max_grad_norm``.

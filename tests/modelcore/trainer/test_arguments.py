@@ -27,8 +27,8 @@ def test_defaults_follow_transformers_except_where_documented():
     assert args.logging_steps == 50 and args.seed == 42
     assert args.metric_for_best_model is None and args.greater_is_better is None
     assert args.mixed_precision == "no"
+    assert args.group_by_length is False
     # Our deliberate differences.
-    assert args.group_by_length is True
     assert args.optim == "adamw_torch_fused"
     assert args.report_to == []
     assert args.log_level == "info"
