@@ -35,8 +35,7 @@ class Unpadded:
         self.index = real.nonzero().squeeze(1)  # (N,) flat positions of the real tokens
         # All groups live in one (sum of rows * width) buffer, group after group; ``_slots`` (N,) is each real
         # token's place there, so tokens move into the groups and back with one scatter and one gather per call.
-        self._blocks, self._slots = _attention_groups(real.view(self.batch_size, self.seq_length), attention_groups)
-        self._buffer_rows = sum(rows * width for (rows, width), _ in self._blocks)
+        self._masks, self._slots = _attention_groups(real.view(self.batch_size, self.seq_length), attention_groups)
 
     @property
     def num_tokens(self) -> int:
@@ -62,9 +61,10 @@ class Unpadded:
         does not see where padding was, only which keys are real. The mask is ``(b, 1, 1, t)`` bool.
         """
         rest = tokens.shape[1:]
-        buffer = tokens.new_zeros(self._buffer_rows, *rest).index_put((self._slots,), tokens)
+        buffer = tokens.new_zeros(sum(mask.numel() for mask in self._masks), *rest).index_put((self._slots,), tokens)
         out, start = [], 0
-        for (rows, width), mask in self._blocks:
+        for mask in self._masks:
+            rows, width = mask.shape
             out.append((buffer[start : start + rows * width].view(rows, width, *rest), mask[:, None, None, :]))
             start += rows * width
         return out
@@ -75,19 +75,17 @@ class Unpadded:
         return buffer.index_select(0, self._slots)
 
 
-def _attention_groups(
-    real: torch.Tensor, num_groups: int
-) -> tuple[list[tuple[tuple[int, int], torch.Tensor]], torch.Tensor]:
+def _attention_groups(real: torch.Tensor, num_groups: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Split the rows of a (B, T) real-token mask, sorted by length, into up to ``num_groups`` equal-sized groups.
 
-    Returns each group's ``((rows, width), key mask (rows, width) bool)``, and each real token's flat slot (N,) in
+    Returns each group's key mask ``(rows, width)`` bool, and each real token's flat slot (N,) in
     the groups laid out one after another, each as a (rows, width) block with its rows' tokens left-aligned.
     """
     lengths = real.sum(1)  # (B,)
     first = torch.cumsum(lengths, 0) - lengths  # each row's first token among the N real tokens
     order = torch.argsort(lengths, descending=True, stable=True)
     slots = torch.empty(int(lengths.sum()), dtype=torch.long, device=real.device)
-    blocks, start = [], 0
+    masks, start = [], 0
     for rows in torch.tensor_split(order, min(num_groups, len(order))):
         if len(rows) == 0:
             continue
@@ -99,6 +97,6 @@ def _attention_groups(
         slots[first[rows][local_row] + column] = start + local_row * width + column
         mask = filled.clone()
         mask[:, 0] = True  # a row without tokens attends to one zero key, not to nothing (no NaN); it is dropped
-        blocks.append(((len(rows), width), mask))
+        masks.append(mask)
         start += len(rows) * width
-    return blocks, slots
+    return masks, slots
