@@ -43,7 +43,11 @@ def add_onnx_parser(formats: Any) -> argparse.ArgumentParser:
         "--int8", action="store_true", help="also write an int8 (dynamic quantization) model to DST/int8"
     )
     parser.add_argument("--per-tensor", action="store_true", help="int8: one weight scale per tensor, not per channel")
-    parser.add_argument("--reduce-range", action="store_true", help="int8: 7-bit weights (CPUs without VNNI)")
+    parser.add_argument(
+        "--no-reduce-range",
+        action="store_true",
+        help="int8: 8-bit weights, for VNNI CPUs only (default 7-bit: 8-bit products overflow on CPUs without VNNI)",
+    )
     parser.add_argument("--atol", type=float, default=1e-4, help="largest logit difference from eager (default 1e-4)")
     add_report_arguments(
         parser,
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     )
     outputs = [output]
     if args.int8:
-        per_channel, reduce_range = not args.per_tensor, args.reduce_range
+        per_channel, reduce_range = not args.per_tensor, not args.no_reduce_range
         if not args.no_report:  # the eager model's metric was just measured on the same data: not again
             measure["before_metric"] = ConversionReport.read(output).before.metric
         outputs.append(

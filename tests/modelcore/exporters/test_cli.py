@@ -66,6 +66,7 @@ def test_export_onnx_with_int8_writes_both_exports_and_reports(checkpoint, tmp_p
     assert ConversionReport.read(out).before.metric == ConversionReport.read(out).after.metric
     # the int8 report compares with the same eager model on the same data: its accuracy, taken over
     assert ConversionReport.read(out / "int8").before.metric == ConversionReport.read(out).before.metric
+    assert ConversionReport.read(out / "int8").settings["reduce_range"] is True  # --no-reduce-range not given
     assert evaluated == ["BertForSequenceClassification"] + ["OrtModelForSequenceClassification"] * 2
 
     from modelcore import AutoTokenizer
