@@ -413,7 +413,8 @@ def test_logits_to_keep():
         full = ours(ids).logits
         last = ours(ids, logits_to_keep=1).logits
     assert last.shape == (3, 1, 128)
-    torch.testing.assert_close(last, full[:, -1:], atol=0, rtol=0)
+    # fp32 tolerance, not bitwise: a (3, C) @ (C, V) GEMM may round unlike the (3T, C) one (AVX2 kernels do)
+    torch.testing.assert_close(last, full[:, -1:])
 
 
 @pytest.mark.parametrize("tie", [False, True])
