@@ -281,6 +281,31 @@ def test_no_autocast_left_on_forward_after_bf16_training(tmp_path, data, tokeniz
         assert model(**batch).logits.dtype == torch.float32
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_bf16_kernels_warns(tmp_path, data, tokenizer, monkeypatch, caplog, native):
+    from modelcore.trainer import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16_kernels", lambda: native)
+    with caplog.at_level("WARNING", logger="modelcore.trainer.trainer"):
+        Trainer(tiny_model(), make_args(tmp_path, bf16=True), train_dataset=data, processing_class=tokenizer)
+        Trainer(tiny_model(), make_args(tmp_path), train_dataset=data, processing_class=tokenizer)  # fp32: silent
+    warned = [r.getMessage() for r in caplog.records if "bf16 matrix kernels" in r.getMessage()]
+    assert len(warned) == (0 if native else 1)
+    assert all("bf16=False" in message for message in warned)
+
+
+def test_cpu_bf16_kernel_check_agrees_with_the_cpu_flags():
+    from pathlib import Path
+
+    from modelcore.trainer.trainer import cpu_has_bf16_kernels
+
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
+    if {"avx512bw", "avx512vl", "avx512dq"} <= flags or "amx_bf16" in flags:
+        assert cpu_has_bf16_kernels()
+    elif "avx2" in flags and not flags & {"avx512bw", "avx_ne_convert"}:  # this EPYC: emulated bf16
+        assert not cpu_has_bf16_kernels()
+
+
 @pytest.mark.slow
 def test_torch_compile_trains_like_eager_and_saves_plain_weight_names(tmp_path, data, tokenizer):
     """``torch_compile=True`` runs the compiled graph (inductor, dynamic shapes) and changes no result."""
