@@ -136,13 +136,14 @@ def _pre_process(source: Path, destination: Path) -> None:
     options = dict(
         save_as_external_data=True, all_tensors_to_one_file=True, external_data_location=destination.name + ".data"
     )
+    source, destination = source.resolve(), destination.resolve()  # before the chdir: relative paths stay right
     # On failure symbolic shape inference dumps its partial model into the working directory: keep that in ours.
     with _working_directory(destination.parent):
         try:
-            quant_pre_process(source.resolve(), destination.resolve(), auto_merge=True, **options)
+            quant_pre_process(source, destination, auto_merge=True, **options)
         except Exception as error:  # it raises a bare Exception("Incomplete symbolic shape inference")
             logger.warning("symbolic shape inference failed (%s); pre-processing with ONNX shape inference only", error)
-            quant_pre_process(source.resolve(), destination.resolve(), skip_symbolic_shape=True, **options)
+            quant_pre_process(source, destination, skip_symbolic_shape=True, **options)
 
 
 def _set_metadata(path: Path, values: dict[str, str]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import onnx
 
@@ -35,6 +37,15 @@ def test_int8_export_runs_and_stays_close_to_fp32(bert_export, tiny_bert, tmp_pa
     assert report.max_abs_logit_diff < 0.05 * fp32.abs().max()
     assert report.settings["quantized_from"] == str(bert_export)
     assert report.settings["reduce_range"] is True  # 7-bit weights: no int16 overflow on CPUs without VNNI
+
+
+def test_relative_paths(bert_export, tmp_path, monkeypatch):
+    """As the CLI passes them (``modelcore export onnx SRC out --int8``): the pre-processing changes directory."""
+    monkeypatch.chdir(tmp_path)
+    source = Path(os.path.relpath(bert_export, tmp_path))
+    out = quantize_onnx(source, Path("int8"), report=False)
+    assert out == Path("int8") and (tmp_path / "int8" / "model.onnx").is_file()
+    assert {p.name for p in (tmp_path / "int8").iterdir()} >= {"model.onnx", "model.onnx.data", "config.json"}
 
 
 def test_int8_report_defaults_to_the_fp32_export_as_reference(bert_export, tmp_path):
