@@ -46,6 +46,13 @@ _LAZY: dict[str, str] = {
     "default_data_collator": "data.collators",
     "assets": "assets",
     "pipeline": "pipelines",
+    "ModelcoreError": "errors",
+    "ConfigError": "errors",
+    "CheckpointError": "errors",
+    "SafetensorsError": "errors",
+    "TokenizerError": "errors",
+    "DataError": "errors",
+    "DiskFullError": "errors",
 }
 
 __all__ = sorted(_LAZY)
@@ -67,6 +74,15 @@ if TYPE_CHECKING:  # static analysers see the real names
     )
     from modelcore.configuration_utils import PretrainedConfig
     from modelcore.data.collators import DataCollatorForLanguageModeling, DataCollatorWithPadding, default_data_collator
+    from modelcore.errors import (
+        CheckpointError,
+        ConfigError,
+        DataError,
+        DiskFullError,
+        ModelcoreError,
+        SafetensorsError,
+        TokenizerError,
+    )
     from modelcore.modeling_utils import PreTrainedModel
     from modelcore.models.bert.configuration_bert import BertConfig
     from modelcore.models.bert.modeling_bert import (

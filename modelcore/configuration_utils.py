@@ -18,6 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
+from modelcore.errors import ConfigError  # noqa: F401 - re-exported: callers import it from here
 from modelcore.serialization.atomic import atomic_write_text
 from modelcore.typecheck import matches, type_name
 
@@ -29,10 +30,6 @@ CONFIG_NAME = "config.json"
 _RENAMED_KEYS = {"torch_dtype": "dtype"}
 # Fields that describe how this process runs the model, not the model: never written to config.json.
 _RUNTIME_FIELDS = ("attn_implementation", "num_labels")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)

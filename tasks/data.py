@@ -15,6 +15,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from modelcore.errors import DataError
 from tasks import settings
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 TOKENIZE_FORMAT = 1  # bump when tokenize_dataset's output changes, so old cache entries are not reused
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """The dataset cannot be used: missing file or column, no rows, labels that do not fit."""
 
 

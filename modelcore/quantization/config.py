@@ -16,6 +16,7 @@ import logging
 import typing
 from typing import Any, ClassVar
 
+from modelcore.errors import ConfigError
 from modelcore.typecheck import matches, type_name
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 BNB_4BIT_QUANT_TYPES = ("nf4", "fp4")
 
 
-class QuantizationConfigError(ValueError):
+class QuantizationConfigError(ConfigError):
     """A quantization configuration is invalid; the message names the field."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from modelcore.errors import CheckpointError
 from modelcore.serialization.atomic import atomic_path, atomic_write_text
 from modelcore.serialization.safetensors_io import SafetensorsFile, write_safetensors
 from modelcore.serialization.sources import is_gguf_file
@@ -39,10 +40,6 @@ _SHARD_PATTERN = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 _SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is malformed; the message names the file or key."""
 
 
 def parse_size(size: int | str) -> int:

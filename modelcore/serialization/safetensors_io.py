@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from modelcore.errors import SafetensorsError
 from modelcore.serialization.atomic import atomic_path
 
 DTYPES: dict[str, torch.dtype] = {
@@ -42,10 +43,6 @@ DTYPES: dict[str, torch.dtype] = {
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024  # the reference implementation refuses larger headers too
-
-
-class SafetensorsError(ValueError):
-    """A safetensors file is malformed; the message names the file (and tensor)."""
 
 
 class SafetensorsFile:
