@@ -6,9 +6,12 @@ This module is the public face (:class:`BatchEncoding`, :class:`Tokenizer`); the
 :mod:`modelcore.tokenization_vocab` (token <-> id lookups and special tokens, a mixin of :class:`Tokenizer`),
 :mod:`modelcore.tokenization_training` (training) and :mod:`modelcore.chat_template` (the Jinja sandbox).
 
-Padding and truncation are configured on the Rust backend for the length of one call and switched off
-afterwards, so the backend saved by :meth:`Tokenizer.save_pretrained` never carries per-call state. (As with
-Hugging Face's fast tokenizers, one instance should therefore not be called from several threads at once.)
+Thread safety: encoding and decoding change nothing shared, so one instance may be called from many threads at
+once (a served model is). The Rust backend itself is never configured for padding or truncation; each call encodes
+with a copy configured once for its settings (see :class:`~modelcore.tokenization_encoding.ConfiguredBackends`), so
+the backend saved by :meth:`Tokenizer.save_pretrained` never carries per-call state either. Changing the tokenizer
+(adding tokens, setting a special token, editing :attr:`Tokenizer.backend`) while other threads encode is not
+supported.
 """
 
 from __future__ import annotations
@@ -20,17 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import tokenizers
-from tokenizers import models
+from tokenizers import AddedToken, models
 
 from modelcore.chat_template import render_chat_template
+from modelcore.errors import TokenizerError
 from modelcore.serialization.atomic import atomic_write_text
 from modelcore.tokenization_encoding import (
+    ConfiguredBackends,
+    EncodingSettings,
     as_id_list,
     clean_up_tokenization,
     collect_columns,
     encode_batch,
+    encoding_settings,
     pack_inputs,
     resolve_strategies,
+    rust_errors,
     to_tensor,
 )
 from modelcore.tokenization_files import ADDITIONAL, NO_MAX_LENGTH, OVERRIDABLE, files_to_save, read_pretrained
@@ -71,7 +79,7 @@ class BatchEncoding(dict):
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
         """The index of the word each token of sequence ``batch_index`` comes from (None for special tokens)."""
         if not self.encodings:
-            raise ValueError("word_ids() needs the backend encodings, which this BatchEncoding does not hold")
+            raise TokenizerError("word_ids() needs the backend encodings, which this BatchEncoding does not hold")
         return self.encodings[batch_index].word_ids
 
 
@@ -109,8 +117,9 @@ class Tokenizer(VocabularyMixin):
         extra_config: Mapping[str, Any] | None = None,
     ) -> None:
         self._backend = backend
-        self._backend.no_padding()  # padding and truncation are set per call, never stored
+        self._backend.no_padding()  # never configured: each call encodes with a copy configured for it
         self._backend.no_truncation()
+        self._configured = ConfiguredBackends(backend)
         self._special_tokens: dict[str, str] = {}
         self.additional_special_tokens: list[str] = []
         self.add_special_tokens(special_tokens or {})
@@ -207,9 +216,8 @@ class Tokenizer(VocabularyMixin):
             self, padding, truncation, max_length, return_tensors
         )
         inputs, is_batched = pack_inputs(text, text_pair)
-        encodings = encode_batch(
-            self, inputs, add_special_tokens, padding_strategy, truncation_strategy, max_length, pad_to_multiple_of
-        )
+        settings = encoding_settings(self, padding_strategy, truncation_strategy, max_length, pad_to_multiple_of)
+        encodings = encode_batch(self._configured, inputs, settings, add_special_tokens)
         if return_token_type_ids is None:
             return_token_type_ids = "token_type_ids" in self.model_input_names
         data = collect_columns(
@@ -267,7 +275,8 @@ class Tokenizer(VocabularyMixin):
         Returns:
             The token strings.
         """
-        return self._backend.encode(text, add_special_tokens=add_special_tokens).tokens
+        inputs, _ = pack_inputs(text, None)
+        return encode_batch(self._configured, inputs, EncodingSettings(), add_special_tokens)[0].tokens
 
     # ------------------------------------------------------------------ decoding
 
@@ -289,7 +298,8 @@ class Tokenizer(VocabularyMixin):
             The text.
         """
         ids = as_id_list(ids)
-        text = self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
+        with rust_errors("decoding"):
+            text = self._backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
             text = clean_up_tokenization(text)
         return text
@@ -314,8 +324,45 @@ class Tokenizer(VocabularyMixin):
 
     @property
     def backend(self) -> tokenizers.Tokenizer:
-        """The underlying ``tokenizers.Tokenizer``."""
+        """The underlying ``tokenizers.Tokenizer`` (never configured for padding or truncation).
+
+        Reading this property drops the configured copies calls encode with, so a change made to the returned
+        backend (a new normalizer, added tokens) applies from the next call on. Read it again after a later change:
+        a change through a reference kept across calls is not seen by copies built in between.
+        """
+        self._configured.clear()
         return self._backend
+
+    def add_special_tokens(self, special_tokens: Mapping[str, Any]) -> int:
+        """Set named special tokens (and/or extend ``additional_special_tokens``), adding unknown ones.
+
+        Args:
+            special_tokens: role -> token (a str, an ``AddedToken``, or a Hugging Face ``{"content": ...}``
+                dict), and optionally ``"additional_special_tokens"`` -> list of tokens (appended).
+
+        Returns:
+            The number of tokens added to the vocabulary.
+        """
+        try:
+            return super().add_special_tokens(special_tokens)
+        finally:
+            self._configured.clear()  # the backend's added tokens may have changed: rebuild the copies
+
+    def add_tokens(self, tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False) -> int:
+        """Add (non-special, unless asked) tokens to the vocabulary.
+
+        Args:
+            tokens: a token or a list of tokens.
+            special_tokens: add them as special tokens (skipped by ``decode(skip_special_tokens=True)``).
+
+        Returns:
+            The number of tokens the backend added (a token already in the base vocabulary counts, as in Hugging
+            Face).
+        """
+        try:
+            return super().add_tokens(tokens, special_tokens)
+        finally:
+            self._configured.clear()
 
     @property
     def padding_side(self) -> str:
@@ -368,11 +415,11 @@ class Tokenizer(VocabularyMixin):
             The rendered text, its ids, or a :class:`BatchEncoding`.
 
         Raises:
-            ValueError: neither the tokenizer nor the call has a chat template.
+            TokenizerError: neither the tokenizer nor the call has a chat template.
         """
         template = chat_template or self.chat_template
         if not template:
-            raise ValueError(
+            raise TokenizerError(
                 "this tokenizer has no chat_template; pass chat_template=... or set tokenizer.chat_template"
             )
         context = {**self._special_tokens, **template_kwargs}
@@ -505,5 +552,5 @@ class Tokenizer(VocabularyMixin):
 
 def _side(side: str, argument: str) -> str:
     if side not in ("right", "left"):
-        raise ValueError(f"{argument} must be 'right' or 'left', got {side!r}")
+        raise TokenizerError(f"{argument} must be 'right' or 'left', got {side!r}")
     return side

@@ -13,6 +13,7 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from modelcore.errors import TokenizerError
 from modelcore.tokenization_files import bert_pipeline, bert_template
 
 DEFAULT_SPECIAL_TOKENS = {
@@ -59,13 +60,13 @@ def retrain_backend(
         The new backend.
 
     Raises:
-        ValueError: the backend's model is not BPE, WordPiece or WordLevel.
+        TokenizerError: the backend's model is not BPE, WordPiece or WordLevel.
     """
     spec = json.loads(backend.to_str())
     model = spec["model"]
     kind = model["type"]
     if kind not in _TRAINERS:
-        raise ValueError(f"train_new_from_iterator supports {sorted(_TRAINERS)} models, not {kind}")
+        raise TokenizerError(f"train_new_from_iterator supports {sorted(_TRAINERS)} models, not {kind}")
     added = spec.pop("added_tokens", [])
     reserved = [token["content"] for token in added if token["special"]]
     reserved += [token for token in special_tokens if token not in reserved]
@@ -119,10 +120,10 @@ def train_backend(
         The trained backend and its special tokens (role -> token).
 
     Raises:
-        ValueError: an unknown ``model``.
+        TokenizerError: an unknown ``model``.
     """
     if model not in ("bpe", "wordpiece"):
-        raise ValueError(f"model must be 'bpe' or 'wordpiece', got {model!r}")
+        raise TokenizerError(f"model must be 'bpe' or 'wordpiece', got {model!r}")
     special_tokens = dict(special_tokens or DEFAULT_SPECIAL_TOKENS[model])
     options: dict[str, Any] = dict(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress)
     options["special_tokens"] = [AddedToken(t, special=True, normalized=False) for t in special_tokens.values()]
@@ -150,7 +151,7 @@ def remap_post_processor(spec: dict | None, token_to_id: Callable[[str], int | N
     def lookup(token: str) -> int:
         token_id = token_to_id(token)
         if token_id is None:
-            raise ValueError(f"post-processor token {token!r} is not in the new vocabulary")
+            raise TokenizerError(f"post-processor token {token!r} is not in the new vocabulary")
         return token_id
 
     if spec is None:

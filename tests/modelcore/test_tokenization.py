@@ -359,3 +359,164 @@ def test_auto_tokenizer_registry(minilm_dir, tiny_bpe, tmp_path):
         TOKENIZER_REGISTRY.pop("PreTrainedTokenizerFast", None)
     with pytest.raises(TypeError):
         AutoTokenizer.register("x", dict)
+
+
+# ---------------------------------------------------------------------- threads, shared state, Rust errors
+
+# settings that differ in every way the backend stores: padding, its length and multiple, truncation, max_length
+CONCURRENT_CALLS = [
+    dict(padding=True, truncation=True, max_length=16),
+    dict(),
+    dict(padding="max_length", truncation=True, max_length=24),
+    dict(padding=True, pad_to_multiple_of=8),
+    dict(truncation=True, max_length=8),
+    dict(padding=True, truncation="only_first", max_length=12, return_tensors="pt"),
+]
+
+
+@pytest.fixture
+def fast_switching():
+    """Switch threads every microsecond (default 5 ms), so racing calls interleave inside each other."""
+    import sys
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
+
+
+def _run_threads(work, count: int = 8) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guarded(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as err:  # noqa: BLE001 (reported below, with its thread)
+            errors.append(err)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    assert not errors, errors
+
+
+def test_concurrent_calls_with_different_settings_get_single_threaded_results(minilm_dir, sentences, fast_switching):
+    """8 threads x 300 calls on one Tokenizer, each with other padding/truncation than its neighbours.
+
+    The old encoder switched padding and truncation on the shared backend per call: this test saw about 900 of
+    2,400 results padded or truncated by another thread's settings.
+    """
+    tok = Tokenizer.from_pretrained(minilm_dir)
+
+    def batch(i: int) -> list[str]:  # 1 to 5 texts of different lengths
+        return sentences[i * 3 : i * 3 + 1 + i % 5]
+
+    def ids(encoding: BatchEncoding) -> list:
+        return {key: value.tolist() if hasattr(value, "tolist") else value for key, value in encoding.items()}
+
+    expected = {
+        (c, i): ids(tok(batch(i), **CONCURRENT_CALLS[c])) for c in range(len(CONCURRENT_CALLS)) for i in range(60)
+    }
+    wrong: list[tuple[int, int]] = []
+
+    def work(thread: int) -> None:
+        for n in range(300):
+            c, i = (n + thread) % len(CONCURRENT_CALLS), (n * 7 + thread) % 60
+            if ids(tok(batch(i), **CONCURRENT_CALLS[c])) != expected[(c, i)]:
+                wrong.append((c, i))
+
+    _run_threads(work)
+    assert wrong == []
+    assert tok.backend.padding is None and tok.backend.truncation is None  # the shared backend was never configured
+
+
+def test_configured_backends_are_bounded_and_follow_changes_to_the_tokenizer(minilm_dir):
+    from modelcore.tokenization_encoding import MAX_CONFIGURED_BACKENDS
+
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    for max_length in range(4, 40):  # more settings than copies kept: memory stays bounded
+        assert len(tok("a rather long sentence about nothing much", max_length=max_length).input_ids) <= max_length
+    assert len(tok._configured) == MAX_CONFIGURED_BACKENDS
+
+    padded = tok(["a film", "a long and boring film"], padding=True).input_ids
+    assert padded[0][-1] == tok.pad_token_id == 0
+    tok.add_tokens(["supercalifragilistic"])  # the vocabulary changed: copies built before must not be used
+    new_id = tok.convert_tokens_to_ids("supercalifragilistic")
+    assert tok("supercalifragilistic", padding=True).input_ids == [101, new_id, 102]
+    tok.pad_token = "[MASK]"  # a setter changes the pad token of the next padded call
+    assert tok(["a film", "a long and boring film"], padding=True).input_ids[0][-1] == tok.mask_token_id
+    tok.padding_side = "left"
+    assert tok(["a film", "a long and boring film"], padding=True).input_ids[0][0] == tok.mask_token_id
+
+    from tokenizers import normalizers
+
+    tok.backend.normalizer = normalizers.Replace("film", "movie")  # an edit through the backend applies too
+    assert tok.tokenize("a film") == ["a", "movie"]
+    assert tok("a film").input_ids == [101, 1037, 3185, 102]
+
+
+def test_padding_and_truncation_stored_in_tokenizer_json_do_not_apply(minilm_dir, tmp_path):
+    """As in Hugging Face, the call's arguments decide; tokenizer.json's padding/truncation are not applied."""
+    spec = json.loads((minilm_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["padding"] = {"strategy": {"Fixed": 40}, "direction": "Left", "pad_to_multiple_of": None, "pad_id": 0}
+    spec["padding"] |= {"pad_type_id": 0, "pad_token": "[PAD]"}
+    spec["truncation"] = {"direction": "Right", "max_length": 3, "strategy": "LongestFirst", "stride": 0}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    shutil.copy(minilm_dir / "tokenizer_config.json", tmp_path)
+    tok = Tokenizer.from_pretrained(tmp_path)
+    reference = Tokenizer.from_pretrained(minilm_dir)
+    texts = ["a film", "a long and boring film that never ends"]
+    assert tok(texts).input_ids == reference(texts).input_ids
+    assert [len(row) for row in tok(texts).input_ids] == [4, 10]
+    assert tok.padding_side == "left"  # the stored direction is a default, as in Hugging Face; its length is not
+    reference.padding_side = "left"
+    assert tok(texts, padding=True).input_ids == reference(texts, padding=True).input_ids
+    assert [len(row) for row in tok(texts, padding=True).input_ids] == [10, 10]
+    assert tok.tokenize(texts[1]) == reference.tokenize(texts[1])
+
+
+def test_a_rust_panic_becomes_a_tokenizer_error_and_the_tokenizer_keeps_working(minilm_dir):
+    """A normalizer regex that backtracks past Oniguruma's limit panics in Rust (PanicException, no Exception)."""
+    from tokenizers import Regex, normalizers
+
+    from modelcore.errors import TokenizerError
+
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    tok.backend.normalizer = normalizers.Replace(Regex("(a|aa)+$"), "a")
+    hostile = "a" * 3000 + "b"
+    for call in (lambda: tok(hostile), lambda: tok([hostile, "fine"], padding=True), lambda: tok.tokenize(hostile)):
+        with pytest.raises(TokenizerError, match="tokenization failed in the tokenizers library") as info:
+            call()
+        assert isinstance(info.value, ValueError)
+        assert type(info.value.__cause__).__name__ == "PanicException"
+    assert tok(["fine", "still fine"], padding=True).input_ids == [[101, 2986, 102, 0], [101, 2145, 2986, 102]]
+
+
+def test_argument_errors_are_tokenizer_errors(tok):
+    from modelcore.errors import TokenizerError
+
+    with pytest.raises(TokenizerError, match="padding"):
+        tok("x", padding="bogus")
+    with pytest.raises(TokenizerError, match="padding=True"):
+        tok(["a short one", "a much longer sentence than the first"], return_tensors="pt")
+    with pytest.raises(TypeError, match=r"text\[1\] must be a str, got NoneType"):
+        tok(["fine", None])
+    with pytest.raises(TokenizerError, match="padding_side"):
+        tok.padding_side = "middle"
+
+
+def test_a_tokenizer_pickles_and_deep_copies(tok):
+    import copy
+    import pickle
+
+    tok(["warm", "the copies up"], padding=True)
+    for clone in (copy.deepcopy(tok), pickle.loads(pickle.dumps(tok))):  # noqa: S301 (our own object)
+        assert (
+            clone(["a film", "a long film"], padding=True).input_ids
+            == tok(["a film", "a long film"], padding=True).input_ids
+        )
