@@ -17,6 +17,8 @@ class TextClassificationPipeline(Pipeline):
     Texts are batched in order of length (less padding), then put back in input order, so the
     output does not depend on batch composition beyond the padding of each batch: the same texts
     with the same ``batch_size`` give bitwise the same scores in any process.
+
+    A call changes nothing shared (model, tokenizer), so one pipeline can serve several threads at once.
     """
 
     task = "text-classification"
@@ -53,10 +55,19 @@ class TextClassificationPipeline(Pipeline):
         return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
     def predict_logits(self, texts: Sequence[str], batch_size: int = 64, max_length: int | None = None) -> np.ndarray:
-        """Raw logits as float32, shape ``(len(texts), num_labels)``, in input order."""
+        """Raw logits as float32, shape ``(len(texts), num_labels)``, in input order.
+
+        Raises:
+            TypeError: an item of ``texts`` is not a string (it is not scored as its ``str()``; the message names
+                its index).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        texts = [str(t) for t in texts]
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{index}] must be a str, got {type(text).__name__} ({text!r:.40})")
+        accepted = _accepted(self.model)
         num_labels = self.model.config.num_labels
         out = np.zeros((len(texts), num_labels), dtype=np.float32)
         if not texts:
@@ -73,7 +84,7 @@ class TextClassificationPipeline(Pipeline):
                     padding=True,
                     return_tensors="pt",
                 )
-                enc = {k: v.to(self.device) for k, v in enc.items() if k in _accepted(self.model)}
+                enc = {k: v.to(self.device) for k, v in enc.items() if k in accepted}
                 out[index] = self.model(**enc).logits.float().cpu().numpy()
         return out
 
