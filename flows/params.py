@@ -6,6 +6,7 @@ takes the same fields as flags or from a params file. A bad value is rejected na
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -48,6 +49,14 @@ class RetrainParams(BaseModel):
     dataset: str = Field("rotten-tomatoes", min_length=1, description="dataset asset name or csv/json/parquet path")
     text_column: str = Field("text", min_length=1)
     label_column: str = Field("label", min_length=1)
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="raw label -> class name, applied first: folds look-alike names ({'Fresh': 'fresh'}) or names "
+        "float/bool labels ({'1.0': 'pos'}); on the command line a JSON object",
+    )
+    allow_similar_labels: bool = Field(
+        False, description="keep label names that look like typos of each other (fresh/Fresh/rotton) as classes"
+    )
     test_size: float = Field(0.2, gt=0, lt=1, description="held-out share after a seeded shuffle")
     split_seed: int = Field(0, ge=0)
     max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
@@ -62,6 +71,31 @@ class RetrainParams(BaseModel):
     experiment_name: str = Field("retrain", min_length=1)
     promotion_metric: Literal["accuracy", "f1_macro"] = "accuracy"
     min_gain: float = Field(0.0, ge=0, le=1, description="champion moves only when beaten by more than this")
+    min_metric: float | None = Field(
+        None, ge=0, le=1, description="a new champion needs at least this promotion metric (besides the baseline)"
+    )
+    register_model: bool = Field(
+        True, description="register the trained model in MLflow (and maybe promote it); off: train and evaluate only"
+    )
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _label_map_from_json(cls, value: Any) -> Any:
+        """The command line passes a string: a JSON object (label names may hold spaces and commas)."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f'a JSON object such as {{"Fresh": "fresh"}}: {error}') from None
+        return value
+
+    @field_validator("label_map")
+    @classmethod
+    def _label_names_not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        empty = [raw for raw, name in value.items() if not name.strip()]
+        if empty:
+            raise ValueError(f"labels {empty} map to an empty name; drop those rows from the data instead")
+        return value
 
     @field_validator("registered_model_name")
     @classmethod

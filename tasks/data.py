@@ -9,25 +9,25 @@ import logging
 import math
 import random
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelcore.errors import DataError
+from modelcore.errors import ConfigError
 from tasks import settings
+from tasks.labels import apply_label_map, check_similar_labels, from_csv_text, label_names
+from tasks.readers import DatasetError, is_missing, read_rows
 
 logger = logging.getLogger(__name__)
 
 ASSET_DATASETS = {"rotten-tomatoes"}  # dataset refs served by modelcore.assets
-FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "merges.txt")
 TOKENIZE_FORMAT = 1  # bump when tokenize_dataset's output changes, so old cache entries are not reused
-
-
-class DatasetError(DataError):
-    """The dataset cannot be used: missing file or column, no rows, labels that do not fit."""
+# why a row is dropped, in the order checked (a row is counted once, under its first reason)
+DROP_REASONS = ("missing text", "text not a string", "empty text", "missing label")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +35,9 @@ class DatasetRef:
     """A split dataset on disk: ``path/train`` and ``path/test`` (``datasets.Dataset.save_to_disk``).
 
     Columns are ``text`` and ``label`` (an int in ``range(len(labels))``) whatever the source called them.
+    ``rows_read`` counts the source's rows, ``dropped`` the rows left out per reason (only reasons that
+    occurred), ``train_label_counts`` / ``test_label_counts`` the rows per label id. Everything is
+    tuples of str and int: hashable, and JSON round-trips through :meth:`from_dict`.
     """
 
     path: str
@@ -43,9 +46,23 @@ class DatasetRef:
     num_train: int
     num_test: int
     source: str
+    rows_read: int = 0
+    dropped: tuple[tuple[str, int], ...] = ()
+    train_label_counts: tuple[int, ...] = ()
+    test_label_counts: tuple[int, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetRef:
+        """The ref back from its JSON form (where tuples came back as lists)."""
+        values = dict(data)
+        for name in ("labels", "train_label_counts", "test_label_counts"):
+            values[name] = tuple(values.get(name, ()))
+        values["dropped"] = tuple((str(reason), int(count)) for reason, count in values.get("dropped", ()))
+        return cls(**values)
 
 
 def _read_rows(ref: str, text_column: str, label_column: str) -> list[dict[str, Any]]:
+    """``{"text", "label"}`` per source row, values as read (missing ones None)."""
     if ref in ASSET_DATASETS:
         from modelcore import assets
 
@@ -57,65 +74,101 @@ def _read_rows(ref: str, text_column: str, label_column: str) -> list[dict[str, 
             raise DatasetError(
                 f"dataset {ref!r}: no such file, and not a known dataset asset ({sorted(ASSET_DATASETS)})"
             )
-        builder = FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise DatasetError(f"{path}: unsupported format {path.suffix!r}; use one of {sorted(FILE_BUILDERS)}")
-        import datasets
-
-        try:
-            table = datasets.load_dataset(builder, data_files=str(path), split="train")
-        except Exception as error:  # datasets raises many types for unreadable files
-            if "corresponds to no data" in str(error):  # a header and no rows
-                raise DatasetError(f"dataset {ref!r}: no rows") from error
-            raise DatasetError(f"{path}: cannot be read as {builder}: {error}") from error
-        available = list(table.column_names)
-        rows = table.to_list() if len(table) else []
+        rows, available = read_rows(path)
     missing = [c for c in (text_column, label_column) if c not in available]
     if missing:
         raise DatasetError(f"dataset {ref!r}: no column {missing[0]!r}; columns are {available}")
-    return [{"text": row[text_column], "label": row[label_column]} for row in rows]
+    return [{"text": row.get(text_column), "label": row.get(label_column)} for row in rows]
 
 
-def _label_names(ref: str, values: list[Any], label_column: str) -> tuple[tuple[str, ...], list[int]]:
-    """Label names and each row's label id. Ints must be 0..K-1; strings are sorted into ids."""
+def _typed_labels(ref: str, rows: list[dict[str, Any]], label_map: dict[str, str] | None) -> list[dict[str, Any]]:
+    """Rows with ``label_map`` applied to the raw labels, then a CSV's label text typed (ints stay ints)."""
+    labels = apply_label_map([row["label"] for row in rows], label_map or {})
+    if ref not in ASSET_DATASETS and Path(ref).suffix.lower() == ".csv":
+        labels = from_csv_text([None if is_missing(v) else v for v in labels])
+    return [{"text": row["text"], "label": label} for row, label in zip(rows, labels, strict=True)]
+
+
+def _drop_reason(row: dict[str, Any]) -> str | None:
+    text = row["text"]
+    if text is None:
+        return "missing text"
+    if not isinstance(text, str):
+        return "text not a string"
+    if not text.strip():
+        return "empty text"
+    if is_missing(row["label"]):
+        return "missing label"
+    return None
+
+
+def _keep_usable(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], tuple[tuple[str, int], ...]]:
+    """The rows with text and a label, and how many were dropped per reason."""
+    kept, dropped = [], Counter()
+    for row in rows:
+        reason = _drop_reason(row)
+        if reason is None:
+            kept.append(row)
+        else:
+            dropped[reason] += 1
+    return kept, tuple((reason, dropped[reason]) for reason in DROP_REASONS if dropped[reason])
+
+
+def _label_names(
+    ref: str, values: list[Any], label_column: str, allow_similar_labels: bool
+) -> tuple[tuple[str, ...], list[int]]:
+    """Label names and each row's label id (see ``tasks.labels``); the asset's ids are named by the catalog."""
     if ref in ASSET_DATASETS:
         from modelcore.assets import ROTTEN_TOMATOES_LABELS
 
         return tuple(ROTTEN_TOMATOES_LABELS), [int(v) for v in values]
-    if any(v is None for v in values):
-        raise DatasetError(f"dataset {ref!r}: column {label_column!r} has empty labels")
-    if all(isinstance(v, str) for v in values):
-        names = tuple(sorted(set(values)))
-        index = {name: i for i, name in enumerate(names)}
-        return names, [index[v] for v in values]
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        distinct = sorted(set(values))
-        if distinct != list(range(len(distinct))):
-            raise DatasetError(
-                f"dataset {ref!r}: integer labels in column {label_column!r} must be 0..K-1; found {distinct[:10]}"
-            )
-        return tuple(f"LABEL_{i}" for i in distinct), list(values)
-    raise DatasetError(f"dataset {ref!r}: column {label_column!r} mixes label types; use all ints or all strings")
+    where = f"dataset {ref!r}, column {label_column!r}"
+    names, ids = label_names(values, where)
+    if not allow_similar_labels and all(isinstance(v, str) for v in values):
+        check_similar_labels(list(names), Counter(values), where)
+    return names, ids
 
 
 @task(name="load_dataset", cache_policy=NO_CACHE, retries=0)
 def load_dataset(
-    ref: str, text_column: str = "text", label_column: str = "label", test_size: float = 0.2, seed: int = 0
+    ref: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    test_size: float = 0.2,
+    seed: int = 0,
+    label_map: dict[str, str] | None = None,
+    allow_similar_labels: bool = False,
 ) -> DatasetRef:
-    """Read ``ref`` (a dataset asset name or a csv/json/jsonl/parquet file), shuffle with ``seed`` and split.
+    """Read ``ref`` (a dataset asset name or a csv/json/jsonl/parquet file), check it, shuffle with ``seed`` and split.
 
-    The split is stored under the pipeline cache keyed on its fingerprint (the rows, the label names
-    and the split settings), so the same data and settings give the same directory and fingerprint.
+    Rows without text (missing, not a string, or whitespace only) or without a label are dropped and
+    counted per reason. The counts, and the rows per label in each split, are logged at INFO and
+    returned. The split is stored under the pipeline cache keyed on its fingerprint (the rows, the
+    label names and the split settings), so the same data and settings give the same directory.
+
+    Args:
+        ref: a dataset asset name or a file path.
+        text_column, label_column: the source's column names.
+        test_size: held-out share (rounded up to whole rows).
+        seed: the shuffle's seed.
+        label_map: raw label (its text: ``"Fresh"``, ``"1.0"``, ``"True"``) -> class name, applied
+            before anything else; folds look-alike names or names float and bool labels.
+        allow_similar_labels: keep label names that look like typos of each other as distinct classes.
 
     Raises:
-        DatasetError: naming the file or column: missing file, missing column, no rows, a split
-            that leaves one side empty, bad labels.
+        DatasetError: naming the file (and line) or column: missing file or column, unreadable row,
+            no rows, a split that leaves one side empty, float or bool labels, look-alike label names.
     """
-    rows = _read_rows(ref, text_column, label_column)
-    rows = [r for r in rows if isinstance(r["text"], str) and r["text"].strip()]
+    rows = _typed_labels(ref, _read_rows(ref, text_column, label_column), label_map)
+    rows_read = len(rows)
+    rows, dropped = _keep_usable(rows)
+    if dropped:
+        logger.info("dataset %s: dropped %d of %d rows: %s", ref, rows_read - len(rows), rows_read, dict(dropped))
     if not rows:
-        raise DatasetError(f"dataset {ref!r}: no rows with text in column {text_column!r}")
-    labels, ids = _label_names(ref, [r["label"] for r in rows], label_column)
+        raise DatasetError(
+            f"dataset {ref!r}: no rows with text in column {text_column!r} and a label in {label_column!r}"
+        )
+    labels, ids = _label_names(ref, [r["label"] for r in rows], label_column, allow_similar_labels)
     if len(labels) < 2:
         raise DatasetError(f"dataset {ref!r}: column {label_column!r} has a single label {labels}; need at least 2")
     examples = [{"text": r["text"], "label": i} for r, i in zip(rows, ids, strict=True)]
@@ -124,11 +177,38 @@ def load_dataset(
     cut = len(examples) - math.ceil(test_size * len(examples))
     if cut <= 0 or cut >= len(examples):
         raise DatasetError(f"dataset {ref!r}: {len(examples)} rows leave an empty split at test_size={test_size}")
+    fingerprint = _fingerprint(examples, labels, test_size, seed, cut)
+    target = _store_split(ref, fingerprint, labels, examples, cut)
+    train_counts = _label_counts(examples[:cut], len(labels))
+    test_counts = _label_counts(examples[cut:], len(labels))
+    logger.info(
+        "dataset %s: %d rows read, %d used (%d train / %d test), fingerprint %s",
+        ref,
+        rows_read,
+        len(examples),
+        cut,
+        len(examples) - cut,
+        fingerprint,
+    )
+    logger.info(
+        "dataset %s: labels (train / test rows): %s",
+        ref,
+        ", ".join(f"{name} {a} / {b}" for name, a, b in zip(labels, train_counts, test_counts, strict=True)),
+    )
+    return DatasetRef(
+        str(target), fingerprint, labels, cut, len(examples) - cut, ref, rows_read, dropped, train_counts, test_counts
+    )
+
+
+def _fingerprint(examples: list[dict[str, Any]], labels: tuple[str, ...], test_size: float, seed: int, cut: int) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps({"labels": labels, "test_size": test_size, "seed": seed, "train_rows": cut}).encode())
     for example in examples:
         digest.update(json.dumps(example, ensure_ascii=False).encode())
-    fingerprint = digest.hexdigest()[:16]
+    return digest.hexdigest()[:16]
+
+
+def _store_split(ref: str, fingerprint: str, labels: tuple[str, ...], examples: list[dict[str, Any]], cut: int) -> Path:
     target = settings.cache_dir() / "datasets" / fingerprint
     if not (target / "done").is_file():
         import datasets
@@ -140,15 +220,42 @@ def load_dataset(
         (staging / "done").write_text(json.dumps({"source": ref, "labels": labels}))
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
-    logger.info(
-        "dataset %s: %d train / %d test rows, labels %s, fingerprint %s",
-        ref,
-        cut,
-        len(examples) - cut,
-        labels,
-        fingerprint,
-    )
-    return DatasetRef(str(target), fingerprint, labels, cut, len(examples) - cut, ref)
+    return target
+
+
+def _label_counts(examples: list[dict[str, Any]], num_labels: int) -> tuple[int, ...]:
+    counts = Counter(example["label"] for example in examples)
+    return tuple(counts[i] for i in range(num_labels))
+
+
+def check_max_length(base_model: str, max_length: int) -> None:
+    """Refuse a ``max_length`` longer than the base model's position table, before any training.
+
+    A BERT-like model has ``max_position_embeddings`` learned positions: a longer sequence indexes
+    past the table (a crash at the first batch that long, which a short run may never draw). A
+    Llama-like model was trained for ``max_position_embeddings`` positions; longer goes untested.
+
+    Args:
+        base_model: a checkpoint source (directory, asset name, GGUF file, ``models:/`` or ``runs:/`` URI).
+        max_length: tokens per example (special tokens included).
+
+    Raises:
+        ConfigError: naming the model, ``max_length`` and ``max_position_embeddings``, and the fix.
+    """
+    from modelcore import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_model)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        logger.info(
+            "base model %s: no max_position_embeddings in its config; max_length %d not checked", base_model, max_length
+        )
+        return
+    if max_length > limit:
+        raise ConfigError(
+            f"max_length {max_length} is more than base model {base_model!r}'s max_position_embeddings {limit} "
+            f"({config.model_type}): use max_length <= {limit}"
+        )
 
 
 def tokenizer_hash(tokenizer_ref: str) -> str:
@@ -174,7 +281,7 @@ def tokenization_key(dataset: DatasetRef, tokenizer_ref: str, max_length: int) -
 def _tokenize_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     dataset = parameters["dataset"]
     if isinstance(dataset, dict):
-        dataset = DatasetRef(**dataset)
+        dataset = DatasetRef.from_dict(dataset)
     key = tokenization_key(dataset, parameters["tokenizer_ref"], parameters["max_length"])
     # the output's place is part of the key: two pipeline homes never share a cached path
     place = hashlib.sha256(str(settings.cache_dir()).encode()).hexdigest()[:8]

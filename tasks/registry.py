@@ -1,8 +1,10 @@
 """Registration and promotion: a new model version, alias ``challenger``, and a gated ``champion``.
 
-Tags on each version: ``metric.<name>`` for its evaluation metrics, ``data_fingerprint``,
-``git_sha``, and after a decision ``promotion`` (``promoted`` / ``kept <version>``) with its
-reason. A champion change records ``previous_champion`` on the registered model, which is what
+Tags on each version: ``metric.<name>`` for its evaluation metrics, ``baseline.<name>`` for the
+majority-class baseline's, ``data_fingerprint``, ``git_sha``, and after a decision ``promotion``
+(``promoted`` / ``not promoted``) with ``promotion_reason`` (the numbers it was decided on). A new
+champion must clear a floor (above the baseline, at least ``min_metric``) and beat the champion.
+A champion change records ``previous_champion`` on the registered model, which is what
 ``promote(rollback=True)`` goes back to.
 """
 
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+BASELINE_PREFIX = "baseline_"  # evaluation metrics of the majority-class baseline: baseline_accuracy, ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,18 +37,55 @@ class Registration:
     aliases: tuple[str, ...]
 
 
-def decide(new: float, current: float | None, min_gain: float, greater_is_better: bool = True) -> tuple[bool, str]:
-    """Whether a version scoring ``new`` replaces a champion scoring ``current``, and why.
+def decide(
+    new: float,
+    current: float | None,
+    min_gain: float,
+    greater_is_better: bool = True,
+    *,
+    baseline: float | None = None,
+    min_metric: float | None = None,
+    metric: str = "metric",
+) -> tuple[bool, str]:
+    """Whether a version scoring ``new`` becomes champion, and why (with the numbers).
 
-    It must beat the champion by more than ``min_gain`` (0 means strictly better); a model with no
-    champion becomes champion.
+    It must clear the floor first: strictly better than ``baseline`` (the majority-class
+    baseline on the same held-out data) and at least ``min_metric`` (each when given). Then it
+    must beat the champion scoring ``current`` by more than ``min_gain`` (0 means strictly
+    better); with no champion, clearing the floor is enough.
+
+    Args:
+        new: the new version's ``metric``.
+        current: the champion's, None when there is no champion (or it has no such metric).
+        min_gain: the gain over the champion that must be exceeded.
+        greater_is_better: the metric's direction (False for a loss or perplexity).
+        baseline: the baseline's ``metric`` on the same data; None skips that check.
+        min_metric: an absolute floor; None skips that check.
+        metric: the metric's name, for the reason.
+
+    Returns:
+        ``(promoted, reason)``.
     """
+
+    def better(a: float, b: float) -> float:
+        return (a - b) if greater_is_better else (b - a)
+
+    floor = []
+    if baseline is not None:
+        if better(new, baseline) <= 0:
+            return False, f"below the floor: {metric} {new:.4f} is not above the majority-class baseline {baseline:.4f}"
+        floor.append(f"above the majority-class baseline {baseline:.4f}")
+    if min_metric is not None:
+        if better(new, min_metric) < 0:
+            return False, f"below the floor: {metric} {new:.4f} does not reach min_metric {min_metric:.4f}"
+        floor.append(f"reaches min_metric {min_metric:.4f}")
+    cleared = f"{metric} {new:.4f}" + (f" ({', '.join(floor)})" if floor else "")
     if current is None:
-        return True, "no champion yet"
-    gain = (new - current) if greater_is_better else (current - new)
+        return True, f"{cleared}; no champion yet"
+    gain = better(new, current)
     if gain > min_gain:
-        return True, f"beats the champion by {gain:+.4f} (> min gain {min_gain})"
-    return False, f"gain {gain:+.4f} over the champion is not above the min gain {min_gain}"
+        return True, f"{cleared} beats the champion by {gain:+.4f} ({current:.4f} before; > min gain {min_gain})"
+    return False, f"{cleared}: gain {gain:+.4f} over the champion's {current:.4f} is not above the min gain {min_gain}"
 
 
 def champion_metric(name: str, metric: str, tracking_uri: str) -> tuple[str | None, float | None]:
@@ -70,8 +110,16 @@ def register(
     input_example: list[str],
     max_length: int,
     greater_is_better: bool = True,
+    min_metric: float | None = None,
 ) -> Registration:
     """Log ``checkpoint`` as a pyfunc model to ``run_id``, register it and set the aliases.
+
+    Every version gets ``challenger``; ``champion`` moves to it only past :func:`decide`: above
+    the baseline ``metrics[f"baseline_{promotion_metric}"]`` when the evaluation reported one, at
+    least ``min_metric`` when given, and better than the champion by more than ``min_gain``. A
+    version below the floor is registered all the same (its metrics and reason stay on record, and
+    a person can still promote it by hand) but never made champion. Tags: ``metric.<name>`` per
+    metric, ``baseline.<name>`` per baseline metric, ``promotion`` and ``promotion_reason``.
 
     Nothing is left half-registered: if anything fails after the version was created, the version
     is deleted again before the error propagates.
@@ -81,13 +129,23 @@ def register(
     mlflow_models.log_pyfunc(
         run_id, checkpoint, tracking_uri=tracking_uri, input_example=input_example, max_length=max_length
     )
-    version_tags = {**tags, **{f"metric.{k}": f"{v:.6f}" for k, v in metrics.items()}}
+    version_tags = {**tags, **_metric_tags(metrics)}
     version = mlflow_models.register_version(name, run_id, tags=version_tags, tracking_uri=tracking_uri)
     client = mlflow_models.client(tracking_uri)
     try:
         _wait_ready(client, name, version.version)
         current_version, current = champion_metric(name, promotion_metric, tracking_uri)
-        promoted, reason = decide(metrics[promotion_metric], current, min_gain, greater_is_better)
+        promoted, reason = decide(
+            metrics[promotion_metric],
+            current,
+            min_gain,
+            greater_is_better,
+            baseline=metrics.get(BASELINE_PREFIX + promotion_metric),
+            min_metric=min_metric,
+            metric=promotion_metric,
+        )
+        if current_version is not None:
+            reason += f" (champion: version {current_version})"
         client.set_registered_model_alias(name, CHALLENGER, version.version)
         if promoted:
             if current_version is not None:
@@ -101,8 +159,21 @@ def register(
         raise
     champion = version.version if promoted else current_version
     aliases = tuple(a for a, v in ((CHALLENGER, version.version), (CHAMPION, champion)) if v == version.version)
-    logger.info("%s version %s: %s (%s)", name, version.version, "champion" if promoted else "challenger", reason)
+    logger.info(
+        "%s version %s: %s: %s", name, version.version, "champion" if promoted else "challenger, not champion", reason
+    )
     return Registration(name, version.version, promoted, reason, champion, aliases)
+
+
+def _metric_tags(metrics: dict[str, float]) -> dict[str, str]:
+    """``metric.<name>`` for the model's metrics, ``baseline.<name>`` for the ``baseline_<name>`` ones."""
+    tags = {}
+    for key, value in metrics.items():
+        if key.startswith(BASELINE_PREFIX):
+            tags[f"baseline.{key.removeprefix(BASELINE_PREFIX)}"] = f"{value:.6f}"
+        else:
+            tags[f"metric.{key}"] = f"{value:.6f}"
+    return tags
 
 
 def _wait_ready(client: Any, name: str, version: str, timeout: float = 60.0) -> None:

@@ -14,10 +14,12 @@ Everything lives under one home directory (``MODELCORE_PIPELINE_HOME``, default 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 HOME_ENV = "MODELCORE_PIPELINE_HOME"
+OWN_LOGGERS = ("modelcore", "tasks", "flows")  # INFO from these reaches the console and the Prefect UI
 
 
 def pipeline_home() -> Path:
@@ -66,7 +68,9 @@ def configure_environment() -> None:
         home = pipeline_home() / "prefect"
         home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(home)
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "modelcore,tasks,flows")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", ",".join(OWN_LOGGERS))
+    # our loggers also log outside a flow run (tests, warm-up); the API handler would warn at each line
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry calls from an offline box
     # Prefect's temporary server has 20 s to start by default: too little on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -74,3 +78,21 @@ def configure_environment() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    configure_logging()
+
+
+def configure_logging() -> None:
+    """Let our own INFO lines through, to the console and to the Prefect run's logs.
+
+    Prefect's logging config sets the root logger to WARNING, and ``logging.basicConfig`` does
+    nothing once the root has a handler (Prefect's console handler), so ``tasks.*``, ``flows.*``
+    and ``modelcore.*`` loggers, which inherit the root's level, dropped every INFO line. Their own
+    level is set here (``PREFECT_LOGGING_LEVEL``, default INFO), unless something set one already.
+    Prefect attaches its API handler to them (``PREFECT_LOGGING_EXTRA_LOGGERS``), and they
+    propagate to its console handler on the root.
+    """
+    level = os.environ.get("PREFECT_LOGGING_LEVEL", "INFO").upper()
+    for name in OWN_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(level)
