@@ -253,8 +253,8 @@ def check_max_length(base_model: str, max_length: int) -> None:
         return
     if max_length > limit:
         raise ConfigError(
-            f"max_length {max_length} is more than base model {base_model!r}'s max_position_embeddings {limit} "
-            f"({config.model_type}): use max_length <= {limit}"
+            f"max_length {max_length} is more than the max_position_embeddings {limit} of base model "
+            f"{base_model!r} ({config.model_type}); use max_length <= {limit}"
         )
 
 

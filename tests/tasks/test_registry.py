@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from modelcore.errors import ConfigError
 from modelcore.integrations import mlflow_models
 from modelcore.integrations.mlflow_models import RegistryError
 from modelcore.pipelines import pipeline
 from tasks import settings
+from tasks.data import check_max_length
 from tasks.registry import CHAMPION, decide, register, set_champion
 from tasks.tracking import start_run
 
@@ -34,20 +36,79 @@ def test_decide_needs_a_gain_above_the_minimum(new, current, min_gain, promoted)
     assert decide(new, current, min_gain)[0] is promoted
 
 
-def _register(uri, checkpoint, accuracy, name="sentiment", min_gain=0.0):
+@pytest.mark.parametrize(
+    ("new", "current", "baseline", "min_metric", "promoted", "reason"),
+    [
+        (0.568, None, 0.568, None, False, "below the floor: accuracy 0.5680 is not above the majority-class baseline"),
+        (0.50, 0.45, 0.568, None, False, "below the floor"),  # beating a bad champion is not enough
+        (0.60, None, 0.568, None, True, "above the majority-class baseline 0.5680); no champion yet"),
+        (0.75, None, 0.568, 0.80, False, "accuracy 0.7500 does not reach min_metric 0.8000"),
+        (0.80, None, 0.568, 0.80, True, "reaches min_metric 0.8000"),
+        (0.85, 0.80, 0.568, 0.80, True, "beats the champion by +0.0500 (0.8000 before"),
+        (0.80, 0.80, 0.568, None, False, "gain +0.0000 over the champion's 0.8000 is not above the min gain 0"),
+    ],
+)
+def test_a_champion_must_clear_the_baseline_and_min_metric_first(new, current, baseline, min_metric, promoted, reason):
+    decision = decide(new, current, 0.0, baseline=baseline, min_metric=min_metric, metric="accuracy")
+    assert decision[0] is promoted and reason in decision[1], decision
+
+
+def test_the_floor_follows_the_metric_direction():
+    assert decide(9.0, None, 0.0, greater_is_better=False, baseline=12.0, metric="perplexity")[0] is True
+    assert decide(12.0, None, 0.0, greater_is_better=False, baseline=12.0, metric="perplexity")[0] is False
+
+
+def _register(uri, checkpoint, accuracy, name="sentiment", min_gain=0.0, baseline=None, min_metric=None, f1=None):
     run_id = start_run.fn(uri, "registry-test", "unit", {"lr": 1e-4}, {"data_fingerprint": "abc"})
+    metrics = {"accuracy": accuracy}
+    if f1 is not None:
+        metrics["f1_macro"] = f1
+    if baseline is not None:
+        metrics |= {"baseline_accuracy": baseline[0], "baseline_f1_macro": baseline[1]}
     return register.fn(
         uri,
         run_id,
         str(checkpoint),
         name,
-        {"accuracy": accuracy},
+        metrics,
         "accuracy",
         min_gain,
         tags={"data_fingerprint": "abc"},
         input_example=TEXTS[:2],
         max_length=32,
+        min_metric=min_metric,
     )
+
+
+def test_a_majority_class_model_is_registered_but_never_champion(pipeline_home, tiny_checkpoint, caplog):
+    """The issue's 20-step run: accuracy 0.568 and macro F1 0.36 on a 56.8% majority split, no champion yet."""
+    import logging
+
+    uri = settings.tracking_uri()
+    caplog.set_level(logging.INFO, logger="tasks.registry")
+    useless = _register(uri, tiny_checkpoint, 0.568, f1=0.3622, baseline=(0.568, 0.3622))
+    assert (useless.promoted, useless.aliases, useless.champion_version) == (False, ("challenger",), None)
+    assert "not above the majority-class baseline 0.5680" in useless.reason
+    client = mlflow_models.client(uri)
+    assert "champion" not in client.get_registered_model("sentiment").aliases
+    tags = client.get_model_version("sentiment", useless.version).tags
+    assert tags["promotion"] == "not promoted" and tags["promotion_reason"] == useless.reason
+    assert (tags["baseline.accuracy"], tags["baseline.f1_macro"], tags["metric.accuracy"]) == (
+        "0.568000",
+        "0.362200",
+        "0.568000",
+    )
+    assert "metric.baseline_accuracy" not in tags
+    logged = [r.getMessage() for r in caplog.records if r.name == "tasks.registry"]
+    assert any("version 1: challenger, not champion: below the floor: accuracy 0.5680" in m for m in logged), logged
+    # the normal path: a model above the baseline becomes champion ...
+    useful = _register(uri, tiny_checkpoint, 0.83, f1=0.82, baseline=(0.568, 0.3622))
+    assert useful.promoted and useful.aliases == ("challenger", "champion")
+    assert "accuracy 0.8300 (above the majority-class baseline 0.5680); no champion yet" in useful.reason
+    # ... and one that beats it but misses min_metric does not
+    short = _register(uri, tiny_checkpoint, 0.86, f1=0.85, baseline=(0.568, 0.3622), min_metric=0.9)
+    assert not short.promoted and short.champion_version == useful.version
+    assert "does not reach min_metric 0.9000" in short.reason
 
 
 def test_champion_moves_only_on_a_gain_and_rolls_back(pipeline_home, tiny_checkpoint):
@@ -93,6 +154,10 @@ def test_models_uri_loads_the_same_model_in_modelcore_and_in_mlflow(pipeline_hom
     uri = settings.tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     _register(uri, tiny_checkpoint, 0.8, name="pulled")
+    # the max_length check reads a registered model's config through its models:/ URI
+    check_max_length("models:/pulled@champion", 512)
+    with pytest.raises(ConfigError, match="max_length 513 is more than the max_position_embeddings 512 .*pulled"):
+        check_max_length("models:/pulled@champion", 513)
     local = pipeline("text-classification", model=str(tiny_checkpoint)).predict_logits(TEXTS)
     for ref in ("models:/pulled@champion", "models:/pulled/1"):
         pulled = pipeline("text-classification", model=ref)
