@@ -119,6 +119,7 @@ def load_pretrained(
                     )
                 mismatched.append(f"{name}: stored {tuple(shape)}, model {tuple(target.shape)}")
                 continue
+            _check_dtype_kind(path, stored_name, reader.dtype(stored_name), cls, name, target)
             device = place(name)
             cast = target_dtype if target.is_floating_point() else None
             tensor = reader.read(stored_name, dtype=cast, device="cpu" if device == "disk" else device, mmap=True)
@@ -198,6 +199,23 @@ def _key_renamer(model: PreTrainedModel, stored: list[str]) -> Callable[[str], s
         return name
 
     return rename
+
+
+def _check_dtype_kind(
+    path: Path, stored_name: str, stored: torch.dtype, cls: type[PreTrainedModel], name: str, target: torch.Tensor
+) -> None:
+    """Refuse a stored tensor whose kind (floating point or not) is not what the model uses it as.
+
+    Floating-point tensors are converted to the model's dtype on load; integers and booleans are
+    not, and casting between the two kinds would turn bits into other numbers silently.
+    """
+    if stored.is_floating_point == target.is_floating_point():
+        return
+    kind = "floating-point" if target.is_floating_point() else "integer/boolean"
+    raise CheckpointError(
+        f"{path}: tensor {stored_name!r} is stored as {stored}, but {cls.__name__} uses {name!r} as a {kind} "
+        f"tensor ({target.dtype}); refusing to cast it (the file does not belong to this model, or is corrupt)"
+    )
 
 
 def _tied_targets(model: PreTrainedModel, source: str) -> list[str]:

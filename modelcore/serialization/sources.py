@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from modelcore.configuration_utils import CONFIG_NAME
+from modelcore.serialization.atomic import recover_interrupted_commit
 
 GGUF_SUFFIX = ".gguf"
 
@@ -27,18 +28,25 @@ def resolve_source(source: str | os.PathLike) -> Path:
 
     Returns:
         The directory that holds ``config.json`` / weights / tokenizer files, or the ``.gguf`` file
-        (test with :func:`is_gguf_file`; it holds config, weights and tokenizer in one).
+        (test with :func:`is_gguf_file`; it holds config, weights and tokenizer in one). A save into
+        the directory that was killed after its commit point is finished first, so config.json and
+        the weights read afterwards belong to the same save.
 
     Raises:
         FileNotFoundError: naming the source when it is neither a directory nor a known asset.
         ValueError: a directory without ``config.json`` holds several ``.gguf`` files.
+        CheckpointError: an interrupted save cannot be finished here (read-only directory).
     """
     if isinstance(source, str) and source.startswith(("models:/", "runs:/")):
         from modelcore.integrations.mlflow_models import resolve_uri
 
-        return resolve_uri(source)
+        resolved = resolve_uri(source)
+        if resolved.is_dir():
+            recover_interrupted_commit(resolved)
+        return resolved
     path = Path(source).expanduser()
     if path.is_dir():
+        recover_interrupted_commit(path)
         return _single_gguf(path) or path
     if is_gguf_file(path):
         return path
