@@ -15,21 +15,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks import settings, warmup
+from tasks import embedded, settings, warmup
 
 settings.configure_environment()  # before Prefect is imported: PREFECT_HOME and MLflow timeouts
+embedded.guard_temporary_server()  # Prefect's temporary server dies with this process, however it ends
 
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from flows.params import RetrainParams  # noqa: E402
+from modelcore.errors import is_disk_full  # noqa: E402
 from tasks.data import load_dataset, tokenize_cached  # noqa: E402
 from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
 from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
 from tasks.registry import register  # noqa: E402
-from tasks.tracking import check_tracking_server, end_run, log_to_run, replay_metrics, start_run  # noqa: E402
+from tasks.runs import FAILED, RUNNING, RunWorkspace, mark_flow_run_crashed, prune, run_key  # noqa: E402
+from tasks.tracking import (  # noqa: E402
+    check_tracking_server,
+    close_crashed_run,
+    discard_artifacts,
+    end_run,
+    log_to_run,
+    replay_metrics,
+    start_run,
+)
 from tasks.training import fine_tune  # noqa: E402
 
+MODEL_ARTIFACT = "model"  # where register() uploads the pyfunc model in the run's artifacts
 INPUT_EXAMPLES = 5  # held-out texts stored as the model's input example and used for export checks
 
 
@@ -37,16 +49,19 @@ INPUT_EXAMPLES = 5  # held-out texts stored as the model's input example and use
 def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa: B008 (pydantic default is immutable here)
     """Fine-tune, evaluate, export and register one model version; move ``champion`` only on a gain.
 
+    A run of the same parameters on the same data as an earlier run that did not finish (its process
+    was killed, or an error stopped it) resumes from that run's newest training checkpoint; a killed
+    run's MLflow run is marked FAILED and its Prefect flow run crashed (``tasks.runs``).
+
     Returns:
         A summary: MLflow run id, data fingerprint, metrics, exports, registered version, aliases,
-        whether the tokenization cache was hit, and the stage timings.
+        whether the tokenization cache was hit, what the run resumed from, and the stage timings.
     """
     warmup.wait()  # the imports and store creation begun while Prefect's server started (python -m flows.retrain)
     log = get_run_logger()
     tracking_uri = settings.tracking_uri()
     check_tracking_server(tracking_uri)  # a server that is down fails the run before any work
-    run_key = flow_run.get_id() or time.strftime("local-%Y%m%d-%H%M%S")
-    work = settings.run_dir(str(run_key))
+    flow_run_id = str(flow_run.get_id() or time.strftime("local-%Y%m%d-%H%M%S"))
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -58,13 +73,38 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
 
     data = load_dataset(params.dataset, params.text_column, params.label_column, params.test_size, params.split_seed)
     lap("load_dataset")
-    run_id = start_run(
-        tracking_uri,
-        params.experiment_name,
-        run_name=f"retrain-{flow_run.get_name() or run_key}",
-        params=params.model_dump(),
-        tags={"data_fingerprint": data.fingerprint, "dataset": params.dataset, "prefect_flow_run_id": str(run_key)},
-    )
+    prune()
+    workspace = RunWorkspace.claim(run_key(params.model_dump(), data.fingerprint))
+    work, previous = workspace.directory, workspace.previous
+    tags = {"data_fingerprint": data.fingerprint, "dataset": params.dataset, "prefect_flow_run_id": flow_run_id}
+    tags["run_key"] = workspace.key
+    if previous is not None:
+        log.info(
+            "an earlier run of these parameters on this data did not finish (%s: MLflow run %s, Prefect flow run %s); "
+            "resuming from %s",
+            "its process died" if previous.crashed else "it failed",
+            previous.mlflow_run_id,
+            previous.flow_run_id,
+            previous.checkpoint or "the start (it left no checkpoint)",
+        )
+        tags["resumed_from_run"] = str(previous.mlflow_run_id)
+    try:
+        run_id = start_run(
+            tracking_uri,
+            params.experiment_name,
+            run_name=f"retrain-{flow_run.get_name() or flow_run_id}",
+            params=params.model_dump(),
+            tags=tags,
+        )
+    except BaseException:
+        workspace.release()
+        raise
+    if previous is not None and previous.crashed:
+        if previous.mlflow_run_id:
+            close_crashed_run(tracking_uri, previous.mlflow_run_id, resumed_by=run_id)
+        if previous.flow_run_id:
+            mark_flow_run_crashed(previous.flow_run_id)
+    workspace.record(status=RUNNING, mlflow_run_id=run_id, flow_run_id=flow_run_id)
     lap("start_run")
     try:
         tokenized, cache_hit = tokenize_cached(data, params.base_model, params.max_length)
@@ -147,13 +187,21 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             max_length=params.max_length,
         )
         lap("register")
-    except BaseException:
+    except BaseException as error:
+        workspace.record(status=FAILED, error=repr(error)[:500])
+        workspace.release()
+        if is_disk_full(error):  # what a model upload wrote before the disk filled up is of no use
+            discard_artifacts(tracking_uri, run_id, MODEL_ARTIFACT)
         try:
             end_run.fn(tracking_uri, run_id, status="FAILED")
-        except Exception as error:  # the server is down: report the original failure, not this one
-            log.error("could not mark MLflow run %s FAILED (%s); it stays RUNNING", run_id, error)
+        except Exception as end_error:  # the server is down: report the original failure, not this one
+            log.error(
+                "could not mark MLflow run %s FAILED (%s); the next run of these parameters will", run_id, end_error
+            )
         raise
     end_run(tracking_uri, run_id)
+    workspace.finish()
+    workspace.release()
     summary = {
         "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri,
@@ -170,6 +218,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         "champion_version": registration.champion_version,
         "promotion": registration.reason,
         "train_runtime_s": trained["train_runtime"],
+        "resumed_from": {"mlflow_run_id": previous.mlflow_run_id, "checkpoint": trained["resumed_from"]}
+        if previous is not None
+        else None,
         "timings_s": timings,
     }
     log.info("retrain finished: %s", summary)

@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelcore.serialization.atomic import atomic_write_text
+from tasks.outputs import directory_bytes, task_output
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ def export_safetensors(checkpoint: str, output_dir: str, max_shard_size: str, ch
     from modelcore.pipelines import pipeline
 
     source = pipeline("text-classification", model=checkpoint)
-    out = Path(output_dir)
-    source.model.save_pretrained(out, max_shard_size=max_shard_size)
-    source.tokenizer.save_pretrained(out)
+    with task_output(output_dir, needed=directory_bytes(checkpoint)) as out:
+        source.model.save_pretrained(out, max_shard_size=max_shard_size)
+        source.tokenizer.save_pretrained(out)
     exported = pipeline("text-classification", model=out)
     diff = float(abs(source.predict_logits(check_texts) - exported.predict_logits(check_texts)).max())
     if diff > PARITY_TOLERANCE:
@@ -73,12 +74,14 @@ def export_onnx(
 
     out = Path(output_dir)
     common = dict(eval_data=eval_data, batch_size=32, seq_len=max_length, threads=threads, repeats=5)
-    fp32 = export_to_onnx(checkpoint, out / "onnx", task="text-classification", **common)
+    with task_output(out / "onnx", needed=directory_bytes(checkpoint)):
+        fp32 = export_to_onnx(checkpoint, out / "onnx", task="text-classification", **common)
     results = {"onnx": _summarize(fp32, passed=True)}
     if int8:
         # the same eager model, data and length as the fp32 report's "before": its accuracy is not evaluated twice
         before = results["onnx"]["metric_before"]
-        quantized = quantize_onnx(fp32, out / "onnx_int8", reference=checkpoint, before_metric=before, **common)
+        with task_output(out / "onnx_int8", needed=directory_bytes(checkpoint) // 3):
+            quantized = quantize_onnx(fp32, out / "onnx_int8", reference=checkpoint, before_metric=before, **common)
         summary = _summarize(quantized)
         drop = (summary["metric_before"] or 0.0) - (summary["metric_after"] or 0.0)
         summary["passed"] = summary["metric_after"] is not None and drop <= INT8_MAX_ACCURACY_DROP
@@ -116,9 +119,10 @@ def quantize(checkpoint: str, output_dir: str, methods: list[str], eval_data: st
     results = {}
     for method in methods:
         out = Path(output_dir) / method
-        quantize_checkpoint(
-            checkpoint, out, method, eval_data=eval_data, batch_size=32, seq_len=max_length, threads=2, repeats=5
-        )
+        with task_output(out, needed=directory_bytes(checkpoint) // 2):
+            quantize_checkpoint(
+                checkpoint, out, method, eval_data=eval_data, batch_size=32, seq_len=max_length, threads=2, repeats=5
+            )
         summary = _summarize(out)
         drop = (summary["metric_before"] or 0.0) - (summary["metric_after"] or 0.0)
         summary["passed"] = summary["metric_after"] is not None and drop <= INT8_MAX_ACCURACY_DROP

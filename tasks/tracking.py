@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from modelcore.integrations.mlflow import flatten_params, param_value, sanitize_key
 from tasks import settings
+from tasks.outputs import retry_unless_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +71,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-@task(name="start_run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(
+    name="start_run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_disk_full
+)
 def start_run(
     tracking_uri: str, experiment_name: str, run_name: str, params: dict[str, Any], tags: dict[str, str]
 ) -> str:
@@ -98,7 +101,13 @@ def start_run(
     return run.info.run_id
 
 
-@task(name="log_to_run", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5)
+@task(
+    name="log_to_run",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_disk_full,
+)
 def log_to_run(
     tracking_uri: str,
     run_id: str,
@@ -128,7 +137,9 @@ def log_to_run(
             client.log_artifact(run_id, str(path), artifact_dir or None)
 
 
-@task(name="end_run", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5)
+@task(
+    name="end_run", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=5, retry_condition_fn=retry_unless_disk_full
+)
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     from mlflow import MlflowClient
 
@@ -147,3 +158,41 @@ def replay_metrics(tracking_uri: str, pending_file: str) -> int:
     sent = replay_pending(pending_file, tracking_uri)
     logger.info("sent %d metric records the tracking server missed during training", sent)
     return sent
+
+
+@task(name="close_crashed_run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def close_crashed_run(tracking_uri: str, run_id: str, resumed_by: str) -> bool:
+    """Mark MLflow run ``run_id``, whose process died while it was RUNNING, FAILED; returns whether it was.
+
+    A run that an error ended was marked FAILED by its own flow already, and is left as it is.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        logger.warning("the crashed run's MLflow run %s cannot be read (%s); leaving it", run_id, error)
+        return False
+    if run.info.status != "RUNNING":
+        return False
+    client.set_tag(run_id, "crashed", "its process died during the run")
+    client.set_tag(run_id, "resumed_by", resumed_by)
+    client.set_terminated(run_id, status="FAILED")
+    logger.info("marked MLflow run %s FAILED: its process died while it was running", run_id)
+    return True
+
+
+def discard_artifacts(tracking_uri: str, run_id: str, artifact_path: str) -> None:
+    """Delete ``artifact_path`` of ``run_id`` from its artifact store (what a failed upload left); best effort."""
+    from mlflow import MlflowClient
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        artifact_uri = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.artifact_uri
+        get_artifact_repository(artifact_uri).delete_artifacts(artifact_path)
+    except Exception as error:  # noqa: BLE001 - cleanup after a failure must not hide that failure
+        logger.warning("could not delete the partial artifacts %r of run %s: %s", artifact_path, run_id, error)
+        return
+    logger.info("deleted the partial artifacts %r of MLflow run %s", artifact_path, run_id)

@@ -9,13 +9,17 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.outputs import retry_unless_disk_full
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "model"  # the final checkpoint inside the task's output directory
 TRAIN_LOG = "log.jsonl"  # the Trainer's log lines (loss per logging step), read by the evaluation report
 
 
-@task(name="fine_tune", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1)
+@task(
+    name="fine_tune", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1, retry_condition_fn=retry_unless_disk_full
+)
 def fine_tune(
     base_model: str,
     tokenized_path: str,
@@ -43,13 +47,19 @@ def fine_tune(
         tracking_uri, run_id: the flow's MLflow run; None disables tracking.
 
     Returns:
-        ``{"checkpoint": dir, "train_log": path, "global_step", "train_loss", "train_runtime", "pending_metrics"}``.
+        ``{"checkpoint": dir, "train_log": path, "global_step", "train_loss", "train_runtime", "pending_metrics",
+        "resumed_from": the checkpoint training resumed from, or None}``.
+
+    Raises:
+        DiskFullError: a checkpoint did not fit (naming its path and the bytes needed); the task is not
+            retried then, and no partial checkpoint is left.
     """
     import datasets
     import torch
 
     from modelcore import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
     from modelcore.integrations.mlflow import PENDING_METRICS_FILE, MLflowCallback
+    from modelcore.trainer.checkpoint import latest_checkpoint
 
     out = Path(output_dir)
     args = TrainingArguments(output_dir=str(out), report_to=[], **training)
@@ -64,10 +74,10 @@ def fine_tune(
     if run_id is not None:
         callbacks.append(MLflowCallback(tracking_uri=tracking_uri, run_id=run_id, tolerate_errors=True))
     trainer = Trainer(model, args, train_dataset=train, processing_class=tokenizer, callbacks=callbacks)
-    resume = any(out.glob("checkpoint-*"))
-    if resume:
-        logger.info("resuming from the newest checkpoint in %s", out)
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    resume = latest_checkpoint(out)
+    if resume is not None:
+        logger.info("resuming training from %s (step %s)", resume, resume.name.rsplit("-", 1)[-1])
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     checkpoint = trainer.save_model(str(out / CHECKPOINT_DIR))
     pending = out / PENDING_METRICS_FILE
     return {
@@ -77,4 +87,5 @@ def fine_tune(
         "train_loss": float(result.training_loss),
         "train_runtime": float(result.metrics["train_runtime"]),
         "pending_metrics": str(pending) if pending.is_file() else None,
+        "resumed_from": str(resume) if resume is not None else None,
     }

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from modelcore.errors import DiskFullError, free_bytes, is_disk_full
 from modelcore.trainer.callbacks import TRAINER_STATE_NAME, TrainerState
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,11 @@ def save_checkpoint(
     """
     final = output_dir / f"{PREFIX}-{state.global_step}"
     tmp = output_dir / f".{final.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    remove_stale_temporaries(output_dir)
+    needed = checkpoint_bytes(model, None if args.save_only_model else optimizer)
+    free = free_bytes(output_dir)
+    if free is not None and needed > free:
+        raise DiskFullError(final, needed=needed, free=free)
     try:
         model.save_pretrained(tmp)
         if processing_class is not None and hasattr(processing_class, "save_pretrained"):
@@ -112,10 +116,42 @@ def save_checkpoint(
         if final.exists():  # the same step saved again (e.g. at the end): replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(error) and not isinstance(error, DiskFullError):
+            raise DiskFullError(final, needed=needed, free=free_bytes(output_dir)) from error
         raise
     return final
+
+
+def checkpoint_bytes(model: Any, optimizer: torch.optim.Optimizer | None) -> int:
+    """An upper estimate of the bytes a checkpoint takes: the tensors of ``model`` and ``optimizer``, plus 4 MiB."""
+    tensors = list(model.state_dict().values())
+    if optimizer is not None:
+        tensors += [v for per_param in optimizer.state.values() for v in per_param.values() if torch.is_tensor(v)]
+    return sum(t.numel() * t.element_size() for t in tensors) + (4 << 20)  # + JSON, tokenizer, RNG states
+
+
+def remove_stale_temporaries(output_dir: Path) -> None:
+    """Remove ``.checkpoint-N.tmp-PID`` directories left by processes that died while saving."""
+    if not output_dir.is_dir():
+        return
+    for path in output_dir.glob(f".{PREFIX}-*.tmp-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        logger.info("removing %s, left by an interrupted checkpoint save", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def load_training_state(checkpoint: Path, rank: int = 0) -> tuple[TrainerState, dict | None, dict | None, dict]:

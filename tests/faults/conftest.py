@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.pipeline_fixtures import pipeline_home, real_csv, tiny_checkpoint  # noqa: F401
+
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
