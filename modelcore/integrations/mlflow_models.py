@@ -54,6 +54,9 @@ def save_pyfunc(
 ) -> Path:
     """Write an MLflow pyfunc model directory at ``path`` wrapping ``checkpoint``.
 
+    The model takes a DataFrame with a ``text`` column of strings (or a list of strings); see
+    :mod:`.mlflow_pyfunc` for what it accepts and refuses.
+
     Args:
         checkpoint: a checkpoint directory (config.json, safetensors, tokenizer files).
         path: the model directory to create (must not exist).
@@ -77,7 +80,10 @@ def save_pyfunc(
     id2label = read_config_dict(checkpoint / "config.json").get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
     outputs = [ColSpec("string", "label"), ColSpec("double", "score")]
     outputs += [ColSpec("double", f"prob_{id2label[k]}") for k in sorted(id2label, key=int)]
-    signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema(outputs))
+    # No input schema: with one, MLflow's JSON parser casts `inputs`/`instances` values to the schema's type
+    # before the model sees them ([1, 2, 3] -> "1", "2", "3"; null -> "None") and they would be scored as text.
+    # The pyfunc checks the `text` values itself and refuses what is not a string (HTTP 400 naming field and row).
+    signature = ModelSignature(inputs=None, outputs=Schema(outputs))
     example = pd.DataFrame({"text": list(input_example)}) if input_example else None
     mlflow.pyfunc.save_model(
         path=str(path),

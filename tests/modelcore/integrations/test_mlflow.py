@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -384,3 +385,113 @@ def test_a_given_tracking_uri_is_put_back_after_training(tmp_path, monkeypatch):
     callback.on_train_end(args, state, TrainerControl())
     assert tracking_utils._tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ
     assert MlflowClient(tracking_uri=uri).get_run(run_id).data.params  # the params went to the given store
+
+
+# ---------------------------------------------------------------------- the pyfunc: what it serves and what it refuses
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, minilm_dir):
+    """A pyfunc model of a seeded tiny BERT (real MiniLM tokenizer), its pipeline, and MLflow's scoring app on it.
+
+    The app is the one ``mlflow models serve`` runs (``scoring_server.init``), called over an in-process client.
+    """
+    from fastapi.testclient import TestClient
+    from mlflow.pyfunc import scoring_server
+    from mlflow.pyfunc.scoring_server import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
+
+    from modelcore import AutoTokenizer
+    from modelcore.integrations.mlflow_models import save_pyfunc
+    from modelcore.pipelines import pipeline
+
+    root = tmp_path_factory.mktemp("pyfunc")
+    tiny_model(vocab_size=30522, hidden_size=16, intermediate_size=32).save_pretrained(root / "checkpoint")
+    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(root / "checkpoint")
+    save_pyfunc(root / "checkpoint", root / "model", input_example=["a film", ""], max_length=32)
+    model = mlflow.pyfunc.load_model(str(root / "model"))
+    with pytest.MonkeyPatch.context() as patch:  # init() marks the process as a serving environment: undo it after
+        patch.setenv(_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name, "false")
+        with TestClient(scoring_server.init(model)) as client:
+            yield model, pipeline("text-classification", model=str(root / "checkpoint")), client
+
+
+TEXTS = ["a gripping, beautifully shot film", "", "dull", "the plot never quite comes together, but the cast is fun"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_records": [{"text": t} for t in TEXTS]},
+        {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}},
+        {"inputs": TEXTS},
+        {"instances": TEXTS},
+        {"inputs": {"text": TEXTS}},
+        {"inputs": [{"text": t} for t in TEXTS]},
+        {"instances": [{"text": t} for t in TEXTS]},
+    ],
+    ids=["records", "split", "inputs", "instances", "inputs-dict", "inputs-rows", "instances-rows"],
+)
+def test_every_json_format_of_valid_texts_is_scored_as_the_pipeline_scores_them(served, body):
+    model, pipe, client = served
+    response = client.post("/invocations", json=body)
+    assert response.status_code == 200, response.text
+    expected = pipe.predict_proba(TEXTS, max_length=32)
+    answer = response.json()["predictions"]
+    assert [[row["prob_LABEL_0"], row["prob_LABEL_1"]] for row in answer] == expected.tolist()
+
+
+def test_a_dataframe_a_list_and_one_string_are_scored_in_process(served):
+    import pandas as pd
+
+    model, pipe, _ = served
+    expected = pipe.predict_proba(TEXTS, max_length=32)
+    for given in (pd.DataFrame({"text": TEXTS}), TEXTS, {"text": TEXTS}):
+        assert model.predict(given)[["prob_LABEL_0", "prob_LABEL_1"]].to_numpy().tolist() == expected.tolist()
+    assert model.predict(TEXTS[0])["score"].tolist() == [float(expected[0].max())]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"inputs": [1, 2, 3]}, "'text' of row 0 must be a string, got int"),
+        ({"instances": [1.5]}, "'text' of row 0 must be a string, got float"),
+        ({"inputs": None}, "'text' must be a list of strings"),
+        ({"inputs": 7}, "'text' must be a list of strings"),
+        ({"inputs": ["fine", None]}, "'text' of row 1 must be a string, got null"),
+        ({"inputs": [["nested", "list"]]}, "'text' of row 0 must be a string, got list"),
+        ({"inputs": {"text": ["fine", None]}}, "'text' of row 1 must be a string, got null"),
+        ({"inputs": {"review": ["fine"]}}, "no 'text' field"),
+        ({"instances": [{"text": "fine"}, {"text": None}]}, "'text' of row 1 must be a string, got null"),
+        ({"inputs": [{"text": "fine"}, {"review": "b"}]}, "row 1 has no 'text' field"),
+        ({"dataframe_records": [{"text": "fine"}, {"text": None}]}, "'text' of row 1 must be a string, got null"),
+        ({"dataframe_records": [{"text": "fine"}, {"text": 3}]}, "'text' of row 1 must be a string, got int"),
+        ({"dataframe_records": [{"text": ["nested"]}]}, "'text' of row 0 must be a string, got list"),
+        ({"dataframe_records": [{"text": True}]}, "'text' of row 0 must be a string, got bool"),
+        ({"dataframe_records": [{"review": "fine"}]}, "no 'text' column (columns: ['review'])"),
+        ({"dataframe_split": {"columns": ["text"], "data": [[1], [2]]}}, "'text' of row 0 must be a string, got int"),
+        ([1, 2, 3], "input fields"),  # no format key at all: MLflow's own parser refuses it
+        (None, "input fields"),
+    ],
+)
+def test_values_that_are_not_text_are_refused_with_400_naming_the_field(served, body, message):
+    _, _, client = served
+    response = client.post("/invocations", content=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+    assert response.json()["error_code"] in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+
+
+def test_values_that_are_not_text_are_refused_in_process(served):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    model, _, _ = served
+    for given, message in [
+        ([1, 2, 3], "'text' of row 0 must be a string, got int"),
+        (["fine", None], "'text' of row 1 must be a string, got null"),
+        (pd.DataFrame({"text": ["fine", None]}), "'text' of row 1 must be a string, got null"),
+        (pd.DataFrame({"review": ["fine"]}), "no 'text' column"),
+    ]:
+        with pytest.raises(MlflowException, match=message) as info:
+            model.predict(given)
+        assert info.value.get_http_status_code() == 400
