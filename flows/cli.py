@@ -123,6 +123,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"  {'registered':<22} {summary['registered_model']} version {summary['version']} (aliases: {aliases})"
         )
         lines.append(f"  {'champion':<22} version {summary.get('champion_version')} - {summary.get('promotion')}")
+    if summary.get("resumed_from"):
+        resumed = summary["resumed_from"]
+        lines.append(
+            f"  {'resumed':<22} from {resumed.get('checkpoint') or 'the start'} "
+            f"(unfinished MLflow run {resumed.get('mlflow_run_id')})"
+        )
     lines.append(f"  {'tokenization cache':<22} {summary.get('tokenization_cache')}")
     lines.append(f"  {'mlflow run':<22} {summary.get('mlflow_run_id')}")
     if summary.get("timings_s"):
