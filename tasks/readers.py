@@ -115,14 +115,14 @@ def _read_json(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                 ) from None
         else:
             if not isinstance(document, list):
-                raise DatasetError(f"{path}: expected a JSON array of objects or JSON Lines, got a {_kind(document)}")
+                raise DatasetError(f"{path}: expected a JSON array of objects or JSON Lines, got {_kind(document)}")
             return _objects(path, [(index, item) for index, item in enumerate(document, start=1)], "item")
     records = []
     for number, line in lines:
         if not line.strip():
             continue
         try:
-            records.append((number, json.loads(line)))
+            records.append((number, json.loads(line.rstrip("\r\n"))))
         except json.JSONDecodeError as error:
             raise DatasetError(
                 f"{path}: line {number}, column {error.pos + 1}: not valid JSON ({error.msg}); "
@@ -135,13 +135,17 @@ def _objects(path: Path, records: list[tuple[int, Any]], unit: str) -> tuple[lis
     columns: dict[str, None] = {}
     for number, record in records:
         if not isinstance(record, dict):
-            raise DatasetError(f"{path}: {unit} {number}: expected a JSON object, got a {_kind(record)}")
+            raise DatasetError(f"{path}: {unit} {number}: expected a JSON object, got {_kind(record)}")
         columns.update(dict.fromkeys(record))
     return [record for _, record in records], list(columns)
 
 
 def _kind(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(type(value), type(value).__name__)
+    """``an array``, ``a string``, ... for messages."""
+    name = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def _read_parquet(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
