@@ -31,6 +31,9 @@ def test_defaults_are_the_embedded_demo():
         ({"max_shard_size": "lots"}, "max_shard_size"),
         ({"learning_rate": 1e-4}, "learning_rate"),  # a training field at the top level: unknown there
         ({"training": {"learnig_rate": 1e-4}}, "training.learnig_rate"),
+        ({"min_metric": 1.5}, "min_metric"),
+        ({"label_map": {"Fresh": " "}}, "label_map"),
+        ({"label_map": "{not json"}, "label_map"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_field(values, field):
@@ -92,3 +95,18 @@ def test_summary_names_version_aliases_and_the_ui_command():
     )
     assert "0.8312" in text and "m version 2 (aliases: challenger)" in text
     assert "mlflow ui --backend-store-uri sqlite:////x/mlflow.db --host 127.0.0.1" in text
+
+
+def test_data_and_promotion_flags_reach_the_params():
+    argv = ["--label-map", '{"Fresh": "fresh", "fresh ": "fresh"}', "--allow-similar-labels"]
+    argv += ["--min-metric", "0.75", "--no-register-model"]
+    params, _ = parse_params(RetrainParams, argv, prog="retrain")
+    assert params.label_map == {"Fresh": "fresh", "fresh ": "fresh"} and params.allow_similar_labels is True
+    assert params.min_metric == 0.75 and params.register_model is False
+    defaults = RetrainParams()
+    assert (defaults.label_map, defaults.allow_similar_labels, defaults.min_metric, defaults.register_model) == (
+        {},
+        False,
+        None,
+        True,
+    )
