@@ -215,7 +215,7 @@ def _read_index(index: Path, roots: list[str]) -> tuple[dict[str, Path], str | N
     if type(total) is not int or total < 0:
         raise CheckpointError(f"{index}: metadata.total_size must be a non-negative integer, got {total!r}")
     save_id = metadata.get(SAVE_ID_KEY)
-    if save_id is not None and not isinstance(save_id, str):
+    if SAVE_ID_KEY in metadata and not isinstance(save_id, str):
         raise CheckpointError(f"{index}: metadata.{SAVE_ID_KEY} must be a string, got {save_id!r}")
     root = index.parent
     resolved: dict[str, Path] = {}
