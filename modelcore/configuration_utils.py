@@ -18,9 +18,10 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
-from modelcore.errors import ConfigError  # noqa: F401 - re-exported: callers import it from here
+from modelcore.errors import ConfigError
+from modelcore.json_files import read_json_object
 from modelcore.serialization.atomic import atomic_write_text
-from modelcore.typecheck import matches, type_name
+from modelcore.typecheck import matches, non_finite_path, type_name
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,27 @@ CONFIG_NAME = "config.json"
 _RENAMED_KEYS = {"torch_dtype": "dtype"}
 # Fields that describe how this process runs the model, not the model: never written to config.json.
 _RUNTIME_FIELDS = ("attn_implementation", "num_labels")
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+# Sizes are checked before anything is built, so that a damaged or hostile config.json is refused with a
+# message instead of exhausting memory. The cap on the whole model is well above the largest published
+# checkpoints (dense Llama 3.1 405B: 4.1e11 parameters; the largest open mixtures of experts: about 1e12)
+# and far below the point where the number stops being a typo: 2e12 parameters are 8 TB in fp32, more than
+# any single machine can hold, and a meta-device build of it would still work.
+MAX_PARAMETERS = 2 * 10**12
+# Per-field caps, each far above every published checkpoint (in brackets: the largest we know of).
+SIZE_LIMITS: dict[str, int] = {
+    "vocab_size": 2**31 - 1,  # token ids are int32 in tokenizers and ONNX exports [262,144, Gemma 3]
+    "hidden_size": 2**20,  # [16,384, Llama 3.1 405B]
+    "intermediate_size": 2**22,  # [53,248, Llama 3.1 405B]
+    "num_hidden_layers": 10_000,  # [126, Llama 3.1 405B]
+    "num_attention_heads": 2**16,  # [128]
+    "num_key_value_heads": 2**16,
+    "head_dim": 2**16,  # [256]
+    "max_position_embeddings": 2**31 - 1,  # positions are int32 in exports [10,485,760, Llama 4 Scout]
+    "type_vocab_size": 2**16,  # [2]
+}
+MAX_LABELS = 2**20  # the classification head and id2label are built from num_labels
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -56,19 +78,27 @@ class PretrainedConfig:
     output_attentions: bool = False
     attn_implementation: str = "sdpa"
 
+    # Per-field caps (see SIZE_LIMITS); a family narrows them where a size costs memory at construction.
+    size_limits: ClassVar[dict[str, int]] = SIZE_LIMITS
+
     def __post_init__(self) -> None:
         self._extra: dict[str, Any] = {}
-        self._sync_labels()
         self._check_types()
+        self._sync_labels()
         self.validate()
+        self.check_sizes()
 
     # ----------------------------------------------------------------- labels
     def _sync_labels(self) -> None:
+        name = type(self).__name__
+        if self.num_labels is not None and not 1 <= self.num_labels <= MAX_LABELS:
+            raise ConfigError(f"{name}.num_labels must be in [1, {MAX_LABELS:,}], got {self.num_labels:,}")
         if self.id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            self.id2label = {_label_id(k, f"{name}.id2label"): _label_name(v, k) for k, v in self.id2label.items()}
             if self.num_labels is not None and self.num_labels != len(self.id2label):
                 raise ConfigError(
-                    f"num_labels={self.num_labels} disagrees with id2label, which has {len(self.id2label)} labels"
+                    f"{name}.num_labels={self.num_labels} disagrees with id2label, "
+                    f"which has {len(self.id2label)} labels"
                 )
         else:
             n = 2 if self.num_labels is None else self.num_labels
@@ -76,7 +106,7 @@ class PretrainedConfig:
         if self.label2id is None or len(self.label2id) != len(self.id2label):
             self.label2id = {v: k for k, v in self.id2label.items()}
         else:
-            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            self.label2id = {str(k): _label_id(v, f"{name}.label2id[{k!r}]") for k, v in self.label2id.items()}
         object.__setattr__(self, "num_labels", len(self.id2label))
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -89,32 +119,75 @@ class PretrainedConfig:
 
     # ------------------------------------------------------------- validation
     def _check_types(self) -> None:
+        """Each field has its annotated type, and no float in it (nested ones too) is NaN or infinite.
+
+        Every range check (``eps > 0``, ``0 <= p < 1``) is then a check on a finite number: ``NaN > 0`` is
+        False, so a NaN would pass a check written as "refuse if <= 0", and ``inf`` passes "> 0".
+        """
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if not matches(value, hints[field.name]):
                 raise ConfigError(
                     f"{type(self).__name__}.{field.name} must be {type_name(hints[field.name])}, "
-                    f"got {value!r} ({type(value).__name__})"
+                    f"got {_short_repr(value)} ({type(value).__name__})"
                 )
+            found = non_finite_path(value, f"{type(self).__name__}.{field.name}")
+            if found is not None:
+                where, bad = found
+                raise ConfigError(f"{where} must be a finite number, got {bad!r}")
 
     def validate(self) -> None:
         """Check constraints between fields; raise ``ConfigError`` naming the field."""
-        if self.num_labels is not None and self.num_labels < 1:
-            raise ConfigError(f"num_labels must be >= 1, got {self.num_labels}")
         if self.attn_implementation not in ("eager", "sdpa"):
             raise ConfigError(f"attn_implementation must be 'eager' or 'sdpa', got {self.attn_implementation!r}")
+        self._require_one_of("problem_type", PROBLEM_TYPES)
+
+    def check_sizes(self) -> None:
+        """Refuse sizes no real checkpoint has, before any tensor is allocated.
+
+        Each field of ``size_limits`` must be within its cap, and the parameter count estimated from the
+        config (``parameter_estimate``) within ``MAX_PARAMETERS``.
+
+        Raises:
+            ConfigError: naming the field(s) and, for the total, the estimate and the terms that dominate it.
+        """
+        name = type(self).__name__
+        for field_name, limit in self.size_limits.items():
+            value = getattr(self, field_name, None)
+            if isinstance(value, int) and value > limit:
+                raise ConfigError(
+                    f"{name}.{field_name}={value:,} is above {limit:,}, far larger than any real checkpoint; "
+                    "the value is damaged or mistyped"
+                )
+        terms = self.parameter_estimate()
+        total = sum(terms.values())
+        if total > MAX_PARAMETERS:
+            largest = sorted(terms.items(), key=lambda item: -item[1])[:3]
+            detail = ", ".join(f"{term}: {count:.3g}" for term, count in largest)
+            raise ConfigError(
+                f"{name} would have about {total:.3g} parameters ({4 * total / 1e12:.3g} TB in fp32), above the "
+                f"limit of {MAX_PARAMETERS:.3g}; largest terms: {detail}"
+            )
+
+    def parameter_estimate(self) -> dict[str, int]:
+        """The model's parameter count by term, e.g. ``{"embeddings (vocab_size x hidden_size)": ...}``.
+
+        Families override this; the base class knows no sizes and returns ``{}``. The count may be rough
+        (a head more or less), as it only guards against sizes off by orders of magnitude.
+        """
+        return {}
 
     def _require_positive(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)
-            if value <= 0:
+            if value is None or value <= 0:
                 raise ConfigError(f"{type(self).__name__}.{name} must be > 0, got {value}")
 
     def _require_non_negative(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)
-            if value < 0:
+            if value is None or value < 0:
                 raise ConfigError(f"{type(self).__name__}.{name} must be >= 0, got {value}")
 
     def _require_probability(self, *names: str) -> None:
@@ -188,12 +261,31 @@ class PretrainedConfig:
         config = cls(**known)
         for key, value in extra.items():
             config._extra[key] = value
-            object.__setattr__(config, key, value)
+            if _is_free_attribute(config, key):  # a key named like a method or "__class__" is kept, not set
+                object.__setattr__(config, key, value)
         return config
 
     @classmethod
+    def from_file_dict(
+        cls, config_dict: dict[str, Any], where: str | os.PathLike, **overrides: Any
+    ) -> PretrainedConfig:
+        """``from_dict`` for a dict read from a file: a ``ConfigError`` names the file first.
+
+        Args:
+            config_dict: the parsed ``config.json`` (or GGUF metadata).
+            where: the file it came from.
+            **overrides: as in ``from_dict``.
+        """
+        try:
+            return cls.from_dict(config_dict, **overrides)
+        except ConfigError as err:
+            with_overrides = f" (with overrides {', '.join(sorted(overrides))})" if overrides else ""
+            raise ConfigError(f"{where}{with_overrides}: {err}") from err
+
+    @classmethod
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> PretrainedConfig:
-        return cls.from_dict(read_config_dict(Path(path)), **overrides)
+        """Load a configuration from a ``config.json`` file; errors name the file."""
+        return cls.from_file_dict(read_config_dict(Path(path)), path, **overrides)
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> PretrainedConfig:
@@ -204,8 +296,8 @@ class PretrainedConfig:
                 (see ``modelcore.serialization.sources``).
             **overrides: field values replacing the stored ones.
         """
-        data, _ = read_source_config(source)
-        return cls.from_dict(data, **overrides)
+        data, where = read_source_config(source)
+        return cls.from_file_dict(data, where, **overrides)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__} {self.to_json_string()}"
@@ -215,16 +307,10 @@ class PretrainedConfig:
 
 
 def read_config_dict(path: Path) -> dict[str, Any]:
-    """Parse a ``config.json``; errors name the file."""
+    """Parse a ``config.json``; a file that is not UTF-8, not JSON or not an object is a ``ConfigError`` naming it."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path, ConfigError)
 
 
 def read_source_config(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
@@ -249,6 +335,31 @@ def read_source_config(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
 
 
 # ------------------------------------------------------------------- helpers
+def _label_id(value: Any, where: str) -> int:
+    """A label id from ``id2label``'s keys (strings in JSON) or ``label2id``'s values."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+        return int(value)
+    raise ConfigError(f"{where}: label ids must be integers, got {_short_repr(value)}")
+
+
+def _label_name(value: Any, key: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"id2label[{key!r}] must be a label name, got {_short_repr(value)}")
+    return str(value)
+
+
+def _is_free_attribute(config: PretrainedConfig, key: str) -> bool:
+    """Whether an unknown config.json key can become an attribute without shadowing the class or our state."""
+    return key.isidentifier() and not key.startswith("__") and not hasattr(type(config), key) and key != "_extra"
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

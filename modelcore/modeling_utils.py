@@ -10,7 +10,10 @@ Subclass contract (a family's model file):
   ``_keys_to_ignore_on_load_missing`` (regexes of checkpoint keys that are fine to drop / lack).
 * ``__init__(self, config)`` calls ``super().__init__(config)`` first, builds submodules and ends
   with ``self.post_init()``, which applies ``_init_weights`` to every module and ties weights.
-* ``_init_weights(self, module)`` initializes one module the way the family's checkpoints were.
+* ``_init_weights(self, module)`` initializes one module the way the family's checkpoints were, including
+  the non-persistent buffers it computes at construction (position ids...): a model built on the meta
+  device by ``from_pretrained`` gets those buffers from it (or the module computes them on the CPU itself
+  when ``torch.get_default_device()`` is meta, as ``RotaryEmbedding`` does).
 * ``get_input_embeddings`` / ``set_input_embeddings``; LM heads also ``get_output_embeddings``.
 """
 
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,30 +43,21 @@ _building_empty: contextvars.ContextVar[bool] = contextvars.ContextVar("modelcor
 
 @contextlib.contextmanager
 def init_empty_weights() -> Iterator[None]:
-    """Build models with parameters on the meta device and no weight init (buffers stay real).
+    """Build models with every tensor on the meta device and no weight init; computed buffers are made real.
 
-    Buffers are small and often computed (rotary frequencies), so they are created as usual.
+    Construction runs under ``torch.device("meta")``, so a parameter never exists on the CPU: building a
+    model of any size allocates nothing (its weights come from a checkpoint afterwards). Buffers that are
+    never in a checkpoint (non-persistent: BERT's position ids, rotary ``inv_freq``) are materialized on the
+    CPU by ``post_init`` and filled by the family's ``_init_weights``; modules that compute such a buffer on
+    the CPU themselves when the default device is meta (``RotaryEmbedding``) keep theirs as computed.
+    The device context is per thread, like the flag ``post_init`` reads, so a model built meanwhile in
+    another thread is built as usual.
     """
-    register = nn.Module.register_parameter
-
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        register(module, name, param)
-        if param is not None:
-            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-
-    # torch's own reset_parameters() would run random init on meta tensors, which is wasted work and
-    # imports torch._dynamo (about 2 s) on first use: the init functions become no-ops meanwhile.
-    originals = {name: getattr(nn.init, name) for name in _TORCH_INIT_FUNCTIONS}
     token = _building_empty.set(True)
-    nn.Module.register_parameter = register_on_meta
-    for name in originals:
-        setattr(nn.init, name, _skip_init)
     try:
-        yield
+        with _torch_init_skipped(), torch.device("meta"):
+            yield
     finally:
-        nn.Module.register_parameter = register
-        for name, fn in originals.items():
-            setattr(nn.init, name, fn)
         _building_empty.reset(token)
 
 
@@ -81,10 +77,92 @@ _TORCH_INIT_FUNCTIONS = (
     "orthogonal_",
     "sparse_",
 )
+_init_patch_lock = threading.Lock()
+_init_patch_users = 0
+_original_init_functions: dict[str, Callable[..., torch.Tensor]] = {}
 
 
-def _skip_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return tensor
+@contextlib.contextmanager
+def _torch_init_skipped() -> Iterator[None]:
+    """Make torch's ``nn.init`` functions no-ops for code building under ``init_empty_weights``.
+
+    torch's own ``reset_parameters()`` would run random init on meta tensors, which is wasted work and
+    imports torch._dynamo (about 2 s) on first use. The functions are replaced while any thread builds
+    empty, by wrappers that skip only where ``_building_empty`` is set (a context variable, so per thread):
+    a model initialized at the same time in another thread is initialized as usual.
+    """
+    global _init_patch_users
+    with _init_patch_lock:
+        if _init_patch_users == 0:
+            for name in _TORCH_INIT_FUNCTIONS:
+                _original_init_functions[name] = getattr(nn.init, name)
+                setattr(nn.init, name, _skipping(_original_init_functions[name]))
+        _init_patch_users += 1
+    try:
+        yield
+    finally:
+        with _init_patch_lock:
+            _init_patch_users -= 1
+            if _init_patch_users == 0:
+                for name, function in _original_init_functions.items():
+                    setattr(nn.init, name, function)
+                _original_init_functions.clear()
+
+
+def _skipping(init_function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    @functools.wraps(init_function)
+    def skip_while_building_empty(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if _building_empty.get():
+            return tensor
+        return init_function(tensor, *args, **kwargs)
+
+    return skip_while_building_empty
+
+
+def _materialize_computed_buffers(model: PreTrainedModel) -> None:
+    """Give the meta non-persistent buffers of ``model`` real CPU storage and their values, from ``_init_weights``.
+
+    Those buffers are computed at construction (never loaded), so building on the meta device loses their
+    values. Each is allocated filled with a sentinel; the family's ``_init_weights`` on the module holding it
+    must overwrite it (the subclass contract), which is checked.
+    """
+    pending: list[tuple[str, nn.Module, str]] = []
+    for module_name, module in model.named_modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer.is_meta and name in module._non_persistent_buffers_set:
+                module._buffers[name] = _sentinel_like(buffer)
+                pending.append((module_name, module, name))
+    if not pending:
+        return
+    with torch.device("cpu"), torch.no_grad():
+        for module in {id(m): m for _, m, _ in pending}.values():
+            model._init_weights(module)
+    for module_name, module, name in pending:
+        if _untouched(module._buffers[name]):
+            raise RuntimeError(
+                f"{type(model).__name__}._init_weights left the buffer {module_name}.{name} unset: a model built "
+                "on the meta device (from_pretrained) needs it to compute its non-persistent buffers"
+            )
+
+
+def _untouched(buffer: torch.Tensor | None) -> bool:
+    """Whether every element of ``buffer`` still holds the sentinel of ``_sentinel_like``."""
+    if buffer is None or buffer.is_meta or buffer.numel() == 0:
+        return False
+    if buffer.is_floating_point() or buffer.is_complex():
+        return bool(torch.isnan(buffer).all())
+    return torch.equal(buffer, _sentinel_like(buffer))
+
+
+def _sentinel_like(buffer: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor shaped like ``buffer``, filled with a value no computed buffer holds everywhere."""
+    if buffer.is_floating_point() or buffer.is_complex():
+        value: float | int | bool = float("nan")
+    elif buffer.dtype == torch.bool:
+        value = True
+    else:
+        value = torch.iinfo(buffer.dtype).min
+    return torch.full(buffer.shape, value, dtype=buffer.dtype, device="cpu")
 
 
 class PreTrainedModel(nn.Module):
@@ -102,12 +180,19 @@ class PreTrainedModel(nn.Module):
             raise TypeError(
                 f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}"
             )
+        config.check_sizes()  # the config may have been changed since it was validated: refuse before allocating
         self.config = config
 
     # ------------------------------------------------------------ init & tying
     def post_init(self) -> None:
-        """Initialize every module's weights, then tie the weights the config asks to tie."""
-        if not _building_empty.get():
+        """Initialize every module's weights, then tie the weights the config asks to tie.
+
+        Under ``init_empty_weights`` the weights stay uninitialized on the meta device; only the computed
+        (non-persistent) buffers are made real, by ``_init_weights`` on the modules holding them.
+        """
+        if _building_empty.get():
+            _materialize_computed_buffers(self)
+        else:
             self.apply(self._init_weights)
         self.tie_weights()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any, Union
@@ -36,3 +37,28 @@ def type_name(hint: Any) -> str:
     if hint is type(None):
         return "None"
     return str(hint) if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+
+
+def non_finite_path(value: Any, name: str) -> tuple[str, float] | None:
+    """The first NaN or infinite float in ``value`` (nested in dicts and lists too), or None.
+
+    JSON files can hold ``NaN`` and ``Infinity`` (Python's json reads them), and a NaN passes every range
+    check written as a comparison, so fields are checked for them once, here, before any range check.
+
+    Args:
+        value: a field's value.
+        name: the field's name, the root of the returned path.
+
+    Returns:
+        ``(path, value)``, e.g. ``("LlamaConfig.rope_scaling['factor']", nan)``, or None when all are finite.
+    """
+    stack = [(name, value)]  # iterative: a nested value may be as deep as the JSON parser allows
+    while stack:
+        path, current = stack.pop()
+        if isinstance(current, float) and not math.isfinite(current):
+            return path, current
+        if isinstance(current, dict):
+            stack.extend((f"{path}[{key!r}]", item) for key, item in reversed(list(current.items())))
+        elif isinstance(current, (list, tuple)):
+            stack.extend((f"{path}[{index}]", item) for index, item in reversed(list(enumerate(current))))
+    return None

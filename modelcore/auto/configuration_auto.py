@@ -13,8 +13,10 @@ _CONFIGS: dict[str, str | type[PretrainedConfig]] = {name: family.config for nam
 
 def config_class_for(model_type: str, where: str = "") -> type[PretrainedConfig]:
     """The registered config class of ``model_type``; the error names ``where`` it came from."""
+    origin = f"{where}: " if where else ""
+    if not isinstance(model_type, str):
+        raise ConfigError(f"{origin}model_type must be a string, got {model_type!r}"[:300])
     if model_type not in _CONFIGS:
-        origin = f"{where}: " if where else ""
         raise ConfigError(
             f"{origin}unknown model_type {model_type!r}; known model types: {', '.join(sorted(_CONFIGS))} "
             "(register a new family with AutoConfig.register)"
@@ -34,7 +36,7 @@ class AutoConfig:
         data, where = read_source_config(source)
         if "model_type" not in data:
             raise ConfigError(f"{where}: has no 'model_type' key, so its model family is unknown")
-        return config_class_for(data["model_type"], where).from_dict(data, **overrides)
+        return config_class_for(data["model_type"], where).from_file_dict(data, where, **overrides)
 
     @staticmethod
     def for_model(model_type: str, **kwargs: Any) -> PretrainedConfig:

@@ -25,8 +25,11 @@ class _AutoModel:
 
     @classmethod
     def model_class_for(cls, model_type: str, where: str = "") -> type[PreTrainedModel]:
+        """The registered model class of ``model_type`` for this task; the error names ``where`` it came from."""
+        origin = f"{where}: " if where else ""
+        if not isinstance(model_type, str):
+            raise ConfigError(f"{origin}model_type must be a string, got {model_type!r}"[:300])
         if model_type not in cls._registry:
-            origin = f"{where}: " if where else ""
             raise ConfigError(
                 f"{origin}{cls.__name__} has no model for model_type {model_type!r}; "
                 f"supported: {', '.join(sorted(cls._registry)) or 'none'}"

@@ -353,3 +353,106 @@ def test_llama_bare_model_from_causal_lm_checkpoint(tmp_path):
     lm.save_pretrained(tmp_path)
     bare = LlamaModel.from_pretrained(tmp_path)
     torch.testing.assert_close(bare(IDS).last_hidden_state, lm.model(IDS).last_hidden_state, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ building on the meta device
+class _CpuAllocations(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the bytes of every CPU tensor an op creates while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
+                self.bytes += tensor.untyped_storage().nbytes()
+        return out
+
+
+def test_init_empty_weights_builds_a_5gb_model_without_allocating_it():
+    import psutil
+
+    from modelcore.modeling_utils import init_empty_weights
+
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=16
+    )
+    with init_empty_weights():  # warm up: first-use imports and caches are not the model's memory
+        LlamaForCausalLM(tiny_config_like(config))
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
+    with init_empty_weights():
+        model = LlamaForCausalLM(config)
+    rss_growth = process.memory_info().rss - rss_before
+    assert model.num_parameters() * 4 > 4.5e9  # about 4.8 GB in fp32
+    assert all(p.is_meta for p in model.parameters())
+    assert rss_growth < 50 * 2**20, rss_growth
+    # Before, every parameter was first created on the CPU (torch.empty: 4.8 GB of untouched pages, which
+    # RSS does not show), then moved to meta: count what construction allocates on the CPU, op by op.
+    with init_empty_weights(), _CpuAllocations() as allocations:
+        LlamaForCausalLM(config)
+    assert allocations.bytes < 100_000, allocations.bytes  # only the rotary frequencies are real
+    inv_freq = model.model.rotary_emb.inv_freq
+    assert not inv_freq.is_meta and torch.equal(inv_freq, LlamaModel(tiny_config_like(config)).rotary_emb.inv_freq)
+
+
+def tiny_config_like(config: LlamaConfig) -> LlamaConfig:
+    """A one-layer config with the same head_dim and rope settings (the same rotary frequencies)."""
+    return LlamaConfig(
+        vocab_size=8,
+        hidden_size=config.head_dim * 2,
+        intermediate_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        rope_theta=config.rope_theta,
+    )
+
+
+def test_meta_build_gives_computed_buffers_their_values_and_loads_exactly(tmp_path):
+    from modelcore.modeling_utils import init_empty_weights
+
+    model = tiny_bert(BertForMaskedLM, max_position_embeddings=40)
+    model.save_pretrained(tmp_path)
+    with init_empty_weights():
+        empty = BertForMaskedLM(model.config)
+    embeddings = empty.bert.embeddings
+    assert embeddings.word_embeddings.weight.is_meta
+    assert torch.equal(embeddings.position_ids, torch.arange(40)[None])  # computed at init, not in the checkpoint
+    assert torch.equal(embeddings.token_type_ids, torch.zeros(1, 40, dtype=torch.long))
+    loaded = BertForMaskedLM.from_pretrained(tmp_path)
+    assert_same_state(model, loaded)
+    assert torch.equal(loaded.bert.embeddings.position_ids, model.bert.embeddings.position_ids)
+    ids = torch.tensor([[1, 5, 9, 2]])
+    torch.testing.assert_close(loaded(ids).logits, model.eval()(ids).logits, rtol=0, atol=0)
+
+
+def test_building_empty_in_one_thread_leaves_other_threads_building_normally():
+    import threading
+
+    from modelcore.modeling_utils import init_empty_weights
+
+    inside, built = threading.Event(), threading.Event()
+    results = {}
+
+    def build_empty():
+        with init_empty_weights():
+            inside.set()
+            built.wait(timeout=30)
+            results["empty"] = torch.nn.Linear(4, 4)
+
+    thread = threading.Thread(target=build_empty)
+    thread.start()
+    assert inside.wait(timeout=30)
+    try:
+        results["normal"] = tiny_llama()  # in this thread, while the other one is inside init_empty_weights
+    finally:
+        built.set()
+        thread.join(timeout=30)
+    # Before, init_empty_weights patched nn.Module.register_parameter for every thread.
+    normal = results["normal"]
+    assert not any(p.is_meta for p in normal.parameters())
+    assert normal.model.layers[0].mlp.up_proj.weight.std() > 0.01  # initialized, not skipped
+    assert results["empty"].weight.is_meta
+    assert torch.nn.init.normal_ is not None and not hasattr(torch.nn.init.normal_, "__wrapped__")  # restored

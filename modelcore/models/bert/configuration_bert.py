@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from modelcore.configuration_utils import ConfigError, PretrainedConfig
+from modelcore.configuration_utils import PROBLEM_TYPES, SIZE_LIMITS, ConfigError, PretrainedConfig
 from modelcore.nn.activation_names import ACTIVATION_NAMES
 
-PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+__all__ = ["PROBLEM_TYPES", "BertConfig"]
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)
@@ -39,6 +39,9 @@ class BertConfig(PretrainedConfig):
     """
 
     model_type: ClassVar[str] = "bert"
+    # Position and segment ids are real (1, max_position_embeddings) int64 buffers even on the meta device:
+    # 2**20 positions cost 16 MB there [8,192 in the longest BERT-style checkpoints].
+    size_limits: ClassVar[dict[str, int]] = {**SIZE_LIMITS, "max_position_embeddings": 2**20}
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -88,4 +91,18 @@ class BertConfig(PretrainedConfig):
             raise ConfigError(f"{name}.is_decoder=True is not supported: only the bidirectional encoder is modelled")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"{name}.pad_token_id ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})")
-        self._require_one_of("problem_type", PROBLEM_TYPES)
+
+    def parameter_estimate(self) -> dict[str, int]:
+        """Parameters by term: embeddings, encoder layers, pooler and the largest head (MLM or classifier)."""
+        h, inter = self.hidden_size, self.intermediate_size
+        attention = 4 * (h * h + h) + 2 * h  # q, k, v, output dense, LayerNorm
+        feed_forward = h * inter + inter + inter * h + h + 2 * h
+        return {
+            "embeddings (vocab_size x hidden_size)": self.vocab_size * h,
+            "positions (max_position_embeddings x hidden_size)": self.max_position_embeddings * h,
+            "segments (type_vocab_size x hidden_size)": self.type_vocab_size * h,
+            "layers (num_hidden_layers x hidden_size x (4 hidden_size + 2 intermediate_size))": (
+                self.num_hidden_layers * (attention + feed_forward)
+            ),
+            "pooler and heads (hidden_size x (hidden_size + num_labels))": h * (h + self.num_labels + 4),
+        }

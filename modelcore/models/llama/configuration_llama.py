@@ -110,6 +110,13 @@ class LlamaConfig(PretrainedConfig):
             "rope_theta",
             "pretraining_tp",
         )
+        if self.head_dim % 2:
+            raise ConfigError(f"LlamaConfig.head_dim={self.head_dim} must be even: rotary embeddings rotate pairs")
+        if self.rope_theta <= 1:
+            raise ConfigError(
+                f"LlamaConfig.rope_theta={self.rope_theta} must be > 1: it is the base of the rotary frequencies "
+                "(10000 in Llama 2, 500000 in Llama 3)"
+            )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"LlamaConfig.num_attention_heads={self.num_attention_heads} is not divisible by "
@@ -120,6 +127,24 @@ class LlamaConfig(PretrainedConfig):
         self._require_non_negative("initializer_range")
         if self.rope_scaling is not None:
             _validate_rope_scaling(self.rope_scaling)
+            if self.rope_type == "dynamic" and self.head_dim <= 2:
+                raise ConfigError(f"LlamaConfig.head_dim={self.head_dim} must be > 2 for dynamic rope scaling")
+
+    def parameter_estimate(self) -> dict[str, int]:
+        """Parameters by term: token embeddings, decoder layers, final norm and the LM head (unless tied)."""
+        h, hd, nh, nkv = self.hidden_size, self.head_dim, self.num_attention_heads, self.num_key_value_heads
+        attention = h * hd * (2 * nh + 2 * nkv) + (hd * (nh + 2 * nkv) + h if self.attention_bias else 0)
+        mlp = 3 * h * self.intermediate_size + (2 * self.intermediate_size + h if self.mlp_bias else 0)
+        terms = {
+            "embeddings (vocab_size x hidden_size)": self.vocab_size * h,
+            "layers (num_hidden_layers x hidden_size x (head_dim x heads + 3 intermediate_size))": (
+                self.num_hidden_layers * (attention + mlp + 2 * h)
+            ),
+            "final norm and classifier (hidden_size x (1 + num_labels))": h * (1 + self.num_labels),
+        }
+        if not self.tie_word_embeddings:
+            terms["lm_head (vocab_size x hidden_size)"] = self.vocab_size * h
+        return terms
 
     # ------------------------------------------------------------------ rotary
     @property
@@ -158,6 +183,10 @@ class LlamaConfig(PretrainedConfig):
         return super().from_dict(data, **overrides)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
@@ -170,18 +199,42 @@ def _with_rope_type(scaling: dict[str, Any]) -> dict[str, Any]:
     return scaling
 
 
+# rope_scaling keys the frequency functions compute with: each must be a number > 0 (>= 0 for the mscales,
+# where 0 means "not set"), so that no division by zero, log of a negative or NaN reaches the model.
+_ROPE_POSITIVE_KEYS = (
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+    "attention_factor",
+    "beta_fast",
+    "beta_slow",
+)
+_ROPE_NON_NEGATIVE_KEYS = ("mscale", "mscale_all_dim")
+
+
 def _validate_rope_scaling(scaling: dict[str, Any]) -> None:
     rope_type = scaling.get("rope_type")
-    if rope_type not in ROPE_REQUIRED_KEYS:
+    if not isinstance(rope_type, str) or rope_type not in ROPE_REQUIRED_KEYS:
         raise ConfigError(
             f"LlamaConfig.rope_scaling has rope_type {rope_type!r}; expected one of {list(ROPE_REQUIRED_KEYS)}"
         )
     missing = [key for key in ROPE_REQUIRED_KEYS[rope_type] if scaling.get(key) is None]
     if missing:
         raise ConfigError(f"LlamaConfig.rope_scaling of rope_type {rope_type!r} is missing {', '.join(missing)}")
-    factor = scaling.get("factor")
-    if factor is not None and (not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0):
-        raise ConfigError(f"LlamaConfig.rope_scaling factor must be a number > 0, got {factor!r}")
+    for key in (*_ROPE_POSITIVE_KEYS, *_ROPE_NON_NEGATIVE_KEYS):
+        value = scaling.get(key)
+        if value is None:
+            continue
+        non_negative = key in _ROPE_NON_NEGATIVE_KEYS
+        if not _is_number(value) or not (value >= 0 if non_negative else value > 0):
+            bound = ">= 0" if non_negative else "> 0"
+            raise ConfigError(f"LlamaConfig.rope_scaling {key} must be a number {bound}, got {value!r}")
+    original = scaling.get("original_max_position_embeddings")
+    if original is not None and not isinstance(original, int):
+        raise ConfigError(f"LlamaConfig.rope_scaling original_max_position_embeddings must be an int, got {original!r}")
+    if not isinstance(scaling.get("truncate", True), bool):
+        raise ConfigError(f"LlamaConfig.rope_scaling truncate must be true or false, got {scaling['truncate']!r}")
     if rope_type == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
         raise ConfigError(
             "LlamaConfig.rope_scaling high_freq_factor must be greater than low_freq_factor, got "
