@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from modelcore.errors import CheckpointError, DiskFullError, free_bytes
+from modelcore.errors import CheckpointError, DiskFullError, free_bytes, is_disk_full
 
 try:
     import fcntl
@@ -44,8 +44,8 @@ _READ_ONLY_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 # ------------------------------------------------------------------ one file
-def disk_full(error: OSError, path: str | os.PathLike, needed: int | None = None) -> DiskFullError | None:
-    """The :class:`DiskFullError` to raise for ``error`` when it is ENOSPC/EDQUOT, else None.
+def disk_full(error: BaseException, path: str | os.PathLike, needed: int | None = None) -> DiskFullError | None:
+    """The :class:`DiskFullError` to raise for ``error`` when it is (or comes from) ENOSPC/EDQUOT, else None.
 
     Args:
         error: the error a write raised.
@@ -55,10 +55,10 @@ def disk_full(error: OSError, path: str | os.PathLike, needed: int | None = None
     Returns:
         A DiskFullError naming ``path``, ``needed`` and the bytes free there; None for other errors.
     """
-    if isinstance(error, DiskFullError):
-        return error
-    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+    if not is_disk_full(error):
         return None
+    if isinstance(error, DiskFullError) and needed is None:
+        needed = error.needed
     return DiskFullError(path, needed=needed, free=free_bytes(path))
 
 
@@ -67,7 +67,7 @@ def new_temp_file(path: Path) -> Path:
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        full = disk_full(err, path.parent)
+        full = disk_full(err, path)
         if full is not None:
             raise full from err
         raise
@@ -124,8 +124,8 @@ def atomic_path(path: Path, size_hint: int | None = None) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
-        full = disk_full(err, path, size_hint) if isinstance(err, OSError) else None
-        if full is not None and full is not err:
+        full = disk_full(err, path, size_hint)
+        if full is not None:
             raise full from err
         raise
 

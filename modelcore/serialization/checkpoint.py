@@ -34,12 +34,11 @@ from pathlib import Path
 
 import torch
 
-from modelcore.errors import CheckpointError, DiskFullError, SafetensorsError, free_bytes
+from modelcore.errors import CheckpointError, DiskFullError, SafetensorsError, free_bytes, is_disk_full
 from modelcore.serialization.atomic import (
     JOURNAL_NAME,
     apply_journal,
     directory_lock,
-    disk_full,
     finish_commit,
     fsync_file,
     is_temp_name,
@@ -458,9 +457,9 @@ def _write_temporaries(directory: Path, pending: list[_PendingFile]) -> list[tup
     except BaseException as err:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
-        full = disk_full(err, directory / item.name, sum(p.size for p in pending)) if isinstance(err, OSError) else None
-        if full is not None and full is not err:
-            raise full from err
+        if isinstance(err, OSError) and is_disk_full(err):
+            needed = sum(p.size for p in pending)
+            raise DiskFullError(directory / item.name, needed=needed, free=free_bytes(directory)) from err
         raise
     return written
 
