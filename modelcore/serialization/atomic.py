@@ -154,7 +154,14 @@ def directory_lock(directory: Path) -> Iterator[None]:
         return
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:  # a filesystem without locks (some network mounts): commits stay atomic
+            if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            logger.debug(
+                "%s: no advisory lock on this filesystem (%s); concurrent saves are not serialized", directory, err
+            )
         yield
     finally:
         os.close(fd)  # closing the last descriptor releases the lock

@@ -384,8 +384,9 @@ def save_state_dict(
         try:
             write_journal(directory, save_id, renames, stale)  # the commit point
         except BaseException:
-            for tmp, _ in renames:
-                tmp.unlink(missing_ok=True)
+            if not os.path.lexists(directory / JOURNAL_NAME):  # not committed (else the record needs the temps)
+                for tmp, _ in renames:
+                    tmp.unlink(missing_ok=True)
             raise
         for name in stale:
             logger.info("removing stale weight file %s", directory / name)
