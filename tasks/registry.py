@@ -19,6 +19,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelcore.integrations import mlflow_models
+from tasks.outputs import retry_unless_disk_full
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ def champion_metric(name: str, metric: str, tracking_uri: str) -> tuple[str | No
     return version.version, (float(value) if value is not None else None)
 
 
-@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(
+    name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_disk_full
+)
 def register(
     tracking_uri: str,
     run_id: str,
@@ -184,7 +187,13 @@ def _wait_ready(client: Any, name: str, version: str, timeout: float = 60.0) -> 
         time.sleep(0.5)
 
 
-@task(name="set_champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(
+    name="set_champion",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_disk_full,
+)
 def set_champion(tracking_uri: str, name: str, version: str | None, reason: str, rollback: bool = False) -> str:
     """Move ``champion`` of ``name`` to ``version``, or back to the previous champion when ``rollback``.
 

@@ -146,7 +146,13 @@ def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     MlflowClient(tracking_uri=tracking_uri).set_terminated(run_id, status=status)
 
 
-@task(name="replay_metrics", cache_policy=NO_CACHE, retries=5, retry_delay_seconds=10)
+@task(
+    name="replay_metrics",
+    cache_policy=NO_CACHE,
+    retries=5,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_unless_disk_full,
+)
 def replay_metrics(tracking_uri: str, pending_file: str) -> int:
     """Send the metrics the tracking server missed during training (it was down); retried while it restarts.
 
@@ -160,7 +166,13 @@ def replay_metrics(tracking_uri: str, pending_file: str) -> int:
     return sent
 
 
-@task(name="close_crashed_run", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(
+    name="close_crashed_run",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=retry_unless_disk_full,
+)
 def close_crashed_run(tracking_uri: str, run_id: str, resumed_by: str) -> bool:
     """Mark MLflow run ``run_id``, whose process died while it was RUNNING, FAILED; returns whether it was.
 
