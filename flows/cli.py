@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import typing
@@ -102,7 +101,6 @@ def main(
     temporary server starts (``tasks.warmup``; the flow must call ``warmup.wait()`` first).
     """
     params, args = parse_params(model, argv, prog=prog)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if warm_up:
         warmup.start(settings.tracking_uri())
     summary = flow_fn(params)
@@ -123,6 +121,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"  {'registered':<22} {summary['registered_model']} version {summary['version']} (aliases: {aliases})"
         )
         lines.append(f"  {'champion':<22} version {summary.get('champion_version')} - {summary.get('promotion')}")
+    elif "registration" in summary:
+        lines.append(f"  {'registered':<22} no: {summary['registration']}")
+    if summary.get("data"):
+        data = summary["data"]
+        dropped = ", ".join(f"{n} {reason}" for reason, n in data.get("dropped", {}).items()) or "none"
+        lines.append(f"  {'data rows':<22} {data.get('rows_read')} read, dropped: {dropped}")
     if summary.get("resumed_from"):
         resumed = summary["resumed_from"]
         lines.append(

@@ -25,7 +25,7 @@ from prefect.runtime import flow_run  # noqa: E402
 
 from flows.params import RetrainParams  # noqa: E402
 from modelcore.errors import is_disk_full  # noqa: E402
-from tasks.data import load_dataset, tokenize_cached  # noqa: E402
+from tasks.data import check_max_length, load_dataset, tokenize_cached  # noqa: E402
 from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
 from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
 from tasks.registry import register  # noqa: E402
@@ -71,7 +71,15 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         timings[stage] = round(now - clock, 2)
         clock = now
 
-    data = load_dataset(params.dataset, params.text_column, params.label_column, params.test_size, params.split_seed)
+    data = load_dataset(
+        params.dataset,
+        params.text_column,
+        params.label_column,
+        params.test_size,
+        params.split_seed,
+        label_map=params.label_map,
+        allow_similar_labels=params.allow_similar_labels,
+    )
     lap("load_dataset")
     prune()
     workspace = RunWorkspace.claim(run_key(params.model_dump(), data.fingerprint))
@@ -107,6 +115,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     workspace.record(status=RUNNING, mlflow_run_id=run_id, flow_run_id=flow_run_id)
     lap("start_run")
     try:
+        check_max_length(params.base_model, params.max_length)  # before any tokenizing or training
         tokenized, cache_hit = tokenize_cached(data, params.base_model, params.max_length)
         lap("tokenize_dataset")
         trained = fine_tune(
@@ -174,19 +183,24 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             artifacts=artifacts,
             step=trained["global_step"],
         )
-        registration = register(
-            tracking_uri,
-            run_id,
-            trained["checkpoint"],
-            params.registered_model_name,
-            evaluation["metrics"],
-            params.promotion_metric,
-            params.min_gain,
-            tags={"data_fingerprint": data.fingerprint, "mlflow_run_id": run_id},
-            input_example=examples,
-            max_length=params.max_length,
-        )
-        lap("register")
+        registration = None
+        if params.register_model:
+            registration = register(
+                tracking_uri,
+                run_id,
+                trained["checkpoint"],
+                params.registered_model_name,
+                evaluation["metrics"],
+                params.promotion_metric,
+                params.min_gain,
+                tags={"data_fingerprint": data.fingerprint, "mlflow_run_id": run_id},
+                input_example=examples,
+                max_length=params.max_length,
+                min_metric=params.min_metric,
+            )
+            lap("register")
+        else:
+            log.info("register_model=False: the model is not registered (checkpoint %s)", trained["checkpoint"])
     except BaseException as error:
         workspace.record(status=FAILED, error=repr(error)[:500])
         workspace.release()
@@ -212,11 +226,18 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         "evaluation_dir": evaluation["report_dir"],
         "exports": {k: v["path"] for k, v in exports.items() if v.get("passed", True)},
         "export_checks": {k: {x: y for x, y in v.items() if x != "path"} for k, v in exports.items()},
-        "registered_model": registration.name,
-        "version": registration.version,
-        "aliases": list(registration.aliases),
-        "champion_version": registration.champion_version,
-        "promotion": registration.reason,
+        "data": {"rows_read": data.rows_read, "dropped": dict(data.dropped), "labels": list(data.labels)},
+        "registered_model": params.registered_model_name,
+        **(
+            {
+                "version": registration.version,
+                "aliases": list(registration.aliases),
+                "champion_version": registration.champion_version,
+                "promotion": registration.reason,
+            }
+            if registration is not None
+            else {"registration": "skipped (register_model=False)"}
+        ),
         "train_runtime_s": trained["train_runtime"],
         "resumed_from": {"mlflow_run_id": previous.mlflow_run_id, "checkpoint": trained["resumed_from"]}
         if previous is not None

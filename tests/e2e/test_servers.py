@@ -98,7 +98,7 @@ def deployments(stack):
 
 
 def _small_params(checkpoint, csv_path, **overrides) -> dict[str, Any]:
-    """The RetrainParams a user would type into the form: the tiny model, the real CSV, six steps."""
+    """The RetrainParams a user would type into the form: the tiny model, the real CSV, 100 steps."""
     values = {
         "base_model": str(checkpoint),
         "dataset": str(csv_path),
@@ -108,11 +108,11 @@ def _small_params(checkpoint, csv_path, **overrides) -> dict[str, Any]:
         "registered_model_name": NAME,
         "experiment_name": "e2e",
         "training": {
-            "max_steps": 6,
+            "max_steps": 100,  # 6 steps give the majority-class model, which is never champion
             "per_device_train_batch_size": 16,
-            "logging_steps": 2,
-            "save_steps": 3,
-            "learning_rate": 1e-3,
+            "logging_steps": 50,
+            "save_steps": 50,
+            "learning_rate": 5e-3,
         },
     }
     return values | overrides
@@ -280,7 +280,7 @@ def test_a_manual_run_registers_a_champion_that_modelcore_and_mlflow_serve_alike
     run = client.get_run(champion.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["prefect_flow_run_id"] == champion_run["id"]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4, 6]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [50, 100]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server, not a local path
     assert any((stack.config.home / "mlartifacts-server").rglob("model.safetensors"))
 

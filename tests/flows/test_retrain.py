@@ -40,11 +40,11 @@ def _params(checkpoint, csv_path, **overrides):
         "max_length": 32,
         "registered_model_name": NAME,
         "training": {
-            "max_steps": 6,
+            "max_steps": 100,  # 6 steps give the majority-class model, which is never champion
             "per_device_train_batch_size": 16,
-            "logging_steps": 2,
-            "save_steps": 3,
-            "learning_rate": 1e-3,
+            "logging_steps": 50,
+            "save_steps": 50,
+            "learning_rate": 5e-3,
         },
     }
     return RetrainParams.model_validate(values | overrides)
@@ -59,6 +59,7 @@ def test_two_runs_cache_tokens_gate_the_champion_and_a_fresh_process_reproduces_
     first = retrain(_params(tiny_checkpoint, real_csv))
     assert first["tokenization_cache"] == "miss"
     assert (str(first["version"]), first["aliases"]) == ("1", ["challenger", "champion"])
+    assert first["metrics"]["accuracy"] > first["metrics"]["baseline_accuracy"]  # the floor a champion must clear
     evaluation = Path(first["evaluation_dir"])
     for name in ("evaluation.json", "predictions.jsonl", "confusion_matrix.png", "loss_curve.png"):
         assert (evaluation / name).stat().st_size > 0, name
@@ -81,8 +82,8 @@ def test_two_runs_cache_tokens_gate_the_champion_and_a_fresh_process_reproduces_
     assert run.data.tags["data_fingerprint"] == first["data_fingerprint"]
     assert len(run.data.tags["git_sha"]) in (7, 40) or run.data.tags["git_sha"] == "unknown"
     assert "version.torch" in run.data.tags
-    assert run.data.params["training.learning_rate"] == "0.001"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [2, 4, 6]
+    assert run.data.params["training.learning_rate"] == "0.005"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [50, 100]
     assert "eval_accuracy" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"evaluation", "export", "model"} <= artifacts
@@ -177,3 +178,22 @@ def test_a_tracking_server_that_is_down_fails_before_training(
     with pytest.raises(TrackingUnavailableError, match="127.0.0.1:9 is not reachable"):
         retrain(_params(tiny_checkpoint, real_csv))
     assert not list((pipeline_home / "runs").glob("*/train")) if (pipeline_home / "runs").exists() else True
+
+
+def test_a_majority_class_run_is_not_champion_and_registration_can_be_off(
+    prefect_server, pipeline_home, tiny_checkpoint, real_csv
+):
+    from flows.retrain import retrain
+    from tasks import settings
+
+    short = {"max_steps": 6, "per_device_train_batch_size": 16, "learning_rate": 1e-3, "save_steps": 3}
+    useless = retrain(_params(tiny_checkpoint, real_csv, training=short, export_formats=["safetensors"]))
+    metrics = useless["metrics"]
+    assert (metrics["accuracy"], metrics["f1_macro"]) == (metrics["baseline_accuracy"], metrics["baseline_f1_macro"])
+    assert (str(useless["version"]), useless["aliases"], useless["champion_version"]) == ("1", ["challenger"], None)
+    assert "below the floor" in useless["promotion"] and "majority-class baseline 0.5625" in useless["promotion"]
+    unregistered = retrain(
+        _params(tiny_checkpoint, real_csv, training=short, export_formats=["safetensors"], register_model=False)
+    )
+    assert unregistered["registration"] == "skipped (register_model=False)" and "version" not in unregistered
+    assert len(registered_versions(settings.tracking_uri(), NAME)) == 1
