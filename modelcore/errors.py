@@ -59,6 +59,8 @@ class DiskFullError(ModelcoreError, OSError):
             parts.append(f"needed {needed:,} bytes")
         if free is not None:
             parts.append(f"{free:,} bytes free")
+        if needed is not None and free is not None and free >= needed:
+            parts.append("enough bytes are free, so the filesystem is likely out of inodes (see df -i)")
         super().__init__(errno.ENOSPC, "; ".join(parts) + "; free some space and run again")
 
     def __str__(self) -> str:

@@ -47,6 +47,8 @@ def test_disk_full_error_names_path_and_bytes(tmp_path):
     assert str(tmp_path / "model.safetensors") in text
     assert "123,456,789" in text and "1,000" in text
     assert errors.is_disk_full(error)
+    assert "inodes" not in text
+    assert "inodes" in str(errors.DiskFullError(tmp_path / "x", needed=10, free=10_000))
 
 
 def test_is_disk_full_follows_the_cause_chain():
