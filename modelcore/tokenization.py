@@ -275,8 +275,9 @@ class Tokenizer(VocabularyMixin):
         Returns:
             The token strings.
         """
-        inputs, _ = pack_inputs(text, None)
-        return encode_batch(self._configured, inputs, EncodingSettings(), add_special_tokens)[0].tokens
+        if not isinstance(text, str):
+            raise TypeError(f"tokenize() takes one str, got {type(text).__name__}")
+        return encode_batch(self._configured, [text], EncodingSettings(), add_special_tokens)[0].tokens
 
     # ------------------------------------------------------------------ decoding
 
