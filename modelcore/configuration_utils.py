@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from modelcore.errors import ConfigError
 from modelcore.json_files import read_json_object
 from modelcore.serialization.atomic import atomic_write_text
-from modelcore.typecheck import matches, non_finite_path, type_name
+from modelcore.typecheck import as_float_if_wanted, matches, non_finite_path, type_name
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ class PretrainedConfig:
         """
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
+            value = as_float_if_wanted(getattr(self, field.name), hints[field.name])
+            object.__setattr__(self, field.name, value)
             if not matches(value, hints[field.name]):
                 raise ConfigError(
                     f"{type(self).__name__}.{field.name} must be {type_name(hints[field.name])}, "

@@ -22,7 +22,7 @@ import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 
 from modelcore.serialization.gguf import GGUFError, field_value, open_gguf
-from modelcore.tokenization_files import tokenizer_settings
+from modelcore.tokenization_files import check_settings, library_errors_named, probe_backend, tokenizer_settings
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,17 @@ def read_gguf_tokenizer(
 
     Raises:
         GGUFError: naming the file and key, when the tokenizer metadata is missing or of an unsupported kind.
+        TokenizerError: naming the file, when the tokenizers library fails (or panics) on the vocabulary,
+            merges or special tokens, or an override has the wrong shape.
     """
     path = Path(path)
+    with library_errors_named(f"{path}: tokenizer.ggml.*"):
+        backend, settings = _read_gguf_tokenizer(path, overrides)
+    probe_backend(backend, path)
+    return backend, settings
+
+
+def _read_gguf_tokenizer(path: Path, overrides: Mapping[str, Any]) -> tuple[tokenizers.Tokenizer, dict[str, Any]]:
     reader = open_gguf(path)
     kind = field_value(reader, "tokenizer.ggml.model", None)
     if kind != "gpt2":
@@ -74,6 +83,9 @@ def read_gguf_tokenizer(
         )
     tokens = field_value(reader, "tokenizer.ggml.tokens")
     merges = field_value(reader, "tokenizer.ggml.merges")
+    if not all(isinstance(merge, str) and " " in merge for merge in merges):
+        bad = next(merge for merge in merges if not (isinstance(merge, str) and " " in merge))
+        raise GGUFError(f"{path}: tokenizer.ggml.merges holds {bad!r}, not a 'left right' pair")
     token_types = field_value(reader, "tokenizer.ggml.token_type", None) or [1] * len(tokens)
     if len(token_types) != len(tokens):
         raise GGUFError(f"{path}: tokenizer.ggml.token_type has {len(token_types)} entries for {len(tokens)} tokens")
@@ -108,7 +120,7 @@ def read_gguf_tokenizer(
     context_length = field_value(reader, f"{architecture}.context_length", None)
     if context_length:
         config["model_max_length"] = context_length
-    config.update(overrides)
+    config.update(check_settings(dict(overrides), "Tokenizer.from_pretrained"))
     backend.post_processor = _post_processor(backend, config)
     chat_template = config.pop("chat_template", None) or field_value(reader, "tokenizer.chat_template", None)
     logger.debug("built a %d-token byte-level BPE tokenizer from %s", len(tokens), path)

@@ -11,7 +11,7 @@ import tokenizers
 from tokenizers import AddedToken
 
 from modelcore.tokenization_encoding import as_id_list
-from modelcore.tokenization_files import ADDITIONAL, SPECIAL_TOKEN_NAMES, added_token
+from modelcore.tokenization_files import ADDITIONAL, SPECIAL_TOKEN_NAMES, added_token, library_errors_named
 
 
 class _SpecialToken:
@@ -137,7 +137,8 @@ class VocabularyMixin:
                 )
         known = {token.content for token in self._backend.get_added_tokens_decoder().values()}
         before = len(self)
-        self._backend.add_special_tokens([token for token in to_add if token.content not in known])
+        with library_errors_named(f"add_special_tokens({_roles(special_tokens)})", panics_only=True):
+            self._backend.add_special_tokens([token for token in to_add if token.content not in known])
         return len(self) - before
 
     def add_tokens(self, tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False) -> int:
@@ -154,4 +155,11 @@ class VocabularyMixin:
         tokens = [tokens] if isinstance(tokens, (str, AddedToken)) else list(tokens)
         if special_tokens:
             return self.add_special_tokens({ADDITIONAL: tokens})
-        return self._backend.add_tokens([AddedToken(t, normalized=True) if isinstance(t, str) else t for t in tokens])
+        with library_errors_named("add_tokens", panics_only=True):
+            return self._backend.add_tokens(
+                [AddedToken(t, normalized=True) if isinstance(t, str) else t for t in tokens]
+            )
+
+
+def _roles(special_tokens: Mapping[str, Any]) -> str:
+    return ", ".join(str(name) for name in special_tokens)

@@ -30,6 +30,23 @@ def matches(value: Any, hint: Any) -> bool:
     return True
 
 
+def as_float_if_wanted(value: Any, hint: Any) -> Any:
+    """An int where ``hint`` asks for a float (and not an int) as a float; anything else unchanged.
+
+    JSON writes ``1e30`` and ``1000000000000000000000000000000`` alike for a float field; the int would reach
+    torch as an int64 (and overflow there). An int too large for a float becomes ``inf`` (refused as not finite).
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        return value
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    if float not in options or int in options:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def type_name(hint: Any) -> str:
     """``int | None`` -> "int or None", for error messages."""
     if typing.get_origin(hint) in (Union, types.UnionType):

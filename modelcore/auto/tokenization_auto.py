@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
+from modelcore.errors import ConfigError, ModelcoreError, TokenizerError
+from modelcore.json_files import read_json_object
 from modelcore.tokenization import Tokenizer
 from modelcore.tokenization_files import TOKENIZER_CONFIG_FILE
 
@@ -62,18 +63,16 @@ class AutoTokenizer:
         from modelcore.serialization.sources import resolve_source
 
         directory = resolve_source(src)
-        keys = [_json_field(directory / TOKENIZER_CONFIG_FILE, "tokenizer_class")]
-        keys.append(_json_field(directory / "config.json", "model_type"))
+        keys = [_json_field(directory / TOKENIZER_CONFIG_FILE, "tokenizer_class", TokenizerError)]
+        keys.append(_json_field(directory / "config.json", "model_type", ConfigError))
         tokenizer_class = next((TOKENIZER_REGISTRY[key] for key in keys if key in TOKENIZER_REGISTRY), Tokenizer)
         logger.debug("AutoTokenizer: %s -> %s (keys %s)", directory, tokenizer_class.__name__, keys)
         return tokenizer_class.from_pretrained(directory, **kwargs)
 
 
-def _json_field(path: Path, field: str) -> str | None:
+def _json_field(path: Path, field: str, error: type[ModelcoreError]) -> str | None:
+    """A string entry of a JSON file, or None (no file, no entry, or not a string); a broken file is ``error``."""
     if not path.is_file():
         return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    return value.get(field) if isinstance(value, dict) else None
+    value = read_json_object(path, error).get(field)
+    return value if isinstance(value, str) else None

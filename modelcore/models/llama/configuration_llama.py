@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from modelcore.configuration_utils import ConfigError, PretrainedConfig
+from modelcore.configuration_utils import SIZE_LIMITS, ConfigError, PretrainedConfig
 from modelcore.nn.activation_names import ACTIVATION_NAMES
+from modelcore.typecheck import as_float_if_wanted
 
 # rope_type -> keys its ``rope_scaling`` dict must carry (besides the type itself).
 ROPE_REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
@@ -122,6 +123,11 @@ class LlamaConfig(PretrainedConfig):
                 f"LlamaConfig.num_attention_heads={self.num_attention_heads} is not divisible by "
                 f"num_key_value_heads={self.num_key_value_heads}"
             )
+        # the embedding's padding row; negative ids count from the end, as torch's padding_idx does
+        if self.pad_token_id is not None and not -self.vocab_size <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(
+                f"LlamaConfig.pad_token_id ({self.pad_token_id}) must be in [-vocab_size, vocab_size={self.vocab_size})"
+            )
         self._require_one_of("hidden_act", ACTIVATION_NAMES)
         self._require_probability("attention_dropout")
         self._require_non_negative("initializer_range")
@@ -192,10 +198,17 @@ def _positive_int(value: Any) -> bool:
 
 
 def _with_rope_type(scaling: dict[str, Any]) -> dict[str, Any]:
-    """Copy of ``scaling`` with ``rope_type`` set from the legacy ``type`` key when only that is given."""
+    """Copy of ``scaling`` with ``rope_type`` set from the legacy ``type`` key when only that is given.
+
+    Its real-valued parameters become floats (JSON may write ``8`` for ``8.0``; an int too large for torch's
+    int64 would overflow in the frequency computation; one too large for a float becomes inf, refused later).
+    """
     scaling = dict(scaling)
     if "rope_type" not in scaling and "type" in scaling:
         scaling["rope_type"] = scaling["type"]
+    for key in _ROPE_REAL_KEYS:
+        if key in scaling:
+            scaling[key] = as_float_if_wanted(scaling[key], float)
     return scaling
 
 
@@ -211,6 +224,7 @@ _ROPE_POSITIVE_KEYS = (
     "beta_slow",
 )
 _ROPE_NON_NEGATIVE_KEYS = ("mscale", "mscale_all_dim")
+_ROPE_REAL_KEYS = tuple(key for key in (*_ROPE_POSITIVE_KEYS, *_ROPE_NON_NEGATIVE_KEYS) if "position" not in key)
 
 
 def _validate_rope_scaling(scaling: dict[str, Any]) -> None:
@@ -231,8 +245,11 @@ def _validate_rope_scaling(scaling: dict[str, Any]) -> None:
             bound = ">= 0" if non_negative else "> 0"
             raise ConfigError(f"LlamaConfig.rope_scaling {key} must be a number {bound}, got {value!r}")
     original = scaling.get("original_max_position_embeddings")
-    if original is not None and not isinstance(original, int):
-        raise ConfigError(f"LlamaConfig.rope_scaling original_max_position_embeddings must be an int, got {original!r}")
+    limit = SIZE_LIMITS["max_position_embeddings"]
+    if original is not None and not (isinstance(original, int) and original <= limit):
+        raise ConfigError(
+            f"LlamaConfig.rope_scaling original_max_position_embeddings must be an int <= {limit:,}, got {original!r}"
+        )
     if not isinstance(scaling.get("truncate", True), bool):
         raise ConfigError(f"LlamaConfig.rope_scaling truncate must be true or false, got {scaling['truncate']!r}")
     if rope_type == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
