@@ -472,8 +472,8 @@ def probe_backend(backend: tokenizers.Tokenizer, source: Path, spec: dict[str, A
 
 def _encode_probe(backend: tokenizers.Tokenizer) -> None:
     for text in _PROBE_TEXTS:
-        encoding = backend.encode(text, text, add_special_tokens=True)
-        backend.decode(encoding.ids, skip_special_tokens=False)
+        for encoding in (backend.encode(text, add_special_tokens=True), backend.encode(text, text)):
+            backend.decode(encoding.ids, skip_special_tokens=False)
 
 
 def _failing_part(spec: dict[str, Any], encode: bool) -> str:

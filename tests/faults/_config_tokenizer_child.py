@@ -2,15 +2,17 @@
 
     python _config_tokenizer_child.py JOB.json
 
-JOB: ``{"timeout_s": S, "cases": [{"id": ID, "kind": "config" | "tokenizer", "dir": DIR}]}``.
-Each case directory is loaded (``AutoConfig.from_pretrained`` / ``AutoTokenizer.from_pretrained``) under a
+JOB: ``{"timeout_s": S, "cases": [{"id": ID, "kind": "config" | "tokenizer" | "model", "dir": DIR}]}``.
+Each case directory is loaded (``AutoConfig`` / ``AutoTokenizer`` / ``AutoModel.from_pretrained``) under a
 per-case time limit (SIGALRM); what was loaded is then used: a config builds its model (for real, with a
 forward pass, when it is small; on the meta device otherwise), a tokenizer encodes and decodes a batch.
+``rss_growth`` is how much the process's resident memory grew during the case.
 One JSON line per case is printed (and flushed) as soon as it is done, so a case that crashes the process
 is known by the line missing after the last one:
 
     {"id", "outcome": "loaded" | "error" | "timeout", "type", "ours", "message",
-     "use": "forward" | "meta" | "encoded" | "error", "use_type", "use_ours", "use_message", "finite"}
+     "use": "forward" | "meta" | "encoded" | "error", "use_type", "use_ours", "use_message", "finite",
+     "rss_growth"}
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 
 from modelcore import AutoConfig, AutoModel, AutoTokenizer
@@ -71,14 +74,19 @@ def use_config(config: Any) -> dict[str, Any]:
 
 
 def use_tokenizer(tokenizer: Any) -> dict[str, Any]:
-    """Encode (padded, truncated, pairs) and decode a small batch."""
-    batch = tokenizer(["Hello, world!", "a"], ["second part", "b c"], padding=True, truncation=True, max_length=16)
-    tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    """Encode (padded, truncated; single texts and pairs) and decode a small batch."""
+    for pair in (None, ["second part", "b c"]):
+        batch = tokenizer(["Hello, world!", "a"], pair, padding=True, truncation=True, max_length=16)
+        tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
     return {"use": "encoded"}
 
 
+LOADERS = {"config": (AutoConfig, use_config), "tokenizer": (AutoTokenizer, use_tokenizer)}
+LOADERS["model"] = (AutoModel, lambda model: {"use": "none"})
+
+
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
-    loader, use = (AutoConfig, use_config) if case["kind"] == "config" else (AutoTokenizer, use_tokenizer)
+    loader, use = LOADERS[case["kind"]]
     try:
         loaded = loader.from_pretrained(case["dir"])
     except CaseTimeout:
@@ -125,7 +133,9 @@ def main() -> None:
         job = json.load(f)
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _on_alarm)
+    process = psutil.Process()
     for case in job["cases"]:
+        rss_before = process.memory_info().rss
         signal.setitimer(signal.ITIMER_REAL, job["timeout_s"])
         try:
             result = run_case(case)
@@ -133,6 +143,7 @@ def main() -> None:
             result = {"outcome": "timeout"}
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
+        result["rss_growth"] = process.memory_info().rss - rss_before
         print(json.dumps({"id": case["id"], **result}), flush=True)
 
 
