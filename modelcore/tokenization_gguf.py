@@ -22,7 +22,8 @@ import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
 
 from modelcore.serialization.gguf import GGUFError, field_value, open_gguf
-from modelcore.tokenization_files import check_settings, library_errors_named, probe_backend, tokenizer_settings
+from modelcore.tokenization_checks import check_settings, library_errors_named, probe_backend
+from modelcore.tokenization_files import tokenizer_settings
 
 logger = logging.getLogger(__name__)
 

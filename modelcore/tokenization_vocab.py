@@ -10,8 +10,9 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken
 
+from modelcore.tokenization_checks import ADDITIONAL, SPECIAL_TOKEN_NAMES, library_errors_named
 from modelcore.tokenization_encoding import as_id_list
-from modelcore.tokenization_files import ADDITIONAL, SPECIAL_TOKEN_NAMES, added_token, library_errors_named
+from modelcore.tokenization_files import added_token
 
 
 class _SpecialToken:

@@ -442,11 +442,15 @@ def test_building_empty_in_one_thread_leaves_other_threads_building_normally():
             built.wait(timeout=30)
             results["empty"] = torch.nn.Linear(4, 4)
 
+    torch.manual_seed(0)
+    expected_linear = torch.nn.Linear(4, 4).weight.detach().clone()
     thread = threading.Thread(target=build_empty)
     thread.start()
     assert inside.wait(timeout=30)
     try:
         results["normal"] = tiny_llama()  # in this thread, while the other one is inside init_empty_weights
+        torch.manual_seed(0)
+        results["linear"] = torch.nn.Linear(4, 4)  # torch's own init (nn.init.kaiming_uniform_) must run here
     finally:
         built.set()
         thread.join(timeout=30)
@@ -454,5 +458,6 @@ def test_building_empty_in_one_thread_leaves_other_threads_building_normally():
     normal = results["normal"]
     assert not any(p.is_meta for p in normal.parameters())
     assert normal.model.layers[0].mlp.up_proj.weight.std() > 0.01  # initialized, not skipped
+    assert torch.equal(results["linear"].weight, expected_linear)
     assert results["empty"].weight.is_meta
     assert torch.nn.init.normal_ is not None and not hasattr(torch.nn.init.normal_, "__wrapped__")  # restored
