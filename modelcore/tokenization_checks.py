@@ -179,6 +179,7 @@ def library_errors_named(where: str, panics_only: bool = False) -> Iterator[None
 
 
 def library_failure(error: BaseException) -> str:
+    """What the library said, for a message (marked when it was a panic)."""
     return f"{'it panicked: ' if is_rust_panic(error) else ''}{str(error)[:300]}"
 
 
@@ -198,13 +199,12 @@ def check_token_ids(spec: dict[str, Any], path: Path) -> None:
     """
     model = spec.get("model")
     vocab = model.get("vocab") if isinstance(model, dict) else None
-    added = spec.get("added_tokens") if isinstance(spec.get("added_tokens"), list) else []
-    entries = (
-        [("model.vocab", token, token_id) for token, token_id in (vocab or {}).items()]
-        if isinstance(vocab, dict)
-        else []
-    )
-    entries += [("added_tokens", t.get("content"), t.get("id")) for t in added if isinstance(t, dict)]
+    entries = [("model.vocab", token, id_) for token, id_ in vocab.items()] if isinstance(vocab, dict) else []
+    added = spec.get("added_tokens")
+    if isinstance(added, list):
+        entries += [
+            ("added_tokens", token.get("content"), token.get("id")) for token in added if isinstance(token, dict)
+        ]
     limit = 2 * len(entries) + 1024
     for key, token, token_id in entries:
         if isinstance(token_id, int) and not isinstance(token_id, bool) and token_id >= limit:

@@ -72,18 +72,7 @@ def read_pretrained(directory: Path, overrides: Mapping[str, Any]) -> tuple[toke
         TokenizerError: a file is not UTF-8, not JSON, holds an entry of the wrong shape, or the tokenizers
             library fails (or panics) on it; the message names the file and the key.
     """
-    config: dict[str, Any] = {}
-    origins: dict[str, str] = {}  # key -> the file (or "overrides") its value came from, for messages
-    sources = [(directory / TOKENIZER_CONFIG_FILE, None), (directory / SPECIAL_TOKENS_MAP_FILE, None)]
-    sources.append((Path("Tokenizer.from_pretrained"), dict(overrides)))  # overrides win last
-    for path, given in sources:
-        if given is None and not path.is_file():
-            continue
-        # as in Hugging Face, special_tokens_map.json wins over tokenizer_config.json
-        entries = check_settings(read_json_object(path, TokenizerError) if given is None else given, str(path))
-        config.update(entries)
-        origins.update(dict.fromkeys(entries, str(path)))
-
+    config, origins = _read_settings(directory, overrides)
     tokenizer_file, vocab_file = directory / TOKENIZER_FILE, directory / VOCAB_FILE
     if tokenizer_file.is_file():
         spec, backend = read_backend(tokenizer_file)
@@ -99,6 +88,27 @@ def read_pretrained(directory: Path, overrides: Mapping[str, Any]) -> tuple[toke
         settings = tokenizer_settings(backend, config, chat_template)
     probe_backend(backend, source, spec)
     return backend, settings
+
+
+def _read_settings(directory: Path, overrides: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """tokenizer_config.json, then special_tokens_map.json (which wins, as in Hugging Face), then the overrides.
+
+    Returns:
+        The merged entries, and for each key the file (or "Tokenizer.from_pretrained") it came from.
+    """
+    config: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    layers = [(str(path), read_json_object(path, TokenizerError)) for path in _settings_files(directory)]
+    layers.append(("Tokenizer.from_pretrained", dict(overrides)))
+    for where, entries in layers:
+        config.update(check_settings(entries, where))
+        origins.update(dict.fromkeys(entries, where))
+    return config, origins
+
+
+def _settings_files(directory: Path) -> list[Path]:
+    paths = [directory / TOKENIZER_CONFIG_FILE, directory / SPECIAL_TOKENS_MAP_FILE]
+    return [path for path in paths if path.is_file()]
 
 
 def tokenizer_settings(
@@ -256,6 +266,9 @@ def read_backend(path: Path) -> tuple[dict[str, Any], tokenizers.Tokenizer]:
         ) from err
 
 
+_BERT_DEFAULTS = {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
+
+
 def _bert_backend(vocab_file: Path, config: Mapping[str, Any], origins: Mapping[str, str]) -> tokenizers.Tokenizer:
     """BERT's WordPiece pipeline over ``vocab.txt`` (one token a line, the line number is the id)."""
     text = decode_utf8(vocab_file.read_bytes(), vocab_file, TokenizerError)
@@ -275,9 +288,6 @@ def _bert_backend(vocab_file: Path, config: Mapping[str, Any], origins: Mapping[
         backend = bert_pipeline(vocab, roles["unk_token"], config)
         backend.post_processor = bert_template(backend, roles["cls_token"], roles["sep_token"])
     return backend
-
-
-_BERT_DEFAULTS = {"unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
 
 
 def _add_tokens_from_config(backend: tokenizers.Tokenizer, added_tokens_decoder: Mapping[str, Any]) -> None:
