@@ -217,24 +217,36 @@ def test_json_syntax_error_gives_line_and_column(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
+    ("key", "value", "named"),
     [
-        ("id2label", {"zero": "a"}),
-        ("id2label", ["a", "b"]),
-        ("label2id", {"a": "x", "b": "y"}),
-        ("id2label", {"0": {"nested": 1}}),
-        ("num_labels", "3"),
-        ("model_type", ["bert"]),
-        ("rope_scaling", {"rope_type": "llama3", "factor": "8", "low_freq_factor": 1.0, "high_freq_factor": 4.0}),
+        ("id2label", {"zero": "a"}, "id2label"),
+        ("id2label", ["a", "b"], "id2label"),
+        ("label2id", {"a": "x", "b": "y"}, "label2id['a']"),
+        ("id2label", {"0": {"nested": 1}}, "id2label['0']"),
+        ("num_labels", "3", "num_labels"),
+        ("model_type", ["bert"], "model_type"),
+        ("rope_scaling", {"rope_type": "linear", "factor": "8"}, "factor"),
+        ("rope_scaling", {"rope_type": "yarn", "factor": 2.0, "beta_fast": -1}, "beta_fast"),
+        ("rope_scaling", {"rope_type": "linear", "factor": 10**400}, "factor"),
+        ("rms_norm_eps", 10**400, "rms_norm_eps"),
+        ("head_dim", 7, "head_dim"),
+        ("pad_token_id", 10**6, "pad_token_id"),
     ],
 )
-def test_wrong_typed_keys_name_file_and_key(tmp_path, key, value):
-    data = {"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, key: value}
+def test_wrong_typed_keys_name_file_and_key(tmp_path, key, value, named):
+    data = {"model_type": "llama", "hidden_size": 32, "num_attention_heads": 4, "vocab_size": 100, key: value}
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(ConfigError) as info:
         AutoConfig.from_pretrained(tmp_path)
     message = str(info.value)
-    assert str(tmp_path / "config.json") in message and key.split("_")[0] in message
+    assert message.startswith(str(tmp_path / "config.json")) and named in message
+
+
+def test_huge_int_for_a_float_field_becomes_a_float():
+    # JSON may write 1e30 as an int; torch would overflow on it as an int64 (rms_norm_eps is added to a tensor)
+    config = LlamaConfig.from_dict({"rms_norm_eps": 10**30, "rope_theta": 500000})
+    assert config.rms_norm_eps == 1e30 and isinstance(config.rms_norm_eps, float)
+    assert isinstance(config.rope_theta, float)
 
 
 def test_keys_named_like_methods_are_kept_without_shadowing_them(tmp_path):
