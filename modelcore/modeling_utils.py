@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from modelcore.configuration_utils import PretrainedConfig
+from modelcore.configuration_utils import CONFIG_NAME, PretrainedConfig
 from modelcore.serialization.checkpoint import save_state_dict
 
 logger = logging.getLogger(__name__)
@@ -264,8 +264,9 @@ class PreTrainedModel(nn.Module):
     def save_pretrained(self, save_directory: str | os.PathLike, max_shard_size: int | str = "10GB") -> Path:
         """Write ``config.json`` and the weights as safetensors (sharded past ``max_shard_size``).
 
-        Tied weights are stored once; every file is written atomically and weight files of an
-        earlier save that the new layout does not use are removed.
+        Tied weights are stored once. The save is one transaction (``save_state_dict``): killed at any
+        point, the directory holds the previous checkpoint or this one, config.json included; weight
+        files of an earlier save that the new layout does not use are removed.
 
         Args:
             save_directory: created if needed.
@@ -278,8 +279,8 @@ class PreTrainedModel(nn.Module):
         state = self._state_dict_for_saving()
         self.config.architectures = [type(self).__name__]
         self.config.dtype = str(self.dtype).removeprefix("torch.")
-        save_state_dict(state, directory, max_shard_size)
-        self.config.save_pretrained(directory)
+        # config.json switches with the weights in one transaction: a killed re-save never pairs them wrongly
+        save_state_dict(state, directory, max_shard_size, extra_files={CONFIG_NAME: self.config.to_json_string()})
         return directory
 
     def _state_dict_for_saving(self) -> dict[str, torch.Tensor]:

@@ -26,7 +26,6 @@ import torch
 
 from modelcore import LlamaConfig, LlamaForCausalLM
 from modelcore.serialization import checkpoint
-from modelcore.serialization.checkpoint import save_state_dict
 
 MAX_SHARD_SIZE = "2MB"
 
@@ -48,11 +47,8 @@ def build_model(version: str) -> LlamaForCausalLM:
 
 
 def resave(model: LlamaForCausalLM, directory: Path) -> None:
-    """What ``save_pretrained`` does, with config.json switched in the same transaction as the weights."""
-    model.config.architectures = [type(model).__name__]
-    model.config.dtype = "float32"
-    state = model._state_dict_for_saving()
-    save_state_dict(state, directory, MAX_SHARD_SIZE, extra_files={"config.json": model.config.to_json_string()})
+    """The user's call: ``save_pretrained`` switches config.json in the same transaction as the weights."""
+    model.save_pretrained(directory, max_shard_size=MAX_SHARD_SIZE)
 
 
 class _KillPoints:

@@ -7,6 +7,7 @@ its files in turn, and must remove every temporary file it made.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -83,12 +84,14 @@ NEW_FILES = [f"model-0000{i}-of-00005.safetensors" for i in range(1, 6)] + [
 
 
 @pytest.mark.parametrize("fail_at", NEW_FILES)
-def test_out_of_space_part_way_through_a_save_removes_every_temporary(tmpfs, fail_at):
+def test_out_of_space_part_way_through_a_save_removes_every_temporary(tmpfs, tmp_path, fail_at):
     """The save cannot create its k-th new file (no inode left): it fails naming it, and nothing of it remains."""
     # inodes: the root, config.json and model.safetensors of the old save, then room for k - 1 new files
     mount = tmpfs(f"size=8m,nr_inodes={2 + NEW_FILES.index(fail_at) + 1}")
     old = tiny_llama(0)
-    old.save_pretrained(mount)
+    old.save_pretrained(tmp_path / "old")  # saved elsewhere: a save needs inodes for its temporaries too
+    for name in ("config.json", "model.safetensors"):
+        shutil.copyfile(tmp_path / "old" / name, mount / name)
     before = snapshot(mount)
     new = tiny_llama(1)
     state = new._state_dict_for_saving()
