@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import typing
 from pathlib import Path
 from typing import Any
+
+from modelcore.errors import ConfigError
+from modelcore.json_files import read_json_object
+from modelcore.typecheck import matches, non_finite_path, type_name
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
@@ -37,7 +41,15 @@ class GenerationConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field out of range."""
+        """Raise ``ConfigError`` (a ValueError) naming the first field out of range, NaN or infinite."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not matches(value, hints[field.name]):
+                raise ConfigError(f"{field.name} must be {type_name(hints[field.name])}, got {value!r}")
+            bad = non_finite_path(value, field.name)
+            if bad is not None:
+                raise ConfigError(f"{bad[0]} must be a finite number, got {bad[1]}")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if self.temperature <= 0:
@@ -77,11 +89,11 @@ class GenerationConfig:
     def from_pretrained(cls, directory: str | os.PathLike) -> GenerationConfig:
         """Read ``directory/generation_config.json``."""
         path = Path(directory) / GENERATION_CONFIG_NAME
+        data = read_json_object(path, ConfigError)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
-        return cls.from_dict(data)
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{path}: {error}") from error
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from modelcore.serialization.atomic import atomic_write_text
-from modelcore.typecheck import matches, type_name
+from modelcore.typecheck import matches, non_finite_path, type_name
 
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
 LR_SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -148,6 +148,8 @@ class TrainingArguments:
             value, hint = getattr(self, field.name), hints[field.name]
             if not matches(value, hint):
                 raise ValueError(f"{field.name} must be {type_name(hint)}, got {value!r} ({type(value).__name__})")
+            if non_finite_path(value, field.name) is not None:  # NaN passes range checks written as comparisons
+                raise ValueError(f"{field.name} must be a finite number, got {value!r}")
             if _is_float_field(hint) and isinstance(value, int):
                 setattr(self, field.name, float(value))  # 3 and 3.0 epochs are the same setting
 

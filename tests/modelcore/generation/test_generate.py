@@ -91,3 +91,26 @@ def test_generation_config_reads_generation_config_json(tmp_path):
     (tmp_path / "generation_config.json").write_text('{"eos_token_id": [2, 3], "do_sample": true, "top_p": 0.9}')
     config = GenerationConfig.from_pretrained(tmp_path)
     assert config.eos_token_ids == [2, 3] and config.do_sample and config.top_p == 0.9
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"temperature": NaN}', "temperature must be a finite number"),
+        (b'{"top_p": Infinity}', "top_p must be a finite number"),
+        (b'{"temperature": "hot"}', "temperature"),
+        (b'{"max_new_tokens": 5, "top_k": -1}', "top_k must be >= 0"),
+        (b'{"temperature": 0.7, "note": "caf\xe9"}', "UTF-8"),
+        (b'{"temperature": 0.7', "JSON"),
+        (b"[1, 2]", "object"),
+    ],
+)
+def test_a_bad_generation_config_file_is_refused_naming_the_file(tmp_path, raw, expected):
+    from modelcore.errors import ConfigError
+    from modelcore.generation.configuration import GENERATION_CONFIG_NAME, GenerationConfig
+
+    path = tmp_path / GENERATION_CONFIG_NAME
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as caught:
+        GenerationConfig.from_pretrained(tmp_path)
+    assert str(path) in str(caught.value) and expected in str(caught.value)
