@@ -10,6 +10,7 @@ from typing import Any
 import tokenizers
 from tokenizers import AddedToken
 
+from modelcore.errors import TokenizerError
 from modelcore.tokenization_checks import ADDITIONAL, SPECIAL_TOKEN_NAMES, library_errors_named
 from modelcore.tokenization_encoding import as_id_list
 from modelcore.tokenization_files import added_token
@@ -133,7 +134,7 @@ class VocabularyMixin:
                 self._special_tokens[name] = token.content
                 to_add.append(token)
             else:
-                raise ValueError(
+                raise TokenizerError(
                     f"unknown special token role {name!r}; expected one of {SPECIAL_TOKEN_NAMES + (ADDITIONAL,)}"
                 )
         known = {token.content for token in self._backend.get_added_tokens_decoder().values()}
