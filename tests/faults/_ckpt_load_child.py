@@ -17,9 +17,7 @@ that crashes the process is known by the line missing after the last one:
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -80,24 +78,11 @@ def run_cases(
 
     Used by the tests (the parent side). Fails with the child's output when it crashed or hung.
     """
-    job = work / "job.json"
-    job.write_text(json.dumps({"reference": str(reference), "timeout_s": case_timeout_s, "cases": cases}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    try:
-        done = subprocess.run(
-            [sys.executable, __file__, str(job)], capture_output=True, text=True, timeout=total_timeout_s, env=env
-        )
-    except subprocess.TimeoutExpired as err:  # subprocess.run kills the child before raising
-        raise AssertionError(
-            f"the load child ran past {total_timeout_s} s; its last lines: {err.stdout!r:.2000}"
-        ) from err
-    results = {r["id"]: r for r in map(json.loads, done.stdout.splitlines())}
-    if done.returncode != 0 or len(results) != len(cases):
-        crashed = next((c["id"] for c in cases if c["id"] not in results), None)
-        raise AssertionError(
-            f"the load child exited with {done.returncode} at case {crashed!r}; stderr: {done.stderr[-3000:]}"
-        )
-    return results
+    from tests.faults._children import run_child  # the parent's import: the child runs as a plain script
+
+    return run_child(
+        __file__, {"reference": str(reference), "timeout_s": case_timeout_s, "cases": cases}, work, total_timeout_s
+    )
 
 
 def main() -> None:

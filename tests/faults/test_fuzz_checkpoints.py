@@ -32,10 +32,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
-from modelcore import LlamaConfig, LlamaForCausalLM
 from tests.faults._ckpt_load_child import run_cases
+from tests.tiny_models import tiny_llama
 
 SEED = 20240613
 SHARD_CASES = 260
@@ -43,20 +42,6 @@ INDEX_CASES = 140
 INDEX = "model.safetensors.index.json"
 DTYPE_NAMES = ["F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "U16", "U32", "U64"]
 ODD_VALUES = [-1, -4096, 1.5, 0.0, True, None, "8", [], {}, 2**64, 2**63 - 1]
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
 
 
 # ------------------------------------------------------------------ safetensors mutations

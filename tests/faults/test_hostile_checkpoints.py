@@ -17,28 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
-from modelcore import LlamaConfig, LlamaForCausalLM
 from modelcore.serialization.atomic import JOURNAL_NAME, fsync_file, new_temp_file, write_journal
 from tests.faults._ckpt_load_child import run_cases
+from tests.tiny_models import tiny_llama
 
 INDEX = "model.safetensors.index.json"
 Q_PROJ, O_PROJ = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.o_proj.weight"
-
-
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
 
 
 # ------------------------------------------------------------------ raw safetensors editing

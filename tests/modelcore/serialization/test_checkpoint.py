@@ -9,29 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelcore import LlamaConfig, LlamaForCausalLM
+from modelcore import LlamaForCausalLM
 from modelcore.errors import CheckpointError
 from modelcore.serialization import checkpoint
 from modelcore.serialization.atomic import JOURNAL_NAME, new_temp_file, write_journal
 from modelcore.serialization.checkpoint import SAVE_ID_KEY, CheckpointFiles, save_state_dict
 from modelcore.serialization.loading import _check_dtype_kind
 from modelcore.serialization.safetensors_io import SafetensorsFile, load_file, save_file
+from tests.tiny_models import tiny_llama as shared_tiny_llama
 
 INDEX = "model.safetensors.index.json"
 
 
 def tiny_llama(seed: int = 0, **overrides) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    kwargs = dict(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(LlamaConfig(**(kwargs | overrides)))
+    return shared_tiny_llama(seed, **({"vocab_size": 128} | overrides))
 
 
 def save(model: LlamaForCausalLM, directory: Path, max_shard_size: int | str = 40_000) -> list[Path]:

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelcore import LlamaConfig, LlamaForCausalLM
+from modelcore import LlamaForCausalLM
 from modelcore.errors import DiskFullError, ModelcoreError, is_disk_full
 from modelcore.serialization.atomic import atomic_write_text
 from modelcore.serialization.checkpoint import save_state_dict
+from tests.tiny_models import tiny_llama as shared_tiny_llama
 
 
 @pytest.fixture
@@ -38,17 +39,7 @@ def tmpfs(tmp_path):
 
 
 def tiny_llama(seed: int, layers: int = 2) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
+    return shared_tiny_llama(seed, vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers)
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
