@@ -306,6 +306,14 @@ def test_a_manual_run_registers_a_champion_that_modelcore_and_mlflow_serve_alike
     assert served == probs.tolist()  # the same code path (modelcore.pipeline inside the pyfunc): equal bits
 
 
+def _work_dir(home: Path, flow_run_id: str) -> Path:
+    """The working directory of a flow run: runs/<key>, whose run.json names the flow run (tasks.runs)."""
+    for record in (home / "runs").glob("*/run.json"):
+        if json.loads(record.read_text()).get("flow_run_id") == flow_run_id:
+            return record.parent
+    raise AssertionError(f"no run directory under {home / 'runs'} belongs to flow run {flow_run_id}")
+
+
 def test_mlflow_down_mid_training_the_run_is_recorded_once_it_is_back(stack, deployments, tiny_checkpoint, real_csv):
     """MLflow stops after the first logged loss and comes back only after training ended.
 
@@ -336,7 +344,7 @@ def test_mlflow_down_mid_training_the_run_is_recorded_once_it_is_back(stack, dep
         time.sleep(0.3)
     run_id = runs[0].info.run_id
     servers.stop(stack.config, ["mlflow"], log=_log)
-    pending = stack.config.home / "runs" / flow_run_id / "train" / PENDING_METRICS_FILE
+    pending = _work_dir(stack.config.home, flow_run_id) / "train" / PENDING_METRICS_FILE
     try:
         deadline = time.monotonic() + 240
         while not pending.is_file():  # training finished while MLflow was down
