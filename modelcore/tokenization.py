@@ -335,31 +335,14 @@ class Tokenizer(VocabularyMixin):
         return self._backend
 
     def add_special_tokens(self, special_tokens: Mapping[str, Any]) -> int:
-        """Set named special tokens (and/or extend ``additional_special_tokens``), adding unknown ones.
-
-        Args:
-            special_tokens: role -> token (a str, an ``AddedToken``, or a Hugging Face ``{"content": ...}``
-                dict), and optionally ``"additional_special_tokens"`` -> list of tokens (appended).
-
-        Returns:
-            The number of tokens added to the vocabulary.
-        """
+        """:meth:`VocabularyMixin.add_special_tokens`, then the configured backend copies are rebuilt on next use."""
         try:
             return super().add_special_tokens(special_tokens)
         finally:
             self._configured.clear()  # the backend's added tokens may have changed: rebuild the copies
 
     def add_tokens(self, tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False) -> int:
-        """Add (non-special, unless asked) tokens to the vocabulary.
-
-        Args:
-            tokens: a token or a list of tokens.
-            special_tokens: add them as special tokens (skipped by ``decode(skip_special_tokens=True)``).
-
-        Returns:
-            The number of tokens the backend added (a token already in the base vocabulary counts, as in Hugging
-            Face).
-        """
+        """:meth:`VocabularyMixin.add_tokens`, then the configured backend copies are rebuilt on next use."""
         try:
             return super().add_tokens(tokens, special_tokens)
         finally:
