@@ -6,6 +6,15 @@ One module per task; :data:`TASKS` maps task names (and aliases) to pipeline cla
 from __future__ import annotations
 
 from modelcore.pipelines.base import TASKS, Pipeline, pipeline
+from modelcore.pipelines.feature_extraction import FeatureExtractionPipeline
+from modelcore.pipelines.fill_mask import FillMaskPipeline
 from modelcore.pipelines.text_classification import TextClassificationPipeline
 
-__all__ = ["TASKS", "Pipeline", "TextClassificationPipeline", "pipeline"]
+__all__ = [
+    "TASKS",
+    "FeatureExtractionPipeline",
+    "FillMaskPipeline",
+    "Pipeline",
+    "TextClassificationPipeline",
+    "pipeline",
+]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -39,6 +41,23 @@ class Pipeline:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def accepted_inputs(self) -> set[str]:
+        """The keyword arguments the model's ``forward`` takes (a tokenizer may return more columns)."""
+        return set(inspect.signature(self.model.forward).parameters)
+
+    def encode(self, texts: list[str], max_length: int | None = None, **tokenizer_kwargs: Any) -> Any:
+        """Tokenize a batch with padding and truncation, as torch tensors (every column the tokenizer returns)."""
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", **tokenizer_kwargs
+        )
+
+    def forward(self, encoding: Any) -> Any:
+        """Run the model without gradients on the columns of ``encoding`` that ``forward`` accepts."""
+        accepted = self.accepted_inputs()
+        inputs = {key: value.to(self.device) for key, value in encoding.items() if key in accepted}
+        with torch.inference_mode():
+            return self.model(**inputs)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(task={self.task!r}, model={self.source or type(self.model).__name__!r})"
 
@@ -46,6 +65,33 @@ class Pipeline:
         super().__init_subclass__(**kwargs)
         if cls.task:
             TASKS[cls.task] = cls
+
+
+def as_texts(inputs: str | Iterable[str]) -> tuple[list[str], bool]:
+    """A lone string, a list or any iterable (a generator) of strings as a list, and whether it was a lone string.
+
+    Raises:
+        TypeError: an item is not a string (the message names its index).
+    """
+    if isinstance(inputs, str):
+        return [inputs], True
+    texts = list(inputs)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] must be a str, got {type(text).__name__} ({text!r:.40})")
+    return texts, False
+
+
+def chunks(items: list[Any], batch_size: int) -> Iterator[list[Any]]:
+    """Consecutive slices of at most ``batch_size`` items.
+
+    Raises:
+        ValueError: ``batch_size`` < 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]
 
 
 def pipeline(

@@ -1,0 +1,99 @@
+"""Feature extraction: texts in, sentence embeddings (or per-token hidden states) out.
+
+The default output is what sentence-transformers' all-MiniLM-L6-v2 gives: the mean of the last hidden
+states over the attention mask, L2-normalized, so a dot product of two embeddings is their cosine similarity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from modelcore.pipelines.base import Pipeline, as_texts, chunks
+
+POOLINGS = ("mean", "cls", "max", None)
+
+
+class FeatureExtractionPipeline(Pipeline):
+    """Embed texts with a bare encoder (``AutoModel``)."""
+
+    task = "feature-extraction"
+    auto_model = "AutoModel"
+
+    def __call__(
+        self,
+        texts: str | Iterable[str],
+        pooling: str | None = "mean",
+        normalize: bool = True,
+        batch_size: int = 32,
+        max_length: int | None = None,
+    ) -> list[Any]:
+        """Embed each text.
+
+        Args:
+            texts: one text, a list or any iterable of texts.
+            pooling: ``"mean"`` (over the attention mask), ``"cls"`` (the first token), ``"max"`` (over the mask),
+                or None for the per-token hidden states, shaped as Hugging Face's pipeline: ``[1][tokens][hidden]``.
+            normalize: L2-normalize pooled embeddings (ignored when ``pooling`` is None).
+            batch_size: texts per forward pass.
+            max_length: truncate longer inputs to this many tokens (default: the tokenizer's limit).
+
+        Returns:
+            For a lone string its embedding (a list of floats); for several, one embedding per text.
+        """
+        items, single = as_texts(texts)
+        if pooling is None:
+            results = [self._token_features(batch, max_length) for batch in chunks(items, batch_size)]
+            rows = [row for batch in results for row in batch]
+        else:
+            rows = self.embed(items, pooling=pooling, normalize=normalize, batch_size=batch_size, max_length=max_length)
+            rows = rows.tolist()
+        return rows[0] if single else rows
+
+    def embed(
+        self,
+        texts: str | Iterable[str],
+        pooling: str = "mean",
+        normalize: bool = True,
+        batch_size: int = 32,
+        max_length: int | None = None,
+    ) -> np.ndarray:
+        """Pooled embeddings as a float32 array of shape ``(len(texts), hidden_size)``, in input order.
+
+        Raises:
+            ValueError: an unknown ``pooling``.
+        """
+        if pooling not in POOLINGS or pooling is None:
+            raise ValueError(f"pooling must be one of 'mean', 'cls', 'max' (or None in __call__), got {pooling!r}")
+        items, _ = as_texts(texts)
+        out = np.zeros((len(items), self.model.config.hidden_size), dtype=np.float32)
+        start = 0
+        for batch in chunks(items, batch_size):
+            encoding = self.encode(batch, max_length=max_length)
+            hidden = self.forward(encoding).last_hidden_state.float()  # (B, T, H)
+            pooled = pool(hidden, encoding["attention_mask"].to(hidden.device), pooling)
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            out[start : start + len(batch)] = pooled.cpu().numpy()
+            start += len(batch)
+        return out
+
+    def _token_features(self, batch: list[str], max_length: int | None) -> list[list[list[list[float]]]]:
+        encoding = self.encode(batch, max_length=max_length)
+        hidden = self.forward(encoding).last_hidden_state.float().cpu()
+        # keep the attended positions of each row (padding may be on either side)
+        return [[hidden[i][encoding["attention_mask"][i].bool()].tolist()] for i in range(len(batch))]
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool (B, T, H) hidden states to (B, H) over the positions where ``attention_mask`` is 1."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    if pooling == "max":
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    # sentence-transformers' mean pooling: the clamp only guards an all-padding row
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
