@@ -35,6 +35,8 @@ _LAZY: dict[str, str] = {
     "Tokenizer": "tokenization",
     "BatchEncoding": "tokenization",
     "DynamicCache": "nn.cache",
+    "TextStreamer": "generation.streamers",
+    "TextIteratorStreamer": "generation.streamers",
     "TrainingArguments": "trainer.arguments",
     "Trainer": "trainer.trainer",
     "DistillationTrainer": "trainer.distillation",
@@ -83,6 +85,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         SafetensorsError,
         TokenizerError,
     )
+    from modelcore.generation.streamers import TextIteratorStreamer, TextStreamer
     from modelcore.modeling_utils import PreTrainedModel
     from modelcore.models.bert.configuration_bert import BertConfig
     from modelcore.models.bert.modeling_bert import (
