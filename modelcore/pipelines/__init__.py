@@ -9,6 +9,7 @@ from modelcore.pipelines.base import TASKS, Pipeline, pipeline
 from modelcore.pipelines.feature_extraction import FeatureExtractionPipeline
 from modelcore.pipelines.fill_mask import FillMaskPipeline
 from modelcore.pipelines.text_classification import TextClassificationPipeline
+from modelcore.pipelines.token_classification import TokenClassificationPipeline
 
 __all__ = [
     "TASKS",
@@ -16,5 +17,6 @@ __all__ = [
     "FillMaskPipeline",
     "Pipeline",
     "TextClassificationPipeline",
+    "TokenClassificationPipeline",
     "pipeline",
 ]

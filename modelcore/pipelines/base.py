@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 # task name -> pipeline class; aliases point at the same class (filled by each task module)
 TASKS: dict[str, type[Pipeline]] = {}
-ALIASES: dict[str, str] = {"sentiment-analysis": "text-classification"}
+ALIASES: dict[str, str] = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
 class Pipeline:
