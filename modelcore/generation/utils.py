@@ -1,26 +1,49 @@
-"""``generate``: greedy and sampling loops over a KV cache, shared by eager and onnxruntime models.
+"""``generate``: greedy, sampling and beam search over a KV cache, shared by eager and onnxruntime models.
 
-A model opts in by inheriting ``GenerationMixin``. The loop needs one thing from it, the step
+A model opts in by inheriting ``GenerationMixin``. The loops need one thing from it, the step
 ``generation_step(sequences, attention_mask, past) -> (next-token logits, past)``: run the tokens
 of ``sequences`` that ``past`` does not cover yet and return the logits of the last position.
 The default step calls the eager model with a ``DynamicCache``; ``OrtModelForCausalLM`` feeds
 the same tokens to an exported decoder with past key/value inputs. ``past`` is whatever the
-model keeps between steps; the loop never looks inside it.
+model keeps between steps; the loops only reorder its batch rows (beam search).
+
+Decoding follows transformers' ``generate`` step for step (processor order, EOS padding, the
+vectorized beam search and its early-stopping rule), so the same checkpoint gives the same tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from modelcore.generation.beam_search import beam_search
 from modelcore.generation.configuration import GenerationConfig
-from modelcore.generation.logits_process import warp
+from modelcore.generation.logits_process import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    ProcessorContext,
+    build_logits_processors,
+)
+from modelcore.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList, build_stopping_criteria
 
 
 def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, S) padding mask -> (B, S) position ids that start at 0 on each row's first real token."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def reorder_past(past: Any, rows: torch.LongTensor) -> Any:
+    """``past`` with its batch rows picked by ``rows``: a cache's own ``reorder``, or nested tuples of tensors."""
+    if past is None:
+        return None
+    if hasattr(past, "reorder"):
+        past.reorder(rows)
+        return past
+    if isinstance(past, torch.Tensor):
+        return past.index_select(0, rows.to(past.device))
+    return type(past)(reorder_past(item, rows) for item in past)
 
 
 class GenerationMixin:
@@ -61,37 +84,104 @@ class GenerationMixin:
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         generation_config: GenerationConfig | None = None,
+        logits_processor: Iterable[LogitsProcessor] | None = None,
+        stopping_criteria: Iterable[StoppingCriteria] | None = None,
+        streamer: Any = None,
+        tokenizer: Any = None,
         **kwargs: Any,
     ) -> torch.LongTensor:
-        """Continue each prompt, greedily or by sampling.
+        """Continue each prompt greedily, by sampling, or by beam search.
 
         Args:
             input_ids: (B, T) prompts; in a batch of unequal prompts, pad on the left.
             attention_mask: (B, T) 1 for real tokens, 0 for padding; None means no padding.
             generation_config: the settings; default ``default_generation_config()``.
-            **kwargs: fields of ``GenerationConfig`` to override (``max_new_tokens=8, do_sample=True``).
+            logits_processor: extra processors, run after the ones the config enables (before sampling warpers).
+            stopping_criteria: extra criteria; a row stops when any criterion says so.
+            streamer: an object with ``put(token_ids)`` and ``end()``: it gets the prompt, then each new token
+                (batch size 1, no beam search), then ``end()``.
+            tokenizer: needed for ``stop_strings``.
+            **kwargs: fields of ``GenerationConfig`` to override (``max_new_tokens=8, num_beams=3``).
 
         Returns:
-            (B, T + n) the prompts followed by the n <= max_new_tokens new tokens; a row that produced
-            EOS is filled with the pad id afterwards.
+            (B * num_return_sequences, T + n) the prompts followed by the new tokens; a row that stopped early
+            is filled with the pad id afterwards.
+
+        Raises:
+            ValueError: an empty prompt, a prompt past the model's context, a streamer with a batch or beams.
+            TypeError: an unknown generation option (all of them listed).
         """
         config = (generation_config or self.default_generation_config()).update(**kwargs)
-        eos = torch.tensor(config.eos_token_ids, dtype=torch.long, device=input_ids.device)
-        pad = config.pad_token_id if config.pad_token_id is not None else (int(eos[0]) if len(eos) else 0)
+        self._check_prompt(input_ids, config, streamer)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        sequences, unfinished, past = input_ids, torch.ones(len(input_ids), dtype=torch.bool), None
-        for _ in range(config.max_new_tokens):
+        prompt_length = input_ids.shape[1]
+        max_length = prompt_length + config.new_token_budget(prompt_length)
+        expand = max(config.num_beams, config.num_return_sequences)
+        input_ids = input_ids.repeat_interleave(expand, dim=0)
+        attention_mask = attention_mask.repeat_interleave(expand, dim=0)
+        beam_sampling = config.num_beams > 1 and config.do_sample
+        ctx = ProcessorContext(
+            prompt_length=prompt_length,
+            padding_lengths=(attention_mask != 0).int().argmax(dim=1),
+            min_tokens_to_keep=len(config.eos_token_ids) + 1 if beam_sampling and config.eos_token_ids else 1,
+        )
+        if beam_sampling and not config.eos_token_ids:
+            ctx = ProcessorContext(ctx.prompt_length, ctx.padding_lengths, min_tokens_to_keep=2)
+        processors = build_logits_processors(config, ctx, logits_processor or ())
+        criteria = build_stopping_criteria(config, max_length, tokenizer, stopping_criteria or ())
+        if config.num_beams > 1:
+            return beam_search(self, input_ids, attention_mask, config, processors, criteria, max_length)
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+        try:
+            return self._decode(input_ids, attention_mask, config, processors, criteria, streamer)
+        finally:
+            if streamer is not None:
+                streamer.end()  # a consumer waiting on the stream must not hang when decoding fails
+
+    def _check_prompt(self, input_ids: torch.LongTensor, config: GenerationConfig, streamer: Any) -> None:
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(
+                f"input_ids must be a (batch, length) tensor with length >= 1, got {tuple(input_ids.shape)}"
+            )
+        context = getattr(getattr(self, "config", None), "max_position_embeddings", None)
+        if isinstance(context, int) and input_ids.shape[1] >= context:
+            raise ValueError(
+                f"the prompt has {input_ids.shape[1]} tokens but the model's context (max_position_embeddings) is"
+                f" {context}; shorten the prompt to leave room for new tokens"
+            )
+        if streamer is not None and (input_ids.shape[0] > 1 or config.num_beams > 1):
+            raise ValueError("a streamer supports batch size 1 without beam search (as transformers)")
+
+    def _decode(
+        self,
+        sequences: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        config: GenerationConfig,
+        processors: LogitsProcessorList,
+        criteria: StoppingCriteriaList,
+        streamer: Any,
+    ) -> torch.LongTensor:
+        """Greedy or multinomial sampling, one token per step, until every row has met a stopping criterion."""
+        eos = config.eos_token_ids
+        pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else None)
+        unfinished = torch.ones(len(sequences), dtype=torch.bool, device=sequences.device)
+        past = None
+        while True:
             logits, past = self.generation_step(sequences, attention_mask, past)  # (B, V)
+            scores = processors(sequences, logits)
             if config.do_sample:
-                next_tokens = torch.multinomial(warp(logits, config).softmax(dim=-1), num_samples=1)[:, 0]
+                next_tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1)[:, 0]
             else:
-                next_tokens = logits.argmax(dim=-1)  # (B,)
-            if len(eos):
-                next_tokens = torch.where(unfinished.to(next_tokens.device), next_tokens, pad)
-                unfinished &= ~torch.isin(next_tokens, eos).cpu()
+                next_tokens = scores.argmax(dim=-1)  # (B,)
+            next_tokens = next_tokens.to(sequences.device)
+            if eos:  # as transformers: finished rows are padded only when EOS can finish them
+                next_tokens = torch.where(unfinished, next_tokens, pad)
             sequences = torch.cat([sequences, next_tokens[:, None].to(sequences.dtype)], dim=-1)
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=-1)
+            if streamer is not None:
+                streamer.put(next_tokens.cpu())
+            unfinished &= ~criteria(sequences, scores)
             if not unfinished.any():
-                break
-        return sequences
+                return sequences
