@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ class Trainer:
         compute_metrics: ``EvalPrediction -> dict[str, float]``.
         callbacks: extra ``TrainerCallback`` instances or classes.
         optimizers: ``(optimizer, scheduler)`` to use instead of creating them.
+        tokenizer: deprecated name of ``processing_class`` (as older transformers wrote it); warns.
     """
 
     def __init__(
@@ -99,10 +101,13 @@ class Trainer:
         compute_metrics: Any = None,
         callbacks: list[TrainerCallback | type[TrainerCallback]] | None = None,
         optimizers: tuple[torch.optim.Optimizer | None, Any] = (None, None),
+        *,
+        tokenizer: Any = None,
     ) -> None:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
+        processing_class = _processing_class_or_tokenizer(processing_class, tokenizer)
         self.args = args
         _check_output_dir(Path(args.output_dir))
         if args.fp16 and not torch.cuda.is_available():
@@ -518,6 +523,22 @@ def _stack_padded(rows: list[torch.Tensor], pad: float) -> np.ndarray:
     for i, r in enumerate(rows):
         out[i, : r.shape[0]] = r
     return out.numpy()
+
+
+def _processing_class_or_tokenizer(processing_class: Any, tokenizer: Any) -> Any:
+    """``processing_class``, or the ``tokenizer=`` that older transformers code passes instead (with a warning)."""
+    if tokenizer is None:
+        return processing_class
+    if processing_class is not None:
+        raise ValueError(
+            "Trainer got both tokenizer= and processing_class=; pass only processing_class= (tokenizer= is its old name)"
+        )
+    warnings.warn(
+        "Trainer(tokenizer=...) is deprecated: pass processing_class= instead (the tokenizer is used as it)",
+        FutureWarning,
+        stacklevel=3,  # the caller of Trainer(...)
+    )
+    return tokenizer
 
 
 def _default_collator(processing_class: Any) -> Any:

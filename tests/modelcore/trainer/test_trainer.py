@@ -225,6 +225,23 @@ def test_distillation_moves_student_toward_teacher(tmp_path, data, tokenizer):
     assert gap() < 0.5 * before
 
 
+# ------------------------------------------------------------------ seed compatibility
+def test_tokenizer_argument_is_the_processing_class_with_a_warning(tmp_path, data, tokenizer):
+    """The seeds write ``Trainer(..., tokenizer=tokenizer)``: it trains and saves the tokenizer, with a FutureWarning."""
+    with pytest.warns(FutureWarning, match=r"tokenizer=.*processing_class=") as caught:
+        trainer = Trainer(tiny_model(), make_args(tmp_path, max_steps=2), train_dataset=data, tokenizer=tokenizer)
+    assert caught[0].filename == __file__  # points at the caller's line, not at the Trainer
+    assert trainer.processing_class is tokenizer
+    assert trainer.train().global_step == 2  # rows of unequal length: padded by the tokenizer's collator
+    saved = trainer.save_model(tmp_path / "final")
+    assert AutoTokenizer.from_pretrained(saved)("a fine film").input_ids == tokenizer("a fine film").input_ids
+
+
+def test_tokenizer_and_processing_class_together_are_refused(tmp_path, data, tokenizer):
+    with pytest.raises(ValueError, match=r"both tokenizer= and processing_class="):
+        Trainer(tiny_model(), make_args(tmp_path), train_dataset=data, tokenizer=tokenizer, processing_class=tokenizer)
+
+
 # ------------------------------------------------------------------ bad input
 def test_dataset_without_input_ids_names_the_column(tmp_path, rotten_tomatoes):
     raw = datasets.Dataset.from_list(rotten_tomatoes[:8])
