@@ -20,17 +20,20 @@ _LAZY: dict[str, str] = {
     "LlamaModel": "models.llama.modeling_llama",
     "LlamaForCausalLM": "models.llama.modeling_llama",
     "LlamaForSequenceClassification": "models.llama.modeling_llama",
+    "LlamaForQuestionAnswering": "models.llama.modeling_llama",
     "BertConfig": "models.bert.configuration_bert",
     "BertModel": "models.bert.modeling_bert",
     "BertForSequenceClassification": "models.bert.modeling_bert",
     "BertForMaskedLM": "models.bert.modeling_bert",
     "BertForTokenClassification": "models.bert.modeling_bert",
+    "BertForQuestionAnswering": "models.bert.modeling_bert",
     "AutoConfig": "auto",
     "AutoModel": "auto",
     "AutoModelForCausalLM": "auto",
     "AutoModelForSequenceClassification": "auto",
     "AutoModelForMaskedLM": "auto",
     "AutoModelForTokenClassification": "auto",
+    "AutoModelForQuestionAnswering": "auto",
     "AutoTokenizer": "auto",
     "Tokenizer": "tokenization",
     "BatchEncoding": "tokenization",
@@ -70,6 +73,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         AutoModel,
         AutoModelForCausalLM,
         AutoModelForMaskedLM,
+        AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
         AutoModelForTokenClassification,
         AutoTokenizer,
@@ -90,6 +94,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from modelcore.models.bert.configuration_bert import BertConfig
     from modelcore.models.bert.modeling_bert import (
         BertForMaskedLM,
+        BertForQuestionAnswering,
         BertForSequenceClassification,
         BertForTokenClassification,
         BertModel,
@@ -97,6 +102,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from modelcore.models.llama.configuration_llama import LlamaConfig
     from modelcore.models.llama.modeling_llama import (
         LlamaForCausalLM,
+        LlamaForQuestionAnswering,
         LlamaForSequenceClassification,
         LlamaModel,
     )

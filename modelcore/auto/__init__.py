@@ -5,6 +5,7 @@ from modelcore.auto.modeling_auto import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "AutoModel",
     "AutoModelForCausalLM",
     "AutoModelForMaskedLM",
+    "AutoModelForQuestionAnswering",
     "AutoModelForSequenceClassification",
     "AutoModelForTokenClassification",
     "AutoTokenizer",

@@ -87,3 +87,17 @@ class AutoModelForMaskedLM(_AutoModel):
 
 class AutoModelForTokenClassification(_AutoModel):
     """A model with a per-token classification head."""
+
+
+class AutoModelForQuestionAnswering(_AutoModel):
+    """A model with an extractive question-answering head (a start and an end logit per token)."""
+
+
+# Registered here, not in FAMILIES, until the shared tester (tests/modelcore/models/test_common.py) knows this task's
+# start/end outputs and position targets; then these entries move to FAMILIES.
+AutoModelForQuestionAnswering._registry.update(
+    {
+        "llama": "modelcore.models.llama.modeling_llama:LlamaForQuestionAnswering",
+        "bert": "modelcore.models.bert.modeling_bert:BertForQuestionAnswering",
+    }
+)

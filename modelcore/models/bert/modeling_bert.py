@@ -21,6 +21,7 @@ from modelcore.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithPooling,
     MaskedLMOutput,
+    QuestionAnsweringModelOutput,
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
@@ -654,8 +655,85 @@ class BertForTokenClassification(BertPreTrainedModel):
         )
 
 
+def question_answering_loss(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the start and end cross-entropies, as Hugging Face computes it.
+
+    Positions outside the input (a span truncated away) are clamped to T and ignored.
+    """
+    ignored = start_logits.shape[1]  # T
+    start_positions = start_positions.reshape(-1).to(start_logits.device).clamp(0, ignored)
+    end_positions = end_positions.reshape(-1).to(end_logits.device).clamp(0, ignored)
+    start_loss = nn.functional.cross_entropy(start_logits, start_positions, ignore_index=ignored)
+    end_loss = nn.functional.cross_entropy(end_logits, end_positions, ignore_index=ignored)
+    return (start_loss + end_loss) / 2
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """BERT (without pooler) with a linear ``qa_outputs`` head giving each token a start and an end logit."""
+
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [
+        *BertPreTrainedModel._keys_to_ignore_on_load_unexpected,
+        r"^(bert\.)?pooler\.",
+        r"^cls\.",
+    ]
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)  # num_labels is 2: start, end
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        *,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> QuestionAnsweringModelOutput:
+        """Score every token as the start and the end of the answer span; inputs as in ``BertModel.forward``.
+
+        Args:
+            start_positions: (B,) index of each answer's first token; with ``end_positions`` gives the loss.
+            end_positions: (B,) index of each answer's last token.
+
+        Returns:
+            ``QuestionAnsweringModelOutput`` with ``start_logits`` and ``end_logits`` (B, T), and ``loss``.
+        """
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        logits = self.qa_outputs(outputs.last_hidden_state)  # (B, T, 2)
+        start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
 __all__ = [
     "BertForMaskedLM",
+    "BertForQuestionAnswering",
     "BertForSequenceClassification",
     "BertForTokenClassification",
     "BertLayer",

@@ -17,7 +17,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from modelcore.generation.utils import GenerationMixin
-from modelcore.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast, SequenceClassifierOutputWithPast
+from modelcore.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutputWithPast,
+)
 from modelcore.modeling_utils import PreTrainedModel
 from modelcore.models.llama.configuration_llama import LlamaConfig
 from modelcore.nn.activations import get_activation
@@ -373,6 +378,79 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
             loss=loss,
             logits=pooled,
             past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+def question_answering_loss(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the start and end cross-entropies, as Hugging Face computes it.
+
+    Positions outside the input (a span truncated away) are clamped to T and ignored.
+    """
+    ignored = start_logits.shape[1]  # T
+    start_positions = start_positions.reshape(-1).to(start_logits.device).clamp(0, ignored)
+    end_positions = end_positions.reshape(-1).to(end_logits.device).clamp(0, ignored)
+    start_loss = nn.functional.cross_entropy(start_logits, start_positions, ignore_index=ignored)
+    end_loss = nn.functional.cross_entropy(end_logits, end_positions, ignore_index=ignored)
+    return (start_loss + end_loss) / 2
+
+
+class LlamaForQuestionAnswering(LlamaPreTrainedModel):
+    """Decoder + linear ``qa_outputs`` head giving each token a start and an end logit (extractive QA).
+
+    The decoder sits under ``transformer``, as in Hugging Face's checkpoints of this head.
+    """
+
+    base_model_prefix = "transformer"
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__(config)
+        self.transformer = LlamaModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> QuestionAnsweringModelOutput:
+        """Score every token as the start and the end of the answer span.
+
+        Args:
+            start_positions: (B,) index of each answer's first token; with ``end_positions`` gives the loss.
+            end_positions: (B,) index of each answer's last token.
+            Other arguments: see ``LlamaModel.forward``.
+
+        Returns:
+            ``QuestionAnsweringModelOutput`` with ``start_logits`` and ``end_logits`` (B, T), and ``loss``.
+        """
+        outputs = self.transformer(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        logits = self.qa_outputs(outputs.last_hidden_state)  # (B, T, 2)
+        start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

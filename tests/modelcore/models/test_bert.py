@@ -498,3 +498,32 @@ def test_padding_free_dropout_draws_fast_masks_with_the_padded_distribution():
     z = (free.mean(0) - padded.mean(0)) / (free.var(0) / len(free) + padded.var(0) / len(padded)).sqrt()
     assert z.abs().max() < 5, f"largest z-score {z.abs().max():.1f} over {z.numel()} outputs"
     torch.testing.assert_close(free.std(0), padded.std(0), rtol=0.25, atol=0.01)
+
+
+# ----------------------------------------------------------------------------------- question answering
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_question_answering_head_matches_transformers(impl, tmp_path):
+    """Start/end logits and the loss (an out-of-range span ignored, as transformers does) from HF's checkpoint."""
+    from modelcore import AutoModelForQuestionAnswering
+    from modelcore.models.bert.modeling_bert import BertForQuestionAnswering
+
+    hf = hf_model("BertForQuestionAnswering")
+    hf.save_pretrained(tmp_path / "hf")
+    ours, info = BertForQuestionAnswering.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    assert {"qa_outputs.weight", "qa_outputs.bias"} <= set(ours.state_dict())
+    set_impl(hf, ours, impl)
+    inputs = batch()
+    start, end = torch.tensor([1, 4, 99]), torch.tensor([3, 5, 99])  # row 2's span lies outside the input
+    with torch.no_grad():
+        ref = hf(**inputs, start_positions=start, end_positions=end)
+        out = ours(**inputs, start_positions=start, end_positions=end)
+    assert out.start_logits.shape == out.end_logits.shape == (3, 10)
+    assert max_diff(out.start_logits, ref.start_logits) <= ATOL
+    assert max_diff(out.end_logits, ref.end_logits) <= ATOL
+    assert abs(out.loss.item() - ref.loss.item()) <= ATOL
+    assert type(AutoModelForQuestionAnswering.from_pretrained(tmp_path / "hf")) is BertForQuestionAnswering
+    ours.save_pretrained(tmp_path / "ours")  # and transformers reads ours back
+    back = transformers.BertForQuestionAnswering.from_pretrained(tmp_path / "ours").eval()
+    with torch.no_grad():
+        assert max_diff(back(**inputs).start_logits, ref.start_logits) <= ATOL

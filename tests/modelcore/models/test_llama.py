@@ -584,3 +584,33 @@ def test_our_checkpoint_loads_into_hf(tmp_path, tie):
     ids = batch()
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=ATOL, rtol=0)
+
+
+# --------------------------------------------------------------------------- question answering
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_question_answering_head_matches_hf(side, tmp_path):
+    """Start/end logits (padded batch) and the loss from HF's checkpoint (decoder under ``transformer``)."""
+    from modelcore import AutoModelForQuestionAnswering
+    from modelcore.models.llama.modeling_llama import LlamaForQuestionAnswering
+
+    torch.manual_seed(0)
+    hf = transformers.LlamaForQuestionAnswering(hf_config(tiny_kwargs())).eval()
+    randomize_(hf)
+    hf.save_pretrained(tmp_path / "hf")
+    ours, info = LlamaForQuestionAnswering.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert info == {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}
+    assert set(ours.state_dict()) == set(hf.state_dict())
+    ours.eval()
+    ids, mask = batch(), padding(12, [12, 7, 4], side)
+    start, end = torch.tensor([2, 5, 40]), torch.tensor([4, 6, 40])  # row 2's span lies outside the input
+    with torch.no_grad():
+        ref = hf(input_ids=ids, attention_mask=mask)
+        out = ours(input_ids=ids, attention_mask=mask)
+        # the loss softmaxes over every position, padding included (whose logits differ): compare it unpadded
+        ref_loss = hf(input_ids=ids, start_positions=start, end_positions=end).loss
+        out_loss = ours(input_ids=ids, start_positions=start, end_positions=end).loss
+    real = mask.bool()  # padded positions are not compared (their values are arbitrary in both)
+    assert (out.start_logits[real] - ref.start_logits[real]).abs().max() <= ATOL
+    assert (out.end_logits[real] - ref.end_logits[real]).abs().max() <= ATOL
+    assert abs(out_loss.item() - ref_loss.item()) <= ATOL
+    assert type(AutoModelForQuestionAnswering.from_pretrained(tmp_path / "hf")) is LlamaForQuestionAnswering
