@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from modelcore import AutoTokenizer, TextIteratorStreamer, TextStreamer
+from modelcore.generation.stopping_criteria import StoppingCriteria
 from tests.tiny_models import tiny_llama
 
 transformers = pytest.importorskip("transformers")
@@ -124,15 +125,32 @@ def test_timeout_raises_queue_empty(minilm_pair):
     assert time.monotonic() - started < 2
 
 
-def test_streams_a_tiny_llama_generation(minilm_pair):
-    """generate's tokens through the streamer protocol give generate's text (prompt skipped)."""
+class SlowStep(StoppingCriteria):
+    """Never stops generation; sleeps 20 ms per step so that a stream has time to be seen mid-way."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor | None, **kwargs) -> torch.BoolTensor:
+        time.sleep(0.02)
+        return torch.zeros(len(input_ids), dtype=torch.bool)
+
+
+def test_generate_streams_text_before_it_returns(minilm_pair):
+    """model.generate(streamer=...) in a thread: the text is generate's, and most of it arrives before it returns."""
     tokenizer, _ = minilm_pair
     model = tiny_llama(seed=1, vocab_size=tokenizer.vocab_size).eval()
     prompt = tokenizer("streaming works", return_tensors="pt").input_ids
-    output = model.generate(prompt, max_new_tokens=12)
-    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
-    streamer.put(prompt)
-    for token in output[0, prompt.shape[1] :]:
-        streamer.put(token[None])
-    streamer.end()
-    assert "".join(streamer) == tokenizer.decode(output[0, prompt.shape[1] :])
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, timeout=30)
+    outputs, returned_at = [], []
+
+    def produce() -> None:
+        outputs.append(model.generate(prompt, max_new_tokens=16, streamer=streamer, stopping_criteria=[SlowStep()]))
+        returned_at.append(time.monotonic())
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    arrivals = [(time.monotonic(), text) for text in streamer if text]
+    producer.join(timeout=30)
+    new_tokens = outputs[0][0, prompt.shape[1] :]
+    assert len(new_tokens) == 16
+    assert "".join(text for _, text in arrivals) == tokenizer.decode(new_tokens)
+    assert arrivals[0][0] < returned_at[0] - 0.1  # the first word came while >= 5 steps were still to run
+    assert len(arrivals) >= 8  # word by word, not one lump
