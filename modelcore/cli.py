@@ -32,7 +32,9 @@ VERBS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelcore", description="Convert modelcore / Hugging Face checkpoints.")
+    parser = argparse.ArgumentParser(
+        prog="modelcore", description="Convert and run modelcore / Hugging Face checkpoints."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for module_name in VERBS.values():
