@@ -10,6 +10,7 @@ from modelcore.pipelines.feature_extraction import FeatureExtractionPipeline
 from modelcore.pipelines.fill_mask import FillMaskPipeline
 from modelcore.pipelines.text_classification import TextClassificationPipeline
 from modelcore.pipelines.token_classification import TokenClassificationPipeline
+from modelcore.pipelines.zero_shot_classification import ZeroShotClassificationPipeline
 
 __all__ = [
     "TASKS",
@@ -18,5 +19,6 @@ __all__ = [
     "Pipeline",
     "TextClassificationPipeline",
     "TokenClassificationPipeline",
+    "ZeroShotClassificationPipeline",
     "pipeline",
 ]

@@ -45,10 +45,12 @@ class Pipeline:
         """The keyword arguments the model's ``forward`` takes (a tokenizer may return more columns)."""
         return set(inspect.signature(self.model.forward).parameters)
 
-    def encode(self, texts: list[str], max_length: int | None = None, **tokenizer_kwargs: Any) -> Any:
+    def encode(
+        self, texts: list[str], max_length: int | None = None, truncation: bool | str = True, **tokenizer_kwargs: Any
+    ) -> Any:
         """Tokenize a batch with padding and truncation, as torch tensors (every column the tokenizer returns)."""
         return self.tokenizer(
-            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", **tokenizer_kwargs
+            texts, padding=True, truncation=truncation, max_length=max_length, return_tensors="pt", **tokenizer_kwargs
         )
 
     def forward(self, encoding: Any) -> Any:
