@@ -44,6 +44,7 @@ class GenerationConfig:
         pad_token_id: written after a row has stopped; defaults to the first EOS id.
         stop_strings: a row stops once its text ends with one of these (``generate`` needs ``tokenizer=``).
         max_time: seconds after which generation stops (checked after each token).
+        num_assistant_tokens: tokens the draft model proposes per round (``generate(assistant_model=...)``).
     """
 
     max_new_tokens: int | None = None
@@ -66,6 +67,7 @@ class GenerationConfig:
     pad_token_id: int | None = None
     stop_strings: str | list[str] | None = None
     max_time: float | None = None
+    num_assistant_tokens: int = 20
 
     def __post_init__(self) -> None:
         self.validate()
@@ -100,6 +102,7 @@ class GenerationConfig:
             ("no_repeat_ngram_size", self.no_repeat_ngram_size >= 0, ">= 0"),
             ("early_stopping", self.early_stopping in EARLY_STOPPING_CHOICES, "True, False or 'never'"),
             ("max_time", self.max_time is None or self.max_time > 0, "> 0"),
+            ("num_assistant_tokens", self.num_assistant_tokens >= 1, ">= 1"),
             ("bad_words_ids", self.bad_words_ids is None or _all_token_lists(self.bad_words_ids), "non-empty id lists"),
         ]
         errors = [f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok]

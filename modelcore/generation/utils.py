@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from modelcore.generation.assisted import assisted_greedy, check_assistant
 from modelcore.generation.beam_search import beam_search
 from modelcore.generation.configuration import GenerationConfig
 from modelcore.generation.logits_process import (
@@ -88,6 +89,7 @@ class GenerationMixin:
         stopping_criteria: Iterable[StoppingCriteria] | None = None,
         streamer: Any = None,
         tokenizer: Any = None,
+        assistant_model: Any = None,
         **kwargs: Any,
     ) -> torch.LongTensor:
         """Continue each prompt greedily, by sampling, or by beam search.
@@ -101,6 +103,8 @@ class GenerationMixin:
             streamer: an object with ``put(token_ids)`` and ``end()``: it gets the prompt, then each new token
                 (batch size 1, no beam search), then ``end()``.
             tokenizer: needed for ``stop_strings``.
+            assistant_model: a smaller model with the same vocabulary that drafts ``num_assistant_tokens``
+                tokens per target pass (greedy, batch size 1); the output equals plain greedy decoding.
             **kwargs: fields of ``GenerationConfig`` to override (``max_new_tokens=8, num_beams=3``).
 
         Returns:
@@ -108,11 +112,14 @@ class GenerationMixin:
             is filled with the pad id afterwards.
 
         Raises:
-            ValueError: an empty prompt, a prompt past the model's context, a streamer with a batch or beams.
+            ValueError: an empty prompt, a prompt past the model's context, a streamer with a batch or beams,
+                an assistant with sampling, beams, a batch or another vocabulary.
             TypeError: an unknown generation option (all of them listed).
         """
         config = (generation_config or self.default_generation_config()).update(**kwargs)
         self._check_prompt(input_ids, config, streamer)
+        if assistant_model is not None:
+            check_assistant(self, assistant_model, config, input_ids.shape[0])
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         prompt_length = input_ids.shape[1]
@@ -135,6 +142,10 @@ class GenerationMixin:
         if streamer is not None:
             streamer.put(input_ids.cpu())
         try:
+            if assistant_model is not None:
+                return assisted_greedy(
+                    self, assistant_model, input_ids, attention_mask, config, processors, criteria, max_length, streamer
+                )
             return self._decode(input_ids, attention_mask, config, processors, criteria, streamer)
         finally:
             if streamer is not None:
