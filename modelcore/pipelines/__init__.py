@@ -8,6 +8,7 @@ from __future__ import annotations
 from modelcore.pipelines.base import TASKS, Pipeline, pipeline
 from modelcore.pipelines.feature_extraction import FeatureExtractionPipeline
 from modelcore.pipelines.fill_mask import FillMaskPipeline
+from modelcore.pipelines.question_answering import QuestionAnsweringPipeline
 from modelcore.pipelines.text_classification import TextClassificationPipeline
 from modelcore.pipelines.token_classification import TokenClassificationPipeline
 from modelcore.pipelines.zero_shot_classification import ZeroShotClassificationPipeline
@@ -17,6 +18,7 @@ __all__ = [
     "FeatureExtractionPipeline",
     "FillMaskPipeline",
     "Pipeline",
+    "QuestionAnsweringPipeline",
     "TextClassificationPipeline",
     "TokenClassificationPipeline",
     "ZeroShotClassificationPipeline",
