@@ -6,6 +6,8 @@ import inspect
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,6 +17,23 @@ logger = logging.getLogger(__name__)
 # task name -> pipeline class; aliases point at the same class (filled by each task module)
 TASKS: dict[str, type[Pipeline]] = {}
 ALIASES: dict[str, str] = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+
+
+@dataclass(frozen=True)
+class TaskDefault:
+    """Where ``pipeline(task)`` finds a model when none is given, in this order."""
+
+    registered_model: str | None = None  # an MLflow registered model whose champion serves the task
+    asset: str | None = None  # an asset of ``modelcore.assets``'s catalog that fits the task as it is
+
+
+CHAMPION_ALIAS = "champion"
+# Only tasks with a model that fits: MiniLM-L6-v2 is a sentence embedder (no MLM head, no classifier), and the
+# retraining flow registers its sentiment classifier as rotten-tomatoes-sentiment.
+DEFAULTS: dict[str, TaskDefault] = {
+    "text-classification": TaskDefault(registered_model="rotten-tomatoes-sentiment"),
+    "feature-extraction": TaskDefault(asset="minilm-l6"),
+}
 
 
 class Pipeline:
@@ -96,9 +115,51 @@ def chunks(items: list[Any], batch_size: int) -> Iterator[list[Any]]:
         yield items[start : start + batch_size]
 
 
+def default_source(task: str) -> tuple[str, Path]:
+    """The model ``pipeline(task)`` uses when none is given: the champion of the task's registered model in the
+    MLflow registry of ``MLFLOW_TRACKING_URI`` if there is one, else the task's catalog asset.
+
+    Args:
+        task: a canonical task name.
+
+    Returns:
+        The source (a ``models:/`` URI or an asset name) and its local directory.
+
+    Raises:
+        ValueError: the task has no default, saying what was tried and what to pass.
+    """
+    from modelcore.serialization.sources import resolve_source
+
+    default = DEFAULTS.get(task, TaskDefault())
+    tried = []
+    if default.registered_model:
+        uri = f"models:/{default.registered_model}@{CHAMPION_ALIAS}"
+        tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if tracking_uri:
+            from modelcore.integrations.mlflow_models import RegistryError
+
+            try:
+                directory = resolve_source(uri)
+            except RegistryError as err:
+                tried.append(f"{uri} is not in the registry {tracking_uri} ({err})")
+            else:
+                logger.info("pipeline(%r): no model given; using the registry's champion %s", task, uri)
+                return uri, directory
+        else:
+            tried.append(f"{uri} was not looked up: MLFLOW_TRACKING_URI is not set")
+    if default.asset:
+        logger.info("pipeline(%r): no model given; using the catalog asset %r", task, default.asset)
+        return default.asset, resolve_source(default.asset)
+    reason = "; ".join(tried) or "no registered model or catalog asset fits it"
+    raise ValueError(
+        f"pipeline({task!r}) has no default model: {reason}. Pass model= (a checkpoint directory, an asset name "
+        "of modelcore.assets, or models:/NAME@ALIAS)"
+    )
+
+
 def pipeline(
     task: str,
-    model: str | os.PathLike | Any,
+    model: str | os.PathLike | Any = None,
     tokenizer: Any = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
@@ -109,7 +170,8 @@ def pipeline(
     Args:
         task: a task name (``"text-classification"``) or alias (``"sentiment-analysis"``).
         model: a checkpoint source (a directory, an asset name, ``models:/NAME@alias``,
-            ``runs:/RUN_ID/PATH``) or an already loaded model.
+            ``runs:/RUN_ID/PATH``) or an already loaded model; None picks the task's default (:func:`default_source`)
+            and logs which.
         tokenizer: a tokenizer or a source for one; defaults to the model's source.
         device: where to run; None leaves the model where it was loaded (CPU).
         dtype: the weights' dtype when loading (``"auto"`` keeps the stored one).
@@ -120,6 +182,7 @@ def pipeline(
 
     Raises:
         KeyError: naming the known tasks when ``task`` is unknown.
+        ValueError: no model given and the task has no default.
     """
     import modelcore
     from modelcore.serialization.sources import resolve_source
@@ -130,9 +193,13 @@ def pipeline(
         raise KeyError(f"unknown pipeline task {task!r}; known tasks: {', '.join(known)}")
     cls = TASKS[name]
     source = ""
-    if isinstance(model, (str, os.PathLike)):
+    if model is None:
+        model, directory = default_source(name)
+        source = model
+    elif isinstance(model, (str, os.PathLike)):
         source = str(model)
         directory = resolve_source(model)  # resolve a URI once: model and tokenizer read the same files
+    if isinstance(model, (str, os.PathLike)):
         if dtype is not None:
             model_kwargs["dtype"] = dtype
         model = getattr(modelcore, cls.auto_model).from_pretrained(directory, **model_kwargs)
