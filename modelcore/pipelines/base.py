@@ -44,17 +44,35 @@ class Pipeline:
         tokenizer: its tokenizer.
         device: where the model runs (``"cpu"``, ``"cuda:0"``, a ``torch.device``); None keeps the model's.
         source: where the model came from (a directory or URI), shown in ``repr``.
+        batch_size: inputs per forward pass for calls that do not give one (None: the task's default).
     """
 
     task: str = ""
     auto_model: str = ""  # name of the modelcore Auto class that loads the task's model
+    default_batch_size: int = 8  # inputs per forward pass when neither the call nor the pipeline says
 
-    def __init__(self, model: Any, tokenizer: Any, device: str | torch.device | None = None, source: str = "") -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str | torch.device | None = None,
+        source: str = "",
+        batch_size: int | None = None,
+    ) -> None:
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
         self.tokenizer = tokenizer
         self.source = source
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+
+    def batch_size_for(self, batch_size: int | None) -> int:
+        """The call's ``batch_size``, else the pipeline's, else the task's default."""
+        if batch_size is not None:
+            return batch_size
+        return self.batch_size if self.batch_size is not None else self.default_batch_size
 
     @property
     def device(self) -> torch.device:
@@ -163,6 +181,7 @@ def pipeline(
     tokenizer: Any = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
+    batch_size: int | None = None,
     **model_kwargs: Any,
 ) -> Pipeline:
     """Build the pipeline for ``task``.
@@ -175,6 +194,7 @@ def pipeline(
         tokenizer: a tokenizer or a source for one; defaults to the model's source.
         device: where to run; None leaves the model where it was loaded (CPU).
         dtype: the weights' dtype when loading (``"auto"`` keeps the stored one).
+        batch_size: inputs per forward pass (inputs are padded per batch); None: the task's default.
         **model_kwargs: passed to ``from_pretrained``.
 
     Returns:
@@ -209,4 +229,4 @@ def pipeline(
         raise ValueError("pipeline: pass tokenizer= when model is an already loaded model")
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = modelcore.AutoTokenizer.from_pretrained(tokenizer)
-    return cls(model, tokenizer, device=device, source=source)
+    return cls(model, tokenizer, device=device, source=source, batch_size=batch_size)

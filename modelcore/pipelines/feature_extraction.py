@@ -22,13 +22,14 @@ class FeatureExtractionPipeline(Pipeline):
 
     task = "feature-extraction"
     auto_model = "AutoModel"
+    default_batch_size = 32
 
     def __call__(
         self,
         texts: str | Iterable[str],
         pooling: str | None = "mean",
         normalize: bool = True,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         max_length: int | None = None,
     ) -> list[Any]:
         """Embed each text.
@@ -38,13 +39,14 @@ class FeatureExtractionPipeline(Pipeline):
             pooling: ``"mean"`` (over the attention mask), ``"cls"`` (the first token), ``"max"`` (over the mask),
                 or None for the per-token hidden states, shaped as Hugging Face's pipeline: ``[1][tokens][hidden]``.
             normalize: L2-normalize pooled embeddings (ignored when ``pooling`` is None).
-            batch_size: texts per forward pass.
+            batch_size: texts per forward pass (None: the pipeline's ``batch_size``, else the task's default).
             max_length: truncate longer inputs to this many tokens (default: the tokenizer's limit).
 
         Returns:
             For a lone string its embedding (a list of floats); for several, one embedding per text.
         """
         items, single = as_texts(texts)
+        batch_size = self.batch_size_for(batch_size)
         if pooling is None:
             results = [self._token_features(batch, max_length) for batch in chunks(items, batch_size)]
             rows = [row for batch in results for row in batch]
@@ -58,7 +60,7 @@ class FeatureExtractionPipeline(Pipeline):
         texts: str | Iterable[str],
         pooling: str = "mean",
         normalize: bool = True,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         max_length: int | None = None,
     ) -> np.ndarray:
         """Pooled embeddings as a float32 array of shape ``(len(texts), hidden_size)``, in input order.
@@ -69,6 +71,7 @@ class FeatureExtractionPipeline(Pipeline):
         if pooling not in POOLINGS or pooling is None:
             raise ValueError(f"pooling must be one of 'mean', 'cls', 'max' (or None in __call__), got {pooling!r}")
         items, _ = as_texts(texts)
+        batch_size = self.batch_size_for(batch_size)
         out = np.zeros((len(items), self.model.config.hidden_size), dtype=np.float32)
         start = 0
         for batch in chunks(items, batch_size):

@@ -17,14 +17,14 @@ class FillMaskPipeline(Pipeline):
     auto_model = "AutoModelForMaskedLM"
 
     def __call__(
-        self, texts: str | Iterable[str], top_k: int = 5, batch_size: int = 8, max_length: int | None = None
+        self, texts: str | Iterable[str], top_k: int = 5, batch_size: int | None = None, max_length: int | None = None
     ) -> list[Any]:
         """Fill the mask token of each text.
 
         Args:
             texts: one text, a list or any iterable of texts, each with at least one mask token.
             top_k: candidates per mask, likeliest first.
-            batch_size: texts per forward pass.
+            batch_size: texts per forward pass (None: the pipeline's ``batch_size``, else the task's default).
             max_length: truncate longer inputs to this many tokens (default: the tokenizer's limit).
 
         Returns:
@@ -37,6 +37,7 @@ class FillMaskPipeline(Pipeline):
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         items, single = as_texts(texts)
+        batch_size = self.batch_size_for(batch_size)
         mask_token, mask_id = self.tokenizer.mask_token, self.tokenizer.mask_token_id
         if mask_id is None:
             raise ValueError("fill-mask: the tokenizer has no mask token")

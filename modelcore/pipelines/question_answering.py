@@ -41,7 +41,7 @@ class QuestionAnsweringPipeline(Pipeline):
         max_seq_len: int | None = None,
         max_answer_len: int = 15,
         handle_impossible_answer: bool = False,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> dict[str, Any] | list[Any]:
         """Answer each question from its context.
 
@@ -53,7 +53,7 @@ class QuestionAnsweringPipeline(Pipeline):
             max_seq_len: tokens per window, question and special tokens included (default: min(model limit, 384)).
             max_answer_len: the longest answer, in tokens.
             handle_impossible_answer: also offer the empty answer, scored by the [CLS] position.
-            batch_size: windows per forward pass.
+            batch_size: windows per forward pass (None: the pipeline's ``batch_size``, else the task's default).
 
         Returns:
             Per question ``{"score", "start", "end", "answer"}`` (a list of them when ``top_k`` > 1); a single
@@ -63,6 +63,7 @@ class QuestionAnsweringPipeline(Pipeline):
             ValueError: a question without a context (or an empty one), or bad lengths.
         """
         examples, single = _examples(question, context)
+        batch_size = self.batch_size_for(batch_size)
         if top_k < 1 or max_answer_len < 1:
             raise ValueError(f"top_k and max_answer_len must be >= 1, got {top_k} and {max_answer_len}")
         if max_seq_len is None:

@@ -23,9 +23,14 @@ class TextClassificationPipeline(Pipeline):
 
     task = "text-classification"
     auto_model = "AutoModelForSequenceClassification"
+    default_batch_size = 64
 
     def __call__(
-        self, texts: str | Sequence[str], top_k: int | None = 1, batch_size: int = 64, max_length: int | None = None
+        self,
+        texts: str | Sequence[str],
+        top_k: int | None = 1,
+        batch_size: int | None = None,
+        max_length: int | None = None,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Label each text.
 
@@ -33,7 +38,7 @@ class TextClassificationPipeline(Pipeline):
             texts: one text or a list of texts.
             top_k: labels per text, best first; 1 gives one ``{"label", "score"}`` dict per text,
                 None gives every label.
-            batch_size: texts per forward pass.
+            batch_size: texts per forward pass (None: the pipeline's ``batch_size``, else the task's default).
             max_length: truncate longer inputs to this many tokens (default: the tokenizer's limit).
 
         Returns:
@@ -49,18 +54,23 @@ class TextClassificationPipeline(Pipeline):
             results.append(labels[0] if top_k == 1 else labels)
         return results
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64, max_length: int | None = None) -> np.ndarray:
+    def predict_proba(
+        self, texts: Sequence[str], batch_size: int | None = None, max_length: int | None = None
+    ) -> np.ndarray:
         """Class probabilities, shape ``(len(texts), num_labels)``, float32 softmax of the logits."""
         logits = self.predict_logits(texts, batch_size=batch_size, max_length=max_length)
         return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
-    def predict_logits(self, texts: Sequence[str], batch_size: int = 64, max_length: int | None = None) -> np.ndarray:
+    def predict_logits(
+        self, texts: Sequence[str], batch_size: int | None = None, max_length: int | None = None
+    ) -> np.ndarray:
         """Raw logits as float32, shape ``(len(texts), num_labels)``, in input order.
 
         Raises:
             TypeError: an item of ``texts`` is not a string (it is not scored as its ``str()``; the message names
                 its index).
         """
+        batch_size = self.batch_size_for(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         texts = [texts] if isinstance(texts, str) else list(texts)

@@ -32,7 +32,7 @@ class TokenClassificationPipeline(Pipeline):
         texts: str | Iterable[str],
         aggregation_strategy: str = "none",
         ignore_labels: Sequence[str] = ("O",),
-        batch_size: int = 8,
+        batch_size: int | None = None,
         max_length: int | None = None,
     ) -> list[Any]:
         """Find the entities of each text.
@@ -41,7 +41,7 @@ class TokenClassificationPipeline(Pipeline):
             texts: one text, a list or any iterable of texts.
             aggregation_strategy: ``"none"``, ``"simple"``, ``"first"``, ``"max"`` or ``"average"`` (module doc).
             ignore_labels: labels (or entity groups) left out of the output.
-            batch_size: texts per forward pass.
+            batch_size: texts per forward pass (None: the pipeline's ``batch_size``, else the task's default).
             max_length: truncate longer inputs to this many tokens (default: the tokenizer's limit).
 
         Returns:
@@ -57,6 +57,7 @@ class TokenClassificationPipeline(Pipeline):
                 f"aggregation_strategy must be one of {', '.join(AGGREGATIONS)}; got {aggregation_strategy!r}"
             )
         items, single = as_texts(texts)
+        batch_size = self.batch_size_for(batch_size)
         ignored = set(ignore_labels)
         results: list[list[dict[str, Any]]] = []
         for batch in chunks(items, batch_size):

@@ -27,7 +27,7 @@ class ZeroShotClassificationPipeline(Pipeline):
         candidate_labels: str | Sequence[str],
         hypothesis_template: str = "This example is {}.",
         multi_label: bool = False,
-        batch_size: int = 8,
+        batch_size: int | None = None,
     ) -> dict[str, Any] | list[dict[str, Any]]:
         """Rank ``candidate_labels`` for each text.
 
@@ -36,7 +36,7 @@ class ZeroShotClassificationPipeline(Pipeline):
             candidate_labels: the labels, as a list or one comma-separated string.
             hypothesis_template: the hypothesis with ``{}`` where the label goes.
             multi_label: score each label independently (several can be true) instead of one softmax over them.
-            batch_size: premise/hypothesis pairs per forward pass.
+            batch_size: premise/hypothesis pairs per forward pass (None: the pipeline's, else the default).
 
         Returns:
             Per text ``{"sequence", "labels", "scores"}``, labels best first; a lone string gives its own dict.
@@ -46,6 +46,7 @@ class ZeroShotClassificationPipeline(Pipeline):
         """
         labels = _parse_labels(candidate_labels)
         items, single = as_texts(texts)
+        batch_size = self.batch_size_for(batch_size)
         if not labels or not items:
             raise ValueError("zero-shot-classification needs at least one candidate label and one text")
         if hypothesis_template.format(labels[0]) == hypothesis_template:

@@ -79,3 +79,22 @@ def test_an_unknown_task_lists_the_known_ones():
         pipeline("summarise")
     for task in ("feature-extraction", "fill-mask", "ner", "question-answering", "zero-shot-classification"):
         assert task in str(err.value) and (task == "ner" or task in TASKS)
+
+
+def test_batch_size_given_to_pipeline_sets_the_forward_batches_unless_a_call_overrides_it(minilm_dir):
+    embed = pipeline("feature-extraction", model=minilm_dir, batch_size=3)
+    seen: list[int] = []
+    handle = embed.model.register_forward_hook(
+        lambda module, args, kwargs, out: seen.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+    try:
+        texts = (f"sentence number {i}" for i in range(7))  # a generator is fine
+        batched = embed(texts)
+        assert seen == [3, 3, 1]
+        seen.clear()
+        assert np.allclose(embed([f"sentence number {i}" for i in range(7)], batch_size=7), batched, atol=1e-5)
+        assert seen == [7]
+    finally:
+        handle.remove()
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        pipeline("feature-extraction", model=minilm_dir, batch_size=0)
