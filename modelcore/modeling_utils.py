@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from modelcore.configuration_utils import CONFIG_NAME, PretrainedConfig
+from modelcore.generation.configuration import GENERATION_CONFIG_NAME
 from modelcore.serialization.checkpoint import save_state_dict
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,8 @@ class PreTrainedModel(nn.Module):
 
     # ------------------------------------------------------------ save / load
     def save_pretrained(self, save_directory: str | os.PathLike, max_shard_size: int | str = "10GB") -> Path:
-        """Write ``config.json`` and the weights as safetensors (sharded past ``max_shard_size``).
+        """Write ``config.json``, the weights as safetensors (sharded past ``max_shard_size``) and, when the model
+        has one, ``generation_config.json``.
 
         Tied weights are stored once. The save is one transaction (``save_state_dict``): killed at any
         point, the directory holds the previous checkpoint or this one, config.json included; weight
@@ -280,7 +282,11 @@ class PreTrainedModel(nn.Module):
         self.config.architectures = [type(self).__name__]
         self.config.dtype = str(self.dtype).removeprefix("torch.")
         # config.json switches with the weights in one transaction: a killed re-save never pairs them wrongly
-        save_state_dict(state, directory, max_shard_size, extra_files={CONFIG_NAME: self.config.to_json_string()})
+        extra_files = {CONFIG_NAME: self.config.to_json_string()}
+        generation_config = getattr(self, "generation_config", None)
+        if generation_config is not None:
+            extra_files[GENERATION_CONFIG_NAME] = generation_config.to_json_string()
+        save_state_dict(state, directory, max_shard_size, extra_files=extra_files)
         return directory
 
     def _state_dict_for_saving(self) -> dict[str, torch.Tensor]:

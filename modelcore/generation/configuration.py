@@ -11,6 +11,7 @@ from typing import Any
 
 from modelcore.errors import ConfigError
 from modelcore.json_files import read_json_object
+from modelcore.serialization.atomic import atomic_write_text
 from modelcore.typecheck import matches, non_finite_path, type_name
 
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -179,11 +180,12 @@ class GenerationConfig:
             The path written.
         """
         path = Path(directory) / GENERATION_CONFIG_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_diff_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        atomic_write_text(path, self.to_json_string())
         return path
+
+    def to_json_string(self) -> str:
+        """The ``generation_config.json`` text: the fields that differ from the defaults."""
+        return json.dumps(self.to_diff_dict(), indent=2, sort_keys=True) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         """Every field."""

@@ -142,9 +142,18 @@ def load_pretrained(
     elif device_map:
         model.to(next(iter(device_map.values())))  # moves the (small) buffers to the weights' device
     model.eval()
+    _attach_generation_config(model, directory)
     if output_loading_info:
         return model, {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
     return model
+
+
+def _attach_generation_config(model: Any, directory: Path) -> None:
+    """A generative model loaded from a folder with ``generation_config.json`` decodes with those settings."""
+    from modelcore.generation.configuration import GENERATION_CONFIG_NAME, GenerationConfig
+
+    if hasattr(model, "generate") and (directory / GENERATION_CONFIG_NAME).is_file():
+        model.generation_config = GenerationConfig.from_pretrained(directory)
 
 
 # ------------------------------------------------------------------- config
