@@ -10,6 +10,7 @@ from modelcore.pipelines.feature_extraction import FeatureExtractionPipeline
 from modelcore.pipelines.fill_mask import FillMaskPipeline
 from modelcore.pipelines.question_answering import QuestionAnsweringPipeline
 from modelcore.pipelines.text_classification import TextClassificationPipeline
+from modelcore.pipelines.text_generation import TextGenerationPipeline
 from modelcore.pipelines.token_classification import TokenClassificationPipeline
 from modelcore.pipelines.zero_shot_classification import ZeroShotClassificationPipeline
 
@@ -20,6 +21,7 @@ __all__ = [
     "Pipeline",
     "QuestionAnsweringPipeline",
     "TextClassificationPipeline",
+    "TextGenerationPipeline",
     "TokenClassificationPipeline",
     "ZeroShotClassificationPipeline",
     "pipeline",
