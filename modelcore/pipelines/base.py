@@ -68,6 +68,9 @@ class Pipeline:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
+    def read_directory_settings(self, directory: Path) -> None:
+        """Take task settings stored next to the checkpoint (none by default; a task overrides this)."""
+
     def batch_size_for(self, batch_size: int | None) -> int:
         """The call's ``batch_size``, else the pipeline's, else the task's default."""
         if batch_size is not None:
@@ -212,7 +215,7 @@ def pipeline(
         known = sorted(set(TASKS) | set(ALIASES))
         raise KeyError(f"unknown pipeline task {task!r}; known tasks: {', '.join(known)}")
     cls = TASKS[name]
-    source = ""
+    source, directory = "", None
     if model is None:
         model, directory = default_source(name)
         source = model
@@ -229,4 +232,7 @@ def pipeline(
         raise ValueError("pipeline: pass tokenizer= when model is an already loaded model")
     if isinstance(tokenizer, (str, os.PathLike)):
         tokenizer = modelcore.AutoTokenizer.from_pretrained(tokenizer)
-    return cls(model, tokenizer, device=device, source=source, batch_size=batch_size)
+    task_pipeline = cls(model, tokenizer, device=device, source=source, batch_size=batch_size)
+    if directory is not None and Path(directory).is_dir():
+        task_pipeline.read_directory_settings(Path(directory))
+    return task_pipeline

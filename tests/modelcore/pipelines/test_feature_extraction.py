@@ -85,3 +85,25 @@ def test_bad_pooling_and_non_text_inputs_are_refused(extractor):
         extractor("hello", pooling="sum")
     with pytest.raises(TypeError, match=r"texts\[1\] must be a str, got NoneType"):
         extractor(["hello", None])
+
+
+def test_long_texts_are_cut_at_the_folders_max_seq_length_as_sentence_transformers(extractor, minilm_dir):
+    """all-MiniLM-L6-v2's sentence_bert_config.json says 256 tokens (the tokenizer allows 512)."""
+    import transformers
+
+    long_text = " ".join(SENTENCES * 12)  # ~400 tokens
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir)
+    model = transformers.AutoModel.from_pretrained(minilm_dir).eval()
+
+    def by_hand(max_length: int) -> np.ndarray:
+        enc = tokenizer([long_text], truncation=True, max_length=max_length, return_tensors="pt")
+        assert enc["input_ids"].shape[1] == max_length
+        with torch.no_grad():
+            pooled = model(**enc).last_hidden_state.mean(dim=1)  # one row, no padding
+        return torch.nn.functional.normalize(pooled, dim=1)[0].numpy()
+
+    assert (extractor.max_seq_length, extractor.pooling, extractor.normalize) == (256, "mean", True)
+    got = np.array(extractor(long_text))
+    np.testing.assert_allclose(got, by_hand(256), atol=1e-5, rtol=0)
+    assert np.abs(got - by_hand(512)).max() > 1e-3
+    np.testing.assert_allclose(extractor(long_text, max_length=512), by_hand(512), atol=1e-5, rtol=0)
