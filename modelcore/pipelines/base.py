@@ -28,11 +28,12 @@ class TaskDefault:
 
 
 CHAMPION_ALIAS = "champion"
-# Only tasks with a model that fits: MiniLM-L6-v2 is a sentence embedder (no MLM head, no classifier), and the
-# retraining flow registers its sentiment classifier as rotten-tomatoes-sentiment.
+# Only tasks with a model that fits: MiniLM-L6-v2 is a sentence embedder (no MLM head, no classifier), SmolLM2-135M
+# Instruct a small chat model, and the retraining flow registers its sentiment classifier as rotten-tomatoes-sentiment.
 DEFAULTS: dict[str, TaskDefault] = {
     "text-classification": TaskDefault(registered_model="rotten-tomatoes-sentiment"),
     "feature-extraction": TaskDefault(asset="minilm-l6"),
+    "text-generation": TaskDefault(asset="smollm2-135m-gguf"),
 }
 
 

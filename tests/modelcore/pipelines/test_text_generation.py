@@ -98,3 +98,29 @@ def test_bad_inputs_are_refused(lm_dir):
         ours(["fine", 3], max_new_tokens=2)
     with pytest.raises(ValueError, match="max_new_tokens"):
         ours("fine", max_new_tokens=0)
+
+
+def test_default_model_is_smollm2_and_equals_transformers_on_the_same_gguf(caplog):
+    """pipeline("text-generation") with no model: the real SmolLM2-135M-Instruct (Q4_1 GGUF), logged; greedy prompts
+    and a chat give transformers' text for the same file."""
+    import logging
+    from pathlib import Path
+
+    import transformers
+
+    from modelcore import assets
+
+    with caplog.at_level(logging.INFO, logger="modelcore.pipelines.base"):
+        ours = pipeline("text-generation", batch_size=2)
+    assert "using the catalog asset 'smollm2-135m-gguf'" in caplog.text
+    gguf = Path(assets.fetch("smollm2-135m-gguf"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer, device="cpu")
+    prompts = ["The capital of France is", "A good way to learn a language is"]
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    options = dict(max_new_tokens=12, do_sample=False)
+    got = ours(prompts, **options)
+    assert got == hf(prompts, **options)
+    assert "Paris" in got[0][0]["generated_text"]
+    assert ours(chat, **options) == hf(chat, **options)
