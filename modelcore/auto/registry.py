@@ -25,6 +25,7 @@ FAMILIES: dict[str, Family] = {
             "AutoModel": "modelcore.models.llama.modeling_llama:LlamaModel",
             "AutoModelForCausalLM": "modelcore.models.llama.modeling_llama:LlamaForCausalLM",
             "AutoModelForSequenceClassification": "modelcore.models.llama.modeling_llama:LlamaForSequenceClassification",
+            "AutoModelForQuestionAnswering": "modelcore.models.llama.modeling_llama:LlamaForQuestionAnswering",
         },
     ),
     "bert": Family(
@@ -34,6 +35,7 @@ FAMILIES: dict[str, Family] = {
             "AutoModelForSequenceClassification": "modelcore.models.bert.modeling_bert:BertForSequenceClassification",
             "AutoModelForMaskedLM": "modelcore.models.bert.modeling_bert:BertForMaskedLM",
             "AutoModelForTokenClassification": "modelcore.models.bert.modeling_bert:BertForTokenClassification",
+            "AutoModelForQuestionAnswering": "modelcore.models.bert.modeling_bert:BertForQuestionAnswering",
         },
     ),
 }

@@ -76,3 +76,24 @@ def sequence_classification_loss(
     if problem_type == "multi_label_classification":
         return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
     raise ValueError(f"problem_type {problem_type!r} is not regression / single_label / multi_label_classification")
+
+
+def question_answering_loss(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
+) -> torch.Tensor:
+    """Mean of the start and end cross-entropies, as Hugging Face computes it.
+
+    Args:
+        start_logits, end_logits: (B, T) scores of each token starting / ending the answer.
+        start_positions, end_positions: (B,) token indices; positions outside the input (a span truncated
+            away) are clamped to T and ignored.
+
+    Returns:
+        The scalar loss.
+    """
+    ignored = start_logits.shape[1]  # T
+    start_positions = start_positions.reshape(-1).to(start_logits.device).clamp(0, ignored)
+    end_positions = end_positions.reshape(-1).to(end_logits.device).clamp(0, ignored)
+    start_loss = F.cross_entropy(start_logits, start_positions, ignore_index=ignored)
+    end_loss = F.cross_entropy(end_logits, end_positions, ignore_index=ignored)
+    return (start_loss + end_loss) / 2

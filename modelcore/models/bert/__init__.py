@@ -9,6 +9,7 @@ _EXPORTS = {
     "BertForSequenceClassification": "modeling_bert",
     "BertForTokenClassification": "modeling_bert",
     "BertPreTrainedModel": "modeling_bert",
+    "BertForQuestionAnswering": "modeling_bert",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

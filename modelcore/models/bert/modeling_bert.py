@@ -31,7 +31,7 @@ from modelcore.nn.activations import get_activation
 from modelcore.nn.attention import eager_attention, get_attention_function
 from modelcore.nn.dropout import dropout_module, fast_dropout
 from modelcore.nn.init import init_linear_and_embedding
-from modelcore.nn.losses import sequence_classification_loss, token_cross_entropy
+from modelcore.nn.losses import question_answering_loss, sequence_classification_loss, token_cross_entropy
 from modelcore.nn.masks import padding_mask
 from modelcore.nn.unpad import Unpadded
 
@@ -653,21 +653,6 @@ class BertForTokenClassification(BertPreTrainedModel):
         return TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
-
-
-def question_answering_loss(
-    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
-) -> torch.Tensor:
-    """Mean of the start and end cross-entropies, as Hugging Face computes it.
-
-    Positions outside the input (a span truncated away) are clamped to T and ignored.
-    """
-    ignored = start_logits.shape[1]  # T
-    start_positions = start_positions.reshape(-1).to(start_logits.device).clamp(0, ignored)
-    end_positions = end_positions.reshape(-1).to(end_logits.device).clamp(0, ignored)
-    start_loss = nn.functional.cross_entropy(start_logits, start_positions, ignore_index=ignored)
-    end_loss = nn.functional.cross_entropy(end_logits, end_positions, ignore_index=ignored)
-    return (start_loss + end_loss) / 2
 
 
 class BertForQuestionAnswering(BertPreTrainedModel):

@@ -8,6 +8,7 @@ _EXPORTS = {
     "LlamaForCausalLM": "modeling_llama",
     "LlamaForSequenceClassification": "modeling_llama",
     "LlamaPreTrainedModel": "modeling_llama",
+    "LlamaForQuestionAnswering": "modeling_llama",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -29,7 +29,7 @@ from modelcore.nn.activations import get_activation
 from modelcore.nn.attention import get_attention_function
 from modelcore.nn.cache import DynamicCache
 from modelcore.nn.init import init_linear_and_embedding
-from modelcore.nn.losses import causal_lm_loss, sequence_classification_loss
+from modelcore.nn.losses import causal_lm_loss, question_answering_loss, sequence_classification_loss
 from modelcore.nn.masks import causal_mask
 from modelcore.nn.norms import RMSNorm
 from modelcore.nn.rotary import RotaryEmbedding, apply_rotary_pos_emb
@@ -381,21 +381,6 @@ class LlamaForSequenceClassification(LlamaPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-
-
-def question_answering_loss(
-    start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor, end_positions: torch.Tensor
-) -> torch.Tensor:
-    """Mean of the start and end cross-entropies, as Hugging Face computes it.
-
-    Positions outside the input (a span truncated away) are clamped to T and ignored.
-    """
-    ignored = start_logits.shape[1]  # T
-    start_positions = start_positions.reshape(-1).to(start_logits.device).clamp(0, ignored)
-    end_positions = end_positions.reshape(-1).to(end_logits.device).clamp(0, ignored)
-    start_loss = nn.functional.cross_entropy(start_logits, start_positions, ignore_index=ignored)
-    end_loss = nn.functional.cross_entropy(end_logits, end_positions, ignore_index=ignored)
-    return (start_loss + end_loss) / 2
 
 
 class LlamaForQuestionAnswering(LlamaPreTrainedModel):

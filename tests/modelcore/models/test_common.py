@@ -37,7 +37,8 @@ def test_every_registered_family_has_a_tiny_config():
 
 def _build(model_type: str, ref: str):
     torch.manual_seed(0)
-    config = config_class_for(model_type)(**TINY_CONFIGS[model_type], num_labels=3)
+    num_labels = 2 if ref.endswith("ForQuestionAnswering") else 3  # a QA head scores start and end
+    config = config_class_for(model_type)(**TINY_CONFIGS[model_type], num_labels=num_labels)
     model = resolve(ref)(config)
     with torch.no_grad():  # non-trivial values everywhere (norms and biases too), so parity means something
         for p in model.parameters():
@@ -58,11 +59,15 @@ def _batch(task: str) -> dict[str, torch.Tensor]:
     elif task in ("AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForTokenClassification"):
         high = 3 if task == "AutoModelForTokenClassification" else 120
         batch["labels"] = torch.randint(0, high, ids.shape, generator=g).masked_fill(mask == 0, -100)
+    elif task == "AutoModelForQuestionAnswering":
+        batch["start_positions"], batch["end_positions"] = torch.tensor([1, 2, 0]), torch.tensor([3, 6, 4])
     return batch
 
 
 def _outputs(model, batch) -> torch.Tensor:
     out = model(**batch)
+    if getattr(out, "start_logits", None) is not None:
+        return torch.stack([out.start_logits, out.end_logits], dim=-1)  # (B, T, 2)
     return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
 
 
@@ -75,7 +80,7 @@ def test_registered_model(tmp_path, model_type, task, ref):
     # forward and backward
     model.train()
     out = model(**batch)
-    if "labels" in batch:
+    if "labels" in batch or "start_positions" in batch:
         loss = out.loss
     else:  # a bare model: every output it returns (hidden states, pooler) must carry gradient
         loss = out.last_hidden_state[keep].pow(2).mean() + sum(
