@@ -17,6 +17,7 @@ from modelcore.typecheck import matches, non_finite_path, type_name
 GENERATION_CONFIG_NAME = "generation_config.json"
 DEFAULT_MAX_NEW_TOKENS = 20  # as transformers: with neither max_new_tokens nor max_length, 20 new tokens
 EARLY_STOPPING_CHOICES = (True, False, "never")
+CACHE_IMPLEMENTATIONS = (None, "dynamic", "static")
 
 
 @dataclasses.dataclass
@@ -46,6 +47,9 @@ class GenerationConfig:
         stop_strings: a row stops once its text ends with one of these (``generate`` needs ``tokenizer=``).
         max_time: seconds after which generation stops (checked after each token).
         num_assistant_tokens: tokens the draft model proposes per round (``generate(assistant_model=...)``).
+        cache_implementation: the KV cache ``generate`` uses: None or "dynamic" (grows per token), or "static"
+            (preallocated to prompt + new tokens, fixed shapes, so a ``torch.compile``d forward does not recompile
+            per token; greedy or sampling only).
     """
 
     max_new_tokens: int | None = None
@@ -69,6 +73,7 @@ class GenerationConfig:
     stop_strings: str | list[str] | None = None
     max_time: float | None = None
     num_assistant_tokens: int = 20
+    cache_implementation: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -104,6 +109,7 @@ class GenerationConfig:
             ("early_stopping", self.early_stopping in EARLY_STOPPING_CHOICES, "True, False or 'never'"),
             ("max_time", self.max_time is None or self.max_time > 0, "> 0"),
             ("num_assistant_tokens", self.num_assistant_tokens >= 1, ">= 1"),
+            ("cache_implementation", self.cache_implementation in CACHE_IMPLEMENTATIONS, "None, 'dynamic' or 'static'"),
             ("bad_words_ids", self.bad_words_ids is None or _all_token_lists(self.bad_words_ids), "non-empty id lists"),
         ]
         errors = [f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok]

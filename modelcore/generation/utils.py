@@ -13,7 +13,8 @@ vectorized beam search and its early-stopping rule), so the same checkpoint give
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -45,6 +46,51 @@ def reorder_past(past: Any, rows: torch.LongTensor) -> Any:
     if isinstance(past, torch.Tensor):
         return past.index_select(0, rows.to(past.device))
     return type(past)(reorder_past(item, rows) for item in past)
+
+
+StepFn = Callable[[torch.LongTensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
+
+
+class StaticCacheStep:
+    """A ``generation_step`` over a ``StaticCache`` preallocated to ``max_length`` positions.
+
+    Every decode step calls the model with the same shapes: one new token per row, the (B, L) padding mask kept in
+    one buffer (zeros past the tokens so far), position and cache slot as tensors. A ``torch.compile``d
+    ``model.forward`` thus compiles once for the prompt and once for the decode step, not once per token.
+
+    Args:
+        model: a causal LM whose ``forward`` takes ``cache_position``.
+        batch_size: rows of the batch (after expansion for ``num_return_sequences``).
+        max_length: prompt plus new tokens: the cache's length L.
+        device: where the cache and mask live.
+    """
+
+    def __init__(self, model: Any, batch_size: int, max_length: int, device: torch.device) -> None:
+        from modelcore.nn.cache import StaticCache
+
+        dtype = next(model.parameters()).dtype
+        self.model = model
+        self.cache = StaticCache(model.config, batch_size, max_length, dtype=dtype, device=device)
+        self.mask = torch.zeros(batch_size, max_length, dtype=torch.long, device=device)
+        self.seen = 0  # positions already in the cache (a Python count kept outside the model's graph)
+
+    def __call__(
+        self, sequences: torch.LongTensor, attention_mask: torch.Tensor, past: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """Logits (B, V) for the token after ``sequences`` (B, S); ``past`` is ignored (the cache is ``self.cache``)."""
+        length = sequences.shape[1]
+        self.mask[:, :length] = attention_mask  # in place: the model always sees the same (B, L) tensor
+        out = self.model(
+            input_ids=sequences[:, self.seen :].contiguous(),  # a slice's row stride grows with S: a new guard
+            attention_mask=self.mask,
+            position_ids=left_padded_positions(self.mask)[:, self.seen : length].contiguous(),
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+            cache_position=torch.arange(self.seen, length, device=self.mask.device),
+        )
+        self.seen = length
+        return out.logits[:, -1].float(), self.cache
 
 
 class GenerationMixin:
@@ -118,6 +164,8 @@ class GenerationMixin:
         """
         config = (generation_config or self.default_generation_config()).update(**kwargs)
         self._check_prompt(input_ids, config, streamer)
+        if config.cache_implementation == "static":
+            self._check_static_cache(config, assistant_model)
         if assistant_model is not None:
             check_assistant(self, assistant_model, config, input_ids.shape[0])
         if attention_mask is None:
@@ -146,7 +194,10 @@ class GenerationMixin:
                 return assisted_greedy(
                     self, assistant_model, input_ids, attention_mask, config, processors, criteria, max_length, streamer
                 )
-            return self._decode(input_ids, attention_mask, config, processors, criteria, streamer)
+            step = self.generation_step
+            if config.cache_implementation == "static":
+                step = StaticCacheStep(self, input_ids.shape[0], max_length, input_ids.device)
+            return self._decode(input_ids, attention_mask, config, processors, criteria, streamer, step)
         finally:
             if streamer is not None:
                 streamer.end()  # a consumer waiting on the stream must not hang when decoding fails
@@ -165,6 +216,19 @@ class GenerationMixin:
         if streamer is not None and (input_ids.shape[0] > 1 or config.num_beams > 1):
             raise ValueError("a streamer supports batch size 1 without beam search (as transformers)")
 
+    def _check_static_cache(self, config: GenerationConfig, assistant_model: Any) -> None:
+        """Raise ValueError when ``cache_implementation="static"`` cannot serve this call."""
+        if config.num_beams > 1 or assistant_model is not None:
+            raise ValueError(
+                "cache_implementation='static' supports greedy decoding and sampling; beam search and assisted"
+                " decoding reorder or roll back the cache: use cache_implementation=None (dynamic) for them"
+            )
+        if "cache_position" not in inspect.signature(self.forward).parameters:
+            raise ValueError(
+                f"{type(self).__name__}.forward takes no cache_position, so it cannot use a static cache;"
+                " use cache_implementation=None (dynamic)"
+            )
+
     def _decode(
         self,
         sequences: torch.LongTensor,
@@ -173,14 +237,19 @@ class GenerationMixin:
         processors: LogitsProcessorList,
         criteria: StoppingCriteriaList,
         streamer: Any,
+        step: StepFn | None = None,
     ) -> torch.LongTensor:
-        """Greedy or multinomial sampling, one token per step, until every row has met a stopping criterion."""
+        """Greedy or multinomial sampling, one token per step, until every row has met a stopping criterion.
+
+        ``step`` is the ``generation_step`` to call (default the model's own; a ``StaticCacheStep`` for a static cache).
+        """
+        step = step or self.generation_step
         eos = config.eos_token_ids
         pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else None)
         unfinished = torch.ones(len(sequences), dtype=torch.bool, device=sequences.device)
         past = None
         while True:
-            logits, past = self.generation_step(sequences, attention_mask, past)  # (B, V)
+            logits, past = step(sequences, attention_mask, past)  # (B, V)
             scores = processors(sequences, logits)
             if config.do_sample:
                 next_tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1)[:, 0]

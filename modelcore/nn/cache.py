@@ -1,6 +1,13 @@
-"""Key/value cache for incremental decoding, returned in ``past_key_values``."""
+"""Key/value caches for incremental decoding, returned in ``past_key_values``.
+
+``DynamicCache`` grows by concatenation (any length, a new shape every step). ``StaticCache`` is preallocated
+to a fixed length and written in place at ``cache_position``, so every decode step has the same shapes and a
+``torch.compile``d forward does not recompile per token.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -12,8 +19,13 @@ class DynamicCache:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
 
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append this step's key/value for ``layer_idx``; return the full key/value so far."""
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_position: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this step's key/value for ``layer_idx``; return the full key/value so far.
+
+        ``cache_position`` is accepted for a common signature with ``StaticCache`` and not needed: keys are appended.
+        """
         if layer_idx == len(self.keys):
             self.keys.append(key)
             self.values.append(value)
@@ -39,3 +51,61 @@ class DynamicCache:
         """Drop cached positions past ``max_length`` (assisted decoding rolls back this way)."""
         self.keys = [k[..., :max_length, :] for k in self.keys]
         self.values = [v[..., :max_length, :] for v in self.values]
+
+
+class StaticCache:
+    """One preallocated (B, nkv, L, hs) key and value buffer per layer, written in place at ``cache_position``.
+
+    Positions not written yet hold zeros; the model masks them out (keys after the query's position are never
+    attended), so the buffers' content past the written positions does not matter.
+
+    Args:
+        config: a decoder configuration with ``num_hidden_layers``, ``num_key_value_heads`` and ``head_dim``.
+        max_batch_size: B, the rows of every batch fed to the cache.
+        max_cache_len: L, the most positions (prompt plus new tokens) the cache holds.
+        dtype: the buffers' dtype (the model's).
+        device: where the buffers live (the model's).
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        max_batch_size: int,
+        max_cache_len: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_cache_len < 1:
+            raise ValueError(f"max_batch_size and max_cache_len must be >= 1, got {max_batch_size}, {max_cache_len}")
+        self.max_batch_size = max_batch_size
+        self.max_cache_len = max_cache_len
+        shape = (max_batch_size, config.num_key_value_heads, max_cache_len, config.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_position: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this step's (B, nkv, T, hs) key/value at ``cache_position`` (T,); return the whole (B, nkv, L, hs) buffers.
+
+        Raises:
+            ValueError: no ``cache_position`` (a fixed-size cache cannot guess where the tokens go).
+        """
+        if cache_position is None:
+            raise ValueError("StaticCache.update needs cache_position, the (T,) indices where the new keys go")
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys.index_copy_(2, cache_position, key.to(keys.dtype))  # in place: same buffers, same shapes every step
+        values.index_copy_(2, cache_position, value.to(values.dtype))
+        return keys, values
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Positions written so far in row 0 (a data-dependent count: for eager code, not inside a compiled step)."""
+        return int(self.keys[layer_idx][0, 0].any(dim=-1).sum())
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def reset(self) -> None:
+        """Forget every cached position (zero the buffers in place), to reuse the cache for new prompts."""
+        for buffer in (*self.keys, *self.values):
+            buffer.zero_()

@@ -69,3 +69,32 @@ def _exported_causal_mask(
         mask = mask & attention_mask.bool()[:, None, None, :]
         mask = mask | ~mask.any(dim=-1, keepdim=True)
     return mask
+
+
+def static_causal_mask(
+    attention_mask: torch.Tensor | None, cache_position: torch.Tensor, max_cache_len: int
+) -> torch.Tensor:
+    """Causal mask over a preallocated cache of ``max_cache_len`` positions, with no branch on tensor values.
+
+    Query i (written at ``cache_position[i]``) may attend key j when ``j <= cache_position[i]`` and key j is not
+    padding; positions not written yet lie after every query and stay masked. Built from shapes and tensor ops only,
+    so a compiled decode step keeps one graph for every position.
+
+    Args:
+        attention_mask: (B, S) 0/1 padding mask with S <= ``max_cache_len`` (missing positions count as padding),
+            or None.
+        cache_position: (T,) the cache slots of the new tokens.
+        max_cache_len: L, the cache's length.
+
+    Returns:
+        (B|1, 1, T, L) boolean mask; query rows that would see no key (left padding) are opened to every key,
+        so their (ignored) outputs are finite instead of NaN.
+    """
+    key_positions = torch.arange(max_cache_len, device=cache_position.device)
+    mask = (key_positions[None, :] <= cache_position[:, None])[None, None]  # (1, 1, T, L)
+    if attention_mask is not None:
+        keep = attention_mask.to(torch.long)
+        if keep.shape[-1] < max_cache_len:
+            keep = torch.nn.functional.pad(keep, (0, max_cache_len - keep.shape[-1]))
+        mask = mask & keep.bool()[:, None, None, :max_cache_len]
+    return mask | ~mask.any(dim=-1, keepdim=True)

@@ -27,10 +27,10 @@ from modelcore.modeling_utils import PreTrainedModel
 from modelcore.models.llama.configuration_llama import LlamaConfig
 from modelcore.nn.activations import get_activation
 from modelcore.nn.attention import get_attention_function
-from modelcore.nn.cache import DynamicCache
+from modelcore.nn.cache import DynamicCache, StaticCache
 from modelcore.nn.init import init_linear_and_embedding
 from modelcore.nn.losses import causal_lm_loss, question_answering_loss, sequence_classification_loss
-from modelcore.nn.masks import causal_mask
+from modelcore.nn.masks import causal_mask, static_causal_mask
 from modelcore.nn.norms import RMSNorm
 from modelcore.nn.rotary import RotaryEmbedding, apply_rotary_pos_emb
 
@@ -59,8 +59,9 @@ class LlamaAttention(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
         is_causal: bool,
-        past_key_values: DynamicCache | None = None,
+        past_key_values: DynamicCache | StaticCache | None = None,
         output_attentions: bool = False,
+        cache_position: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, t, _ = hidden.shape
         q = self.q_proj(hidden).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -70,7 +71,7 @@ class LlamaAttention(nn.Module):
         cos, sin = position_embeddings
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)  # (B, nkv, S, hs)
+            k, v = past_key_values.update(k, v, self.layer_idx, cache_position)  # (B, nkv, S, hs)
 
         attend = get_attention_function(self.config.attn_implementation)
         out, weights = attend(
@@ -117,11 +118,18 @@ class LlamaDecoderLayer(nn.Module):
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
         is_causal: bool,
-        past_key_values: DynamicCache | None = None,
+        past_key_values: DynamicCache | StaticCache | None = None,
         output_attentions: bool = False,
+        cache_position: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_out, weights = self.self_attn(
-            self.input_layernorm(hidden), position_embeddings, mask, is_causal, past_key_values, output_attentions
+            self.input_layernorm(hidden),
+            position_embeddings,
+            mask,
+            is_causal,
+            past_key_values,
+            output_attentions,
+            cache_position,
         )
         hidden = hidden + attn_out
         hidden = hidden + self.mlp(self.post_attention_layernorm(hidden))
@@ -163,11 +171,12 @@ class LlamaModel(LlamaPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: DynamicCache | None = None,
+        past_key_values: DynamicCache | StaticCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> BaseModelOutputWithPast:
         """Run the decoder.
 
@@ -177,11 +186,15 @@ class LlamaModel(LlamaPreTrainedModel):
                 positions too; None means no padding.
             position_ids: (B|1, T); default ``past_length + arange(T)``. Left-padded batches should pass
                 ``attention_mask.cumsum(-1) - 1`` (clamped at 0) so each row starts at position 0.
-            past_key_values: a ``DynamicCache`` from an earlier call, extended in place.
+            past_key_values: a ``DynamicCache`` from an earlier call, extended in place, or a ``StaticCache``
+                (preallocated to L positions, written in place at ``cache_position``; ``attention_mask`` then
+                covers up to L positions and keys attend over all L, unwritten ones masked).
             inputs_embeds: (B, T, C) instead of ``input_ids``.
             use_cache: create a cache when none is passed; default ``config.use_cache``.
             output_attentions: also return per-layer attention weights (B, nh, T, S).
             output_hidden_states: also return the embeddings and each layer's output (the last one normed).
+            cache_position: (T,) the cache slots of the new tokens; default ``past_length + arange(T)``. A compiled
+                decode step over a ``StaticCache`` passes it, so no Python count is read from the cache.
 
         Returns:
             ``BaseModelOutputWithPast`` with ``last_hidden_state`` (B, T, C).
@@ -203,10 +216,17 @@ class LlamaModel(LlamaPreTrainedModel):
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
         t = inputs_embeds.shape[1]
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if isinstance(past_key_values, StaticCache):
+            mask, is_causal, cache_position = self._static_cache_mask(
+                past_key_values, attention_mask, cache_position, t
+            )
+        else:
+            past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+            mask, is_causal = causal_mask(attention_mask, t, past_length, inputs_embeds.device)
+            if position_ids is None and cache_position is None:
+                position_ids = torch.arange(past_length, past_length + t, device=inputs_embeds.device)[None]  # (1, T)
         if position_ids is None:
-            position_ids = torch.arange(past_length, past_length + t, device=inputs_embeds.device)[None]  # (1, T)
-        mask, is_causal = causal_mask(attention_mask, t, past_length, inputs_embeds.device)
+            position_ids = cache_position[None]  # (1, T)
 
         hidden = inputs_embeds
         position_embeddings = self.rotary_emb(hidden, position_ids)  # cos, sin: (B|1, T, hs)
@@ -215,7 +235,7 @@ class LlamaModel(LlamaPreTrainedModel):
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden.append(hidden)
-            args = (hidden, position_embeddings, mask, is_causal, past_key_values, output_attentions)
+            args = (hidden, position_embeddings, mask, is_causal, past_key_values, output_attentions, cache_position)
             if checkpointing:
                 hidden, weights = checkpoint(layer, *args, use_reentrant=False)
             else:
@@ -232,6 +252,17 @@ class LlamaModel(LlamaPreTrainedModel):
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_attentions) if output_attentions else None,
         )
+
+    @staticmethod
+    def _static_cache_mask(
+        cache: StaticCache, attention_mask: torch.Tensor | None, cache_position: torch.LongTensor | None, t: int
+    ) -> tuple[torch.Tensor, bool, torch.LongTensor]:
+        """(mask over the cache's L positions, is_causal=False, cache_position) for a ``StaticCache`` step."""
+        device = cache.keys[0].device
+        if cache_position is None:  # eager convenience: reads the cache's fill level (a graph break if compiled)
+            past_length = cache.get_seq_length()
+            cache_position = torch.arange(past_length, past_length + t, device=device)
+        return static_causal_mask(attention_mask, cache_position, cache.max_cache_len), False, cache_position
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
@@ -256,7 +287,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: DynamicCache | None = None,
+        past_key_values: DynamicCache | StaticCache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -264,6 +295,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
+        cache_position: torch.LongTensor | None = None,
     ) -> CausalLMOutputWithPast:
         """Next-token logits, and the loss when ``labels`` are given.
 
@@ -287,6 +319,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            cache_position=cache_position,
         )
         hidden = outputs.last_hidden_state  # (B, T, C)
         if isinstance(logits_to_keep, int):
