@@ -81,9 +81,9 @@ class StaticCacheStep:
         length = sequences.shape[1]
         self.mask[:, :length] = attention_mask  # in place: the model always sees the same (B, L) tensor
         out = self.model(
-            input_ids=sequences[:, self.seen :].contiguous(),  # a slice's row stride grows with S: a new guard
+            input_ids=_fresh_strides(sequences[:, self.seen :]),
             attention_mask=self.mask,
-            position_ids=left_padded_positions(self.mask)[:, self.seen : length].contiguous(),
+            position_ids=_fresh_strides(left_padded_positions(self.mask)[:, self.seen : length]),
             past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,
@@ -91,6 +91,15 @@ class StaticCacheStep:
         )
         self.seen = length
         return out.logits[:, -1].float(), self.cache
+
+
+def _fresh_strides(columns: torch.Tensor) -> torch.Tensor:
+    """A copy of a column slice with the strides of its own size.
+
+    A slice keeps the row stride of the growing sequence, and ``.contiguous()`` keeps it too when the batch has one
+    row; a compiled forward guards on strides, so the slice itself would recompile it every token.
+    """
+    return columns.clone(memory_format=torch.contiguous_format)
 
 
 class GenerationMixin:

@@ -90,14 +90,15 @@ def test_forward_with_a_static_cache_and_no_cache_position_reads_the_fill_level(
     assert static.get_seq_length() == 0
 
 
-def test_compiled_forward_with_static_cache_compiles_once_for_prompt_and_once_for_decode():
+@pytest.mark.parametrize(("rows", "backend"), [(3, "inductor"), (1, "aot_eager")], ids=["batch3", "batch1"])
+def test_compiled_forward_with_static_cache_compiles_once_for_prompt_and_once_for_decode(rows, backend):
     """A compiled forward over the static cache does not recompile per token (dynamic=False: shapes must not move)."""
     ours, _ = make_pair(dict(TINY))
-    ids, mask = prompts()
+    ids, mask = (part[-rows:] for part in prompts())  # batch1: the 2-token, left-padded prompt
     common = dict(attention_mask=mask, max_new_tokens=NEW_TOKENS, pad_token_id=0, cache_implementation="static")
     expected = ours.generate(ids, **common)
     compiled = copy.deepcopy(ours)
-    compiled.forward = torch.compile(compiled.forward, dynamic=False)
+    compiled.forward = torch.compile(compiled.forward, backend=backend, dynamic=False)
     torch._dynamo.reset()
     counters.clear()
     got = compiled.generate(ids, **common)
