@@ -38,6 +38,7 @@ _LAZY: dict[str, str] = {
     "Tokenizer": "tokenization",
     "BatchEncoding": "tokenization",
     "DynamicCache": "nn.cache",
+    "StaticCache": "nn.cache",
     "TextStreamer": "generation.streamers",
     "TextIteratorStreamer": "generation.streamers",
     "TrainingArguments": "trainer.arguments",
@@ -106,7 +107,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         LlamaForSequenceClassification,
         LlamaModel,
     )
-    from modelcore.nn.cache import DynamicCache
+    from modelcore.nn.cache import DynamicCache, StaticCache
     from modelcore.pipelines import pipeline
     from modelcore.tokenization import BatchEncoding, Tokenizer
     from modelcore.trainer.arguments import TrainingArguments

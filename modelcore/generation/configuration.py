@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import typing
 from pathlib import Path
@@ -15,6 +16,7 @@ from modelcore.serialization.atomic import atomic_write_text
 from modelcore.typecheck import matches, non_finite_path, type_name
 
 GENERATION_CONFIG_NAME = "generation_config.json"
+logger = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 20  # as transformers: with neither max_new_tokens nor max_length, 20 new tokens
 EARLY_STOPPING_CHOICES = (True, False, "never")
 CACHE_IMPLEMENTATIONS = (None, "dynamic", "static")
@@ -160,7 +162,12 @@ class GenerationConfig:
     def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
         """Build from a dict such as ``generation_config.json``; keys this class does not model are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names and v is not None})
+        values = {k: v for k, v in data.items() if k in names and v is not None}
+        cache = values.get("cache_implementation")
+        if isinstance(cache, str) and cache not in CACHE_IMPLEMENTATIONS:  # another library's cache kind
+            logger.warning("cache_implementation %r is not one of ours; generating with the dynamic cache", cache)
+            values["cache_implementation"] = None
+        return cls(**values)
 
     @classmethod
     def from_model_config(cls, config: Any) -> GenerationConfig:

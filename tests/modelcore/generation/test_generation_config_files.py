@@ -36,3 +36,17 @@ def test_a_model_without_one_writes_none_and_loads_none(tmp_path):
     model.save_pretrained(tmp_path)
     assert not (tmp_path / GENERATION_CONFIG_NAME).exists()
     assert getattr(LlamaForCausalLM.from_pretrained(tmp_path), "generation_config", None) is None
+
+
+def test_another_librarys_cache_kind_in_a_file_loads_with_the_dynamic_cache(tmp_path, caplog):
+    import pytest
+
+    from modelcore.errors import ConfigError
+
+    (tmp_path / GENERATION_CONFIG_NAME).write_text('{"cache_implementation": "hybrid", "max_new_tokens": 4}')
+    with caplog.at_level("WARNING"):
+        config = GenerationConfig.from_pretrained(tmp_path)
+    assert (config.cache_implementation, config.max_new_tokens) == (None, 4)
+    assert "'hybrid' is not one of ours" in caplog.text
+    with pytest.raises(ConfigError, match="cache_implementation"):  # in code, a typo stays an error
+        GenerationConfig(cache_implementation="statik")
