@@ -64,8 +64,9 @@ def assisted_greedy(
     target_past, draft_past = None, None
     while True:
         room = max_length - sequences.shape[1]
+        count = min(config.num_assistant_tokens, room - 1)
         candidates, draft_past = _draft(
-            draft, sequences, attention_mask, draft_past, min(config.num_assistant_tokens, room - 1)
+            draft, sequences, attention_mask, draft_past, count, config.assistant_confidence_threshold
         )
         proposed = torch.cat([sequences, candidates[None]], dim=-1)
         proposed_mask = torch.cat([attention_mask, attention_mask.new_ones(1, len(candidates))], dim=-1)
@@ -88,16 +89,22 @@ def assisted_greedy(
 
 
 def _draft(
-    draft: Any, sequences: torch.LongTensor, attention_mask: torch.Tensor, past: Any, count: int
+    draft: Any, sequences: torch.LongTensor, attention_mask: torch.Tensor, past: Any, count: int, threshold: float
 ) -> tuple[torch.LongTensor, Any]:
-    """Up to ``count`` greedy tokens (1-D) from the draft model, and its cache."""
+    """Up to ``count`` greedy tokens (1-D) from the draft model, and its cache.
+
+    Drafting stops after a token whose draft probability is below ``threshold``: the target would likely
+    reject what follows it, and each drafted token costs a draft forward pass.
+    """
     tokens: list[torch.Tensor] = []
     for _ in range(count):
         logits, past = draft.generation_step(sequences, attention_mask, past)
-        token = logits.argmax(dim=-1)  # (1,)
+        confidence, token = logits.float().softmax(dim=-1).max(dim=-1)  # (1,), (1,)
         tokens.append(token)
         sequences = torch.cat([sequences, token[:, None].to(sequences.dtype)], dim=-1)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(1, 1)], dim=-1)
+        if float(confidence) < threshold:
+            break
     if past is None:  # nothing drafted yet: an empty cache, cropped like any other
         from modelcore.nn.cache import DynamicCache
 

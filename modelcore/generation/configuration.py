@@ -49,6 +49,9 @@ class GenerationConfig:
         stop_strings: a row stops once its text ends with one of these (``generate`` needs ``tokenizer=``).
         max_time: seconds after which generation stops (checked after each token).
         num_assistant_tokens: tokens the draft model proposes per round (``generate(assistant_model=...)``).
+        assistant_confidence_threshold: the draft stops proposing after a token it gives less than this
+            probability (as transformers; 0: always ``num_assistant_tokens``). Output is unchanged; an unsure
+            draft just costs less.
         cache_implementation: the KV cache ``generate`` uses: None or "dynamic" (grows per token), or "static"
             (preallocated to prompt + new tokens, fixed shapes, so a ``torch.compile``d forward does not recompile
             per token; greedy or sampling only).
@@ -75,6 +78,7 @@ class GenerationConfig:
     stop_strings: str | list[str] | None = None
     max_time: float | None = None
     num_assistant_tokens: int = 20
+    assistant_confidence_threshold: float = 0.4
     cache_implementation: str | None = None
 
     def __post_init__(self) -> None:
@@ -111,6 +115,7 @@ class GenerationConfig:
             ("early_stopping", self.early_stopping in EARLY_STOPPING_CHOICES, "True, False or 'never'"),
             ("max_time", self.max_time is None or self.max_time > 0, "> 0"),
             ("num_assistant_tokens", self.num_assistant_tokens >= 1, ">= 1"),
+            ("assistant_confidence_threshold", 0 <= self.assistant_confidence_threshold < 1, "in [0, 1)"),
             ("cache_implementation", self.cache_implementation in CACHE_IMPLEMENTATIONS, "None, 'dynamic' or 'static'"),
             ("bad_words_ids", self.bad_words_ids is None or _all_token_lists(self.bad_words_ids), "non-empty id lists"),
         ]

@@ -79,11 +79,45 @@ def test_an_agreeing_draft_needs_one_target_pass_per_round(target):
     target.generate(ids, max_new_tokens=24, eos_token_id=None)
     plain_passes, counter.count = counter.count, 0
     target.generate(
-        ids, max_new_tokens=24, eos_token_id=None, assistant_model=copy.deepcopy(target), num_assistant_tokens=5
+        ids,
+        max_new_tokens=24,
+        eos_token_id=None,
+        assistant_model=copy.deepcopy(target),
+        num_assistant_tokens=5,
+        assistant_confidence_threshold=0.0,  # a random tiny model is unsure of everything: draft all 5 anyway
     )
     assert plain_passes == 24
     assert counter.count == 4  # 24 tokens = 4 rounds of 5 accepted + 1 of the target's own
     counter.handle.remove()
+
+
+def test_an_unsure_draft_stops_drafting_early_and_the_output_is_unchanged(target):
+    ids = batch(seed=6, b=1, t=T)
+    plain = target.generate(ids, max_new_tokens=16, eos_token_id=None)
+    draft = noisy_copy(target, 0.3, seed=7)
+    passes = {}
+    for threshold in (0.0, 0.99):
+        counter = PassCounter(draft)
+        got = target.generate(
+            ids,
+            max_new_tokens=16,
+            eos_token_id=None,
+            assistant_model=draft,
+            num_assistant_tokens=8,
+            assistant_confidence_threshold=threshold,
+        )
+        counter.handle.remove()
+        assert torch.equal(got, plain)
+        passes[threshold] = counter.count
+    assert passes[0.99] < passes[0.0]  # each round drafts one token, not eight
+
+
+def test_the_confidence_threshold_is_validated():
+    from modelcore.errors import ConfigError
+    from modelcore.generation.configuration import GenerationConfig
+
+    with pytest.raises(ConfigError, match="assistant_confidence_threshold"):
+        GenerationConfig(assistant_confidence_threshold=1.5)
 
 
 def test_assisted_decoding_refuses_what_it_cannot_do(target):
