@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
 from modelcore.pipelines import pipeline
+from tests.modelcore.pipelines.helpers import save_with_minilm_tokenizer, tiny_bert_config
 
 TEXTS = [
     "The capital of France is [MASK].",
@@ -22,17 +21,12 @@ def mlm_dir(minilm_dir, tmp_path_factory):
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
+    config = tiny_bert_config()
     model = transformers.BertForMaskedLM(config).eval()
     with torch.no_grad():  # sharper than the init's near-uniform scores, so top-k orders are well separated
         model.cls.predictions.bias.normal_(0, 2.0)
     out = tmp_path_factory.mktemp("tiny-mlm")
-    model.save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / name, out / name)
-    return out
+    return save_with_minilm_tokenizer(model, minilm_dir, out)
 
 
 @pytest.fixture(scope="module")

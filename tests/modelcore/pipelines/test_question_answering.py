@@ -8,12 +8,11 @@ with the softmax over the context tokens and [CLS], widened to whole words, best
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
 from modelcore.pipelines import pipeline
+from tests.modelcore.pipelines.helpers import save_with_minilm_tokenizer, tiny_bert_config
 
 CONTEXT = (
     "The Amazon rainforest covers much of the Amazon basin of South America. This basin encompasses seven million "
@@ -32,17 +31,12 @@ def qa_dir(minilm_dir, tmp_path_factory):
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
+    config = tiny_bert_config()
     model = transformers.BertForQuestionAnswering(config).eval()
     with torch.no_grad():
         model.qa_outputs.weight.normal_(0, 0.5)
     out = tmp_path_factory.mktemp("tiny-qa")
-    model.save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / name, out / name)
-    return out
+    return save_with_minilm_tokenizer(model, minilm_dir, out)
 
 
 @pytest.fixture(scope="module")

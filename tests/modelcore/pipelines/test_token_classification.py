@@ -3,12 +3,11 @@ compared with transformers' pipeline on the same saved weights for every aggrega
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
 from modelcore.pipelines import pipeline
+from tests.modelcore.pipelines.helpers import save_with_minilm_tokenizer, tiny_bert_config
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 TEXTS = [
@@ -25,24 +24,13 @@ def ner_dir(minilm_dir, tmp_path_factory):
     import transformers
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-    )
+    config = tiny_bert_config(LABELS)
     model = transformers.BertForTokenClassification(config).eval()
     with torch.no_grad():
         model.classifier.weight.normal_(0, 0.6)
         model.classifier.bias.copy_(torch.tensor([1.5, 0, 0, 0, 0, 0, 0]))
     out = tmp_path_factory.mktemp("tiny-ner")
-    model.save_pretrained(out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / name, out / name)
-    return out
+    return save_with_minilm_tokenizer(model, minilm_dir, out)
 
 
 @pytest.fixture(scope="module")
