@@ -84,8 +84,12 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     prune()
     workspace = RunWorkspace.claim(run_key(params.model_dump(), data.fingerprint))
     work, previous = workspace.directory, workspace.previous
-    tags = {"data_fingerprint": data.fingerprint, "dataset": params.dataset, "prefect_flow_run_id": flow_run_id}
-    tags["run_key"] = workspace.key
+    tags = {
+        "data_fingerprint": data.fingerprint,
+        "dataset": params.dataset,
+        "prefect_flow_run_id": flow_run_id,
+        "run_key": workspace.key,
+    }
     if previous is not None:
         log.info(
             "an earlier run of these parameters on this data did not finish (%s: MLflow run %s, Prefect flow run %s); "
