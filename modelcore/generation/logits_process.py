@@ -187,10 +187,10 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[-1] - self.prompt_length_to_skip >= self.min_new_tokens:
             return scores
-        is_eos = torch.isin(
-            torch.arange(scores.shape[-1], device=scores.device), torch.tensor(self.eos_token_ids, device=scores.device)
-        )
-        return scores.masked_fill(is_eos, NEG_INF)
+        in_vocab = [token for token in self.eos_token_ids if 0 <= token < scores.shape[-1]]
+        if not in_vocab:
+            return scores
+        return scores.index_fill(-1, torch.tensor(in_vocab, device=scores.device), NEG_INF)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,6 +32,7 @@ from modelcore.nn.init import init_linear_and_embedding
 from modelcore.nn.losses import causal_lm_loss, question_answering_loss, sequence_classification_loss
 from modelcore.nn.masks import causal_mask, static_causal_mask
 from modelcore.nn.norms import RMSNorm
+from modelcore.nn.packed_linear import linear
 from modelcore.nn.rotary import RotaryEmbedding, apply_rotary_pos_emb
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,9 @@ class LlamaAttention(nn.Module):
         cache_position: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, t, _ = hidden.shape
-        q = self.q_proj(hidden).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.k_proj(hidden).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
-        v = self.v_proj(hidden).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        q = linear(self.q_proj, hidden).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = linear(self.k_proj, hidden).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
+        v = linear(self.v_proj, hidden).view(b, t, -1, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
 
         cos, sin = position_embeddings
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
@@ -84,7 +85,7 @@ class LlamaAttention(nn.Module):
             is_causal=is_causal,
             output_attentions=output_attentions,
         )  # (B, T, nh, hs)
-        return self.o_proj(out.reshape(b, t, -1)), weights  # (B, T, C)
+        return linear(self.o_proj, out.reshape(b, t, -1)), weights  # (B, T, C)
 
 
 class LlamaMLP(nn.Module):
@@ -99,7 +100,7 @@ class LlamaMLP(nn.Module):
         self.act_fn = get_activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        return linear(self.down_proj, self.act_fn(linear(self.gate_proj, x)) * linear(self.up_proj, x))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -326,7 +327,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             hidden = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
         else:
             hidden = hidden[:, logits_to_keep]
-        logits = self.lm_head(hidden)  # (B, T', V)
+        logits = linear(self.lm_head, hidden)  # (B, T', V)
 
         loss = None
         if labels is not None:

@@ -1,0 +1,162 @@
+"""Linear layers through weights prepacked by oneDNN, for decoding on a CPU.
+
+A decode step multiplies a few rows (one new token per sequence) by every weight matrix. From 4 rows up,
+the generic fp32 GEMM reorders the weight into its blocked layout on every call and runs well below the
+memory bandwidth; a weight reordered once (``torch.ops.mkldnn._reorder_linear_weight``, the layout
+``torch.compile`` uses on CPU) is read at close to full speed, for any row count (figures in
+benchmarks/README.md). With 1 to 3 rows the generic kernel is faster, so batch-size-1 decoding keeps it.
+
+``packed_decoding(model)`` is the scope ``generate`` opens around its decoding: it packs the model's eligible
+``nn.Linear`` weights (once; the copy is kept for the model's next calls) and makes ``linear(module, x)``,
+which the model calls instead of ``module(x)``, use them. The scope lives in a ``ContextVar``, so threads
+that share one model each see only their own call's scope; the model itself is never changed. A weight
+changed since it was packed (training, ``load_state_dict``) is packed again.
+
+Eligible: a plain ``nn.Linear`` (quantized and adapter-wrapped layers keep their own forward) with no
+hooks and an fp32 CPU weight of at least ``MIN_WEIGHT_ELEMENTS`` (small matrices gain nothing); never
+under ``torch.compile`` (inductor packs on its own). The packed copy costs as much memory as the weights;
+it is made only when the machine has twice that available. ``MODELCORE_PACKED_DECODING=0`` turns it off,
+and ``release_packed_weights(model)`` frees the copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+MIN_ROWS = 4  # from 4 input rows up the packed weight is faster than the generic kernel (benchmarks/README.md)
+MIN_WEIGHT_ELEMENTS = 1 << 17
+ENV_SWITCH = "MODELCORE_PACKED_DECODING"
+
+_active: contextvars.ContextVar[PackedWeights | None] = contextvars.ContextVar("packed_weights", default=None)
+_packed_by_model: weakref.WeakKeyDictionary[nn.Module, PackedWeights] = weakref.WeakKeyDictionary()
+_packing_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class PackedWeights:
+    """The packed weights of one model's linear layers, with what each was packed from."""
+
+    packed: dict[nn.Linear, torch.Tensor]
+    sources: dict[nn.Linear, tuple[int, int]]  # module -> (weight data_ptr, weight _version) at packing
+
+    def is_current(self, modules: list[nn.Linear]) -> bool:
+        """True when ``modules`` are exactly the packed ones and none of their weights changed since."""
+        return len(modules) == len(self.sources) and all(
+            self.sources.get(module) == _weight_state(module) for module in modules
+        )
+
+
+def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, through the weight packed by the enclosing ``packed_decoding`` scope when there is one."""
+    if not torch.compiler.is_compiling() and not torch.is_grad_enabled():  # the packed op has no backward
+        scope = _active.get()
+        if scope is not None:
+            packed = scope.packed.get(module)
+            if packed is not None and x.numel() >= MIN_ROWS * x.shape[-1]:
+                return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
+    return module(x)
+
+
+@contextlib.contextmanager
+def packed_decoding(model: nn.Module) -> Iterator[PackedWeights | None]:
+    """Within this scope, ``linear`` calls of ``model``'s layers with 4 or more input rows use packed weights.
+
+    Args:
+        model: the model about to decode.
+
+    Yields:
+        the packed weights in use, or None where packing does not apply (then nothing changes).
+    """
+    weights = _packed_weights(model)
+    token = _active.set(weights)
+    try:
+        yield weights
+    finally:
+        _active.reset(token)
+
+
+def release_packed_weights(model: nn.Module) -> None:
+    """Free the packed copy kept for ``model`` (the next batched decode packs again)."""
+    with _packing_lock:
+        _packed_by_model.pop(model, None)
+
+
+def _packed_weights(model: nn.Module) -> PackedWeights | None:
+    if not isinstance(model, nn.Module) or not _applies():
+        return None
+    modules = [module for module in model.modules() if _eligible(module)]
+    if not modules:
+        return None
+    with _packing_lock:
+        kept = _packed_by_model.get(model)
+        if kept is not None and kept.is_current(modules):
+            return kept
+        _packed_by_model.pop(model, None)  # the old copy goes before the new one is made
+        needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
+        available = _available_memory()
+        if available is not None and 2 * needed > available:
+            logger.info(
+                "Decoding without packed weights: packing needs %.0f MB and %.0f MB are available",
+                needed / 1e6,
+                available / 1e6,
+            )
+            return None
+        with torch.no_grad():
+            packed = {module: torch.ops.mkldnn._reorder_linear_weight(module.weight) for module in modules}
+        weights = PackedWeights(packed, {module: _weight_state(module) for module in modules})
+        _packed_by_model[model] = weights
+        logger.debug("Packed %d linear weights (%.0f MB) for decoding", len(modules), needed / 1e6)
+        return weights
+
+
+def _applies() -> bool:
+    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _eligible(module: nn.Module) -> bool:
+    if type(module) is not nn.Linear or module._forward_hooks or module._forward_pre_hooks:
+        return False
+    weight = module.weight
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and weight.layout == torch.strided
+        and weight.numel() >= MIN_WEIGHT_ELEMENTS
+        and (module.bias is None or module.bias.dtype == torch.float32)
+    )
+
+
+def _weight_state(module: nn.Linear) -> tuple[int, int]:
+    try:
+        version = module.weight._version
+    except RuntimeError:  # an inference tensor keeps no version counter (and cannot change outside inference mode)
+        version = -1
+    return module.weight.data_ptr(), version
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes; None where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -1,0 +1,165 @@
+"""Decoding through prepacked linear weights: same tokens as the generic kernel, safe to share across threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+import torch
+
+from modelcore import LlamaConfig, LlamaForCausalLM
+from modelcore.nn import packed_linear
+from modelcore.nn.packed_linear import ENV_SWITCH, packed_decoding, release_packed_weights
+
+# Every projection and the head are at least MIN_WEIGHT_ELEMENTS, so all of them are packed.
+CONFIG = dict(
+    vocab_size=1024,
+    hidden_size=512,
+    intermediate_size=1024,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=False,
+)
+LINEARS_PER_LAYER = 7
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(**CONFIG)).eval()
+
+
+def left_padded_prompts(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, 9) prompts of unequal lengths, padded on the left with id 0."""
+    generator = torch.Generator().manual_seed(batch)
+    ids = torch.randint(3, CONFIG["vocab_size"], (batch, 9), generator=generator)
+    mask = torch.ones_like(ids)
+    for row in range(batch):
+        mask[row, : row % 4] = 0
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def greedy(model: LlamaForCausalLM, batch: int, new_tokens: int = 12) -> torch.Tensor:
+    ids, mask = left_padded_prompts(batch)
+    return model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+
+
+def unpacked(monkeypatch: pytest.MonkeyPatch, call):
+    with monkeypatch.context() as patch:
+        patch.setenv(ENV_SWITCH, "0")
+        return call()
+
+
+def test_every_eligible_linear_is_packed(model: LlamaForCausalLM) -> None:
+    with packed_decoding(model) as packed:
+        assert packed is not None
+        assert set(packed.packed) == {m for m in model.modules() if isinstance(m, torch.nn.Linear)}
+        assert len(packed.packed) == LINEARS_PER_LAYER * CONFIG["num_hidden_layers"] + 1
+
+
+@pytest.mark.parametrize("batch", [4, 6])
+def test_batched_greedy_gives_the_tokens_of_the_generic_kernel(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    expected = unpacked(monkeypatch, lambda: greedy(model, batch))
+    assert torch.equal(greedy(model, batch), expected)
+
+
+def test_logits_through_packed_weights_match(model: LlamaForCausalLM) -> None:
+    ids, mask = left_padded_prompts(5)
+    with torch.inference_mode():
+        reference = model(ids, attention_mask=mask).logits
+        with packed_decoding(model) as packed:
+            assert packed is not None
+            logits = model(ids, attention_mask=mask).logits
+    torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(logits, reference)  # another kernel really ran (its sums round differently)
+
+
+def test_a_weight_changed_in_place_is_packed_again(model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = greedy(model, 4)
+    head = model.lm_head.weight
+    saved = head.detach().clone()
+    try:
+        with torch.no_grad():
+            head[:, :] = head.flip(0)  # same storage, new values: only the version counter tells
+        after = greedy(model, 4)
+        assert not torch.equal(after, before)
+        assert torch.equal(after, unpacked(monkeypatch, lambda: greedy(model, 4)))
+    finally:
+        with torch.no_grad():
+            head.copy_(saved)
+
+
+def test_a_hooked_layer_keeps_its_forward(model: LlamaForCausalLM) -> None:
+    calls = []
+    handle = model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with packed_decoding(model) as packed:
+            assert packed is not None and model.model.layers[0].self_attn.q_proj not in packed.packed
+        greedy(model, 4, new_tokens=5)
+    finally:
+        handle.remove()
+    assert len(calls) == 5  # the prompt pass and 4 decode steps each ran the hooked module
+
+
+def test_threads_sharing_the_model_get_their_own_results(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = [1, 4, 5, 8, 4, 2]
+    expected = {batch: unpacked(monkeypatch, lambda b=batch: greedy(model, b)) for batch in set(batches)}
+    release_packed_weights(model)
+    results: dict[int, list[torch.Tensor]] = {batch: [] for batch in batches}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(batches))
+
+    def run(batch: int) -> None:
+        try:
+            barrier.wait()
+            results[batch].append(greedy(model, batch))
+        except BaseException as error:  # reported below, with the thread's batch size
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    for batch, outputs in results.items():
+        assert outputs and all(torch.equal(output, expected[batch]) for output in outputs), batch
+
+
+def test_the_switch_turns_packing_off(model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_SWITCH, "off")
+    with packed_decoding(model) as packed:
+        assert packed is None
+
+
+def test_not_packed_without_the_memory_for_a_copy(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    release_packed_weights(model)
+    weight_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    monkeypatch.setattr(packed_linear, "_available_memory", lambda: weight_bytes)
+    with caplog.at_level(logging.INFO, logger=packed_linear.__name__), packed_decoding(model) as packed:
+        assert packed is None
+    assert "without packed weights" in caplog.text and "MB are available" in caplog.text
+
+
+def test_bf16_weights_are_not_packed() -> None:
+    model = LlamaForCausalLM(LlamaConfig(**CONFIG)).to(torch.bfloat16).eval()
+    with packed_decoding(model) as packed:
+        assert packed is None
+
+
+def test_a_forward_that_records_gradients_keeps_the_generic_kernel(model: LlamaForCausalLM) -> None:
+    ids, mask = left_padded_prompts(4)
+    with packed_decoding(model) as packed:
+        assert packed is not None
+        logits = model(ids, attention_mask=mask).logits
+    logits.sum().backward()
+    assert model.lm_head.weight.grad is not None and model.model.layers[0].mlp.up_proj.weight.grad is not None
+    model.zero_grad(set_to_none=True)
