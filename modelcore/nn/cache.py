@@ -13,11 +13,19 @@ import torch
 
 
 class DynamicCache:
-    """Grows one (B, nkv, S, hs) key and value tensor per layer as tokens are decoded."""
+    """Grows one (B, nkv, S, hs) key and value tensor per layer as tokens are decoded.
+
+    ``keys[i]`` / ``values[i]`` are views of the filled part of a per-layer buffer with room to spare (half
+    again as many positions when it fills up), so a decode step writes its one new position in place instead
+    of copying the whole cache as ``torch.cat`` would. Where autograd records the cache (a grad-enabled forward
+    whose keys require grad) or a graph is being traced, it appends by concatenation instead. The tensors
+    ``update`` returns are those views: read them before the cache is cropped and appended to again.
+    """
 
     def __init__(self) -> None:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
+        self._buffers: dict[tuple[str, int], torch.Tensor] = {}  # ("key"|"value", layer) -> (B, nkv, capacity, hs)
 
     def update(
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_position: torch.Tensor | None = None
@@ -30,11 +38,26 @@ class DynamicCache:
             self.keys.append(key)
             self.values.append(value)
         elif layer_idx < len(self.keys):
-            self.keys[layer_idx] = torch.cat([self.keys[layer_idx], key], dim=-2)
-            self.values[layer_idx] = torch.cat([self.values[layer_idx], value], dim=-2)
+            self.keys[layer_idx] = self._append("key", layer_idx, self.keys[layer_idx], key)
+            self.values[layer_idx] = self._append("value", layer_idx, self.values[layer_idx], value)
         else:
             raise IndexError(f"cache has {len(self.keys)} layers, cannot update layer {layer_idx}")
         return self.keys[layer_idx], self.values[layer_idx]
+
+    def _append(self, kind: str, layer_idx: int, cached: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """``cat([cached, new], dim=-2)``, written into the layer's buffer when ``cached`` is a view of it."""
+        recorded = torch.is_grad_enabled() and (cached.requires_grad or new.requires_grad)
+        if recorded or torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return torch.cat([cached, new], dim=-2)
+        length, total = cached.shape[-2], cached.shape[-2] + new.shape[-2]
+        buffer = self._buffers.get((kind, layer_idx))
+        if not _is_filled_part_of(cached, buffer) or buffer.shape[-2] < total or buffer.dtype != new.dtype:
+            capacity = total + max(16, total // 2)  # geometric growth: a copy every few dozen tokens, not every token
+            buffer = cached.new_empty((*cached.shape[:-2], capacity, cached.shape[-1]), dtype=new.dtype)
+            buffer[..., :length, :] = cached
+            self._buffers[(kind, layer_idx)] = buffer
+        buffer[..., length:total, :] = new
+        return buffer[..., :total, :]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.keys[layer_idx].shape[-2] if layer_idx < len(self.keys) else 0
@@ -46,11 +69,23 @@ class DynamicCache:
         """Reorder the batch dimension, e.g. after beam search picked its beams."""
         self.keys = [k.index_select(0, beam_idx.to(k.device)) for k in self.keys]
         self.values = [v.index_select(0, beam_idx.to(v.device)) for v in self.values]
+        self._buffers.clear()  # the reordered tensors are new; the next append starts new buffers
 
     def crop(self, max_length: int) -> None:
         """Drop cached positions past ``max_length`` (assisted decoding rolls back this way)."""
         self.keys = [k[..., :max_length, :] for k in self.keys]
         self.values = [v[..., :max_length, :] for v in self.values]
+
+
+def _is_filled_part_of(cached: torch.Tensor, buffer: torch.Tensor | None) -> bool:
+    """True when ``cached`` is the view ``buffer[..., :n, :]`` (so appending may write after it in place)."""
+    return (
+        buffer is not None
+        and cached.data_ptr() == buffer.data_ptr()
+        and cached.shape[:-2] == buffer.shape[:-2]
+        and cached.shape[-1] == buffer.shape[-1]
+        and cached.stride() == buffer.stride()
+    )
 
 
 class StaticCache:
