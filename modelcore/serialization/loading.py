@@ -10,6 +10,7 @@ what the checkpoint lacks (with a warning naming it); tie weights.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import re
@@ -329,6 +330,7 @@ def _resolve_device_map(
             max_memory = get_balanced_memory(
                 model, max_memory, no_split_module_classes=model._no_split_modules, dtype=dtype
             )
+        model.tie_weights()  # accelerate finds tied weights by shared parameters, and warns when it finds none
         inferred = infer_auto_device_map(
             model, max_memory=max_memory, no_split_module_classes=model._no_split_modules, dtype=dtype
         )
@@ -383,4 +385,27 @@ def _dispatch(model: PreTrainedModel, device_map: dict[str, Any], offload: _Disk
     if offload is not None:
         save_offload_index(offload.index, offload.folder)
         model._offload_tmpdir = offload._tmp  # keep the temp folder alive as long as the model
-    return dispatch_model(model, device_map=accelerate_map, offload_dir=offload.folder if offload else None)
+        logger.info("%d tensors offloaded to disk in %s (read back layer by layer)", len(offload.index), offload.folder)
+    _install_offload_notice_filter()
+    token = _dispatching.set(True)
+    try:
+        return dispatch_model(model, device_map=accelerate_map, offload_dir=offload.folder if offload else None)
+    finally:
+        _dispatching.reset(token)
+
+
+# accelerate warns that offloaded parameters sit on the meta device: true of every disk offload, which the user asked
+# for and our INFO line above reports; the filter drops that one message while modelcore dispatches in this context.
+_OFFLOAD_NOTICE = "Some parameters are on the meta device because they were offloaded"
+_dispatching: contextvars.ContextVar[bool] = contextvars.ContextVar("modelcore_dispatching", default=False)
+
+
+class _OffloadNoticeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_dispatching.get() and record.getMessage().startswith(_OFFLOAD_NOTICE))
+
+
+def _install_offload_notice_filter() -> None:
+    accelerate_logger = logging.getLogger("accelerate.big_modeling")
+    if not any(isinstance(existing, _OffloadNoticeFilter) for existing in accelerate_logger.filters):
+        accelerate_logger.addFilter(_OffloadNoticeFilter())

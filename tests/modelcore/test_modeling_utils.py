@@ -461,3 +461,21 @@ def test_building_empty_in_one_thread_leaves_other_threads_building_normally():
     assert torch.equal(results["linear"].weight, expected_linear)
     assert results["empty"].weight.is_meta
     assert torch.nn.init.normal_ is not None and not hasattr(torch.nn.init.normal_, "__wrapped__")  # restored
+
+
+def test_device_map_auto_on_tied_weights_says_only_what_modelcore_did(tmp_path, caplog):
+    """accelerate's "weights are not tied" and "parameters on the meta device" notices do not reach the user."""
+    model = tiny_llama(tie_word_embeddings=True)
+    model.save_pretrained(tmp_path / "ckpt")
+    with caplog.at_level(logging.INFO):
+        placed = LlamaForCausalLM.from_pretrained(tmp_path / "ckpt", device_map="auto")
+        offloaded = LlamaForCausalLM.from_pretrained(
+            tmp_path / "ckpt", device_map="auto", max_memory={"cpu": "1KB"}, offload_folder=tmp_path / "off"
+        )
+    assert placed.lm_head.weight is placed.model.embed_tokens.weight
+    accelerate_warnings = [
+        r.getMessage() for r in caplog.records if r.name.startswith("accelerate") and r.levelno >= logging.WARNING
+    ]
+    assert accelerate_warnings == []
+    assert any(f"offloaded to disk in {tmp_path / 'off'}" in r.getMessage() for r in caplog.records)
+    torch.testing.assert_close(offloaded(IDS).logits, model(IDS).logits, rtol=0, atol=1e-6)
