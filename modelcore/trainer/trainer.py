@@ -144,6 +144,14 @@ class Trainer:
         self.callbacks = CallbackHandler([*default_callbacks, *_reporting_callbacks(args), *(callbacks or [])])
         self.control = self.callbacks.call("on_init_end", args, self.state, self.control)
 
+    @property
+    def tokenizer(self) -> Any:
+        """Deprecated name of ``processing_class`` (older transformers code reads ``trainer.tokenizer``); warns."""
+        warnings.warn(
+            "Trainer.tokenizer is deprecated: read Trainer.processing_class instead", FutureWarning, stacklevel=2
+        )
+        return self.processing_class
+
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of one micro-batch; subclasses (distillation) override this."""

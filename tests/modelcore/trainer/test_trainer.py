@@ -232,6 +232,8 @@ def test_tokenizer_argument_is_the_processing_class_with_a_warning(tmp_path, dat
         trainer = Trainer(tiny_model(), make_args(tmp_path, max_steps=2), train_dataset=data, tokenizer=tokenizer)
     assert caught[0].filename == __file__  # points at the caller's line, not at the Trainer
     assert trainer.processing_class is tokenizer
+    with pytest.warns(FutureWarning, match="processing_class"):
+        assert trainer.tokenizer is tokenizer  # read back under the old name too
     assert trainer.train().global_step == 2  # rows of unequal length: padded by the tokenizer's collator
     saved = trainer.save_model(tmp_path / "final")
     assert AutoTokenizer.from_pretrained(saved)("a fine film").input_ids == tokenizer("a fine film").input_ids
