@@ -12,41 +12,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelcore.serialization.atomic import atomic_path, atomic_write_text
+from modelcore.task_registry.text_classification import classification_metrics, majority_baseline
 
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 64
 REPORT_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.jsonl"
-
-
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, Any]:
-    """Accuracy, macro F1 and the confusion matrix (rows: true label, columns: predicted)."""
-    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(confusion, (labels, predictions), 1)
-    tp = np.diag(confusion).astype(float)
-    precision = np.divide(tp, confusion.sum(0), out=np.zeros(num_labels), where=confusion.sum(0) > 0)
-    recall = np.divide(tp, confusion.sum(1), out=np.zeros(num_labels), where=confusion.sum(1) > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_labels), where=precision + recall > 0)
-    return {
-        "accuracy": float(tp.sum() / max(len(labels), 1)),
-        "f1_macro": float(f1.mean()),
-        "confusion_matrix": confusion.tolist(),
-    }
-
-
-def majority_baseline(train_labels: np.ndarray, test_labels: np.ndarray, num_labels: int) -> dict[str, Any]:
-    """What always predicting the most frequent training label scores on the held-out labels.
-
-    A model is only useful above this floor: on a 56.8% majority split it is accuracy 0.568 and
-    macro F1 0.36 (the other classes score 0). Ties go to the lower label id.
-
-    Returns:
-        ``{"label": id, "accuracy", "f1_macro"}``.
-    """
-    majority = int(np.bincount(train_labels, minlength=num_labels).argmax())
-    scores = classification_metrics(test_labels, np.full_like(test_labels, majority), num_labels)
-    return {"label": majority, "accuracy": scores["accuracy"], "f1_macro": scores["f1_macro"]}
 
 
 def score_checkpoint(checkpoint: str, texts: list[str], max_length: int) -> np.ndarray:

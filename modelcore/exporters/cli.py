@@ -16,7 +16,12 @@ from typing import Any
 
 from modelcore.reports import add_report_arguments
 
-TASKS = ("text-classification", "text-generation")
+
+def exportable_task_names() -> list[str]:
+    """Names and aliases of the registry's tasks that declare an ONNX graph."""
+    from modelcore.task_registry import all_tasks
+
+    return [name for spec in all_tasks() if spec.onnx_graph for name in (spec.name, *spec.aliases)]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +40,7 @@ def add_onnx_parser(formats: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("source", metavar="SRC", help="checkpoint: directory, asset name, MLflow URI or .gguf file")
     parser.add_argument("output", metavar="DST", help="directory for the export")
-    parser.add_argument("--task", choices=TASKS, help="default: from the checkpoint's architectures")
+    parser.add_argument("--task", choices=exportable_task_names(), help="default: from the checkpoint's architectures")
     parser.add_argument("--no-past", action="store_true", help="text-generation: no KV-cache inputs/outputs")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
     parser.add_argument("--no-optimize", action="store_true", help="keep the plain graph (no onnxruntime fusions)")

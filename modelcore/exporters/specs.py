@@ -1,7 +1,8 @@
 """What goes in and out of an exported graph, per task: names, dynamic axes, example inputs, the traced module.
 
-One registry, ``ONNX_TASKS``; a model's task follows its head (``...ForSequenceClassification`` ->
-``text-classification``, ``...ForCausalLM`` -> ``text-generation``).
+``ONNX_TASKS`` holds the exportable tasks of the task registry (``modelcore.task_registry``: a task with an
+``onnx_graph``), keyed by the pipeline task the exported model serves (the name written into the graph's
+metadata). A model's task is the registry's: the one whose Auto class serves its class.
 
 Graph signatures (B batch, T new tokens, P cached tokens, S = P + T):
 
@@ -25,6 +26,8 @@ import torch
 from torch import nn
 
 from modelcore.modeling_utils import PreTrainedModel
+from modelcore.task_registry import TaskSpec, all_tasks, get_task, task_for_class_name
+from modelcore.task_registry import task_for_model as registry_task_for_model
 
 
 def call_forward(model: PreTrainedModel, **kwargs: Any) -> Any:
@@ -151,51 +154,66 @@ def decoder_spec(model: PreTrainedModel, with_past: bool = True) -> GraphSpec:
 
 @dataclasses.dataclass(frozen=True)
 class OnnxTask:
-    """An exportable task: which heads it serves and how to build its graph."""
+    """An exportable task: the registry's task, and how to build its graph."""
 
-    name: str
-    head_suffix: str  # model class names ending with this belong to the task
+    name: str  # the pipeline task the exported model serves (written into the graph's metadata)
+    task: TaskSpec
     auto_class: str  # the modelcore Auto class that loads a checkpoint for it
     build: Callable[[PreTrainedModel, bool], GraphSpec]
     has_past: bool  # whether with_past applies
 
 
-ONNX_TASKS: dict[str, OnnxTask] = {
-    "text-classification": OnnxTask(
-        "text-classification", "ForSequenceClassification", "AutoModelForSequenceClassification", classifier_spec, False
-    ),
-    "text-generation": OnnxTask("text-generation", "ForCausalLM", "AutoModelForCausalLM", decoder_spec, True),
-}
+def _exportable() -> dict[str, OnnxTask]:
+    tasks = {}
+    for spec in all_tasks():
+        if (
+            spec.onnx_graph is not None
+        ):  # graphs of this module resolve here: it is in sys.modules, its builders defined
+            build = spec.function("onnx_graph")
+            tasks[spec.pipeline_task] = OnnxTask(spec.pipeline_task, spec, spec.auto_class, build, spec.onnx_with_past)
+    return tasks
+
+
+ONNX_TASKS: dict[str, OnnxTask] = _exportable()
+
+
+def onnx_task(task: str) -> OnnxTask:
+    """The exportable task named ``task`` (a registry name, alias or pipeline task).
+
+    Raises:
+        ValueError: an unknown task, or one the registry declares no ONNX graph for.
+    """
+    spec = get_task(task)
+    if spec.pipeline_task not in ONNX_TASKS:
+        raise ValueError(f"task {task!r} cannot be exported to ONNX; one of: {', '.join(sorted(ONNX_TASKS))}")
+    return ONNX_TASKS[spec.pipeline_task]
 
 
 def task_for_model(model: PreTrainedModel, task: str | None = None) -> OnnxTask:
-    """The task named, checked against the model's head, or the one its head implies."""
+    """The task named, checked against the model's class, or the one the registry gives the model."""
     name = type(model).__name__
+    own = registry_task_for_model(model)
     if task is not None:
-        if task not in ONNX_TASKS:
-            raise ValueError(f"task {task!r} cannot be exported to ONNX; one of: {', '.join(sorted(ONNX_TASKS))}")
-        spec = ONNX_TASKS[task]
-        if not name.endswith(spec.head_suffix):
-            raise ValueError(f"task {task!r} needs a model whose class ends with {spec.head_suffix}, got {name}")
+        spec = onnx_task(task)
+        if own is not spec.task:
+            raise ValueError(f"task {task!r} needs a model that {spec.auto_class} serves, got {name}")
         return spec
-    for spec in ONNX_TASKS.values():
-        if name.endswith(spec.head_suffix):
-            return spec
+    if own is not None and own.pipeline_task in ONNX_TASKS:
+        return ONNX_TASKS[own.pipeline_task]
     raise ValueError(
-        f"{name} has no ONNX export: heads supported are "
-        + ", ".join(f"*{s.head_suffix} ({s.name})" for s in ONNX_TASKS.values())
+        f"{name} has no ONNX export: exportable are the models of "
+        + ", ".join(f"{s.auto_class} ({s.name})" for s in ONNX_TASKS.values())
     )
 
 
 def task_for_architectures(architectures: list[str] | None, task: str | None, where: str) -> OnnxTask:
     """The task named, or the one a checkpoint's ``architectures`` imply (for loading it before export)."""
     if task is not None:
-        if task not in ONNX_TASKS:
-            raise ValueError(f"task {task!r} cannot be exported to ONNX; one of: {', '.join(sorted(ONNX_TASKS))}")
-        return ONNX_TASKS[task]
-    for spec in ONNX_TASKS.values():
-        if any(name.endswith(spec.head_suffix) for name in architectures or []):
-            return spec
+        return onnx_task(task)
+    for name in architectures or []:
+        spec = task_for_class_name(name)
+        if spec is not None and spec.pipeline_task in ONNX_TASKS:
+            return ONNX_TASKS[spec.pipeline_task]
     raise ValueError(
         f"{where}: architectures {architectures} name no exportable head; pass the task "
         f"(one of: {', '.join(sorted(ONNX_TASKS))})"

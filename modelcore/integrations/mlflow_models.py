@@ -54,13 +54,13 @@ def save_pyfunc(
 ) -> Path:
     """Write an MLflow pyfunc model directory at ``path`` wrapping ``checkpoint``.
 
-    The model takes a DataFrame with a ``text`` column of strings (or a list of strings); see
-    :mod:`.mlflow_pyfunc` for what it accepts and refuses.
+    What the model takes and returns is the task's (``modelcore.task_registry``): its output columns form the
+    signature's output schema, its generation parameters the params schema; see :mod:`.mlflow_pyfunc`.
 
     Args:
         checkpoint: a checkpoint directory (config.json, safetensors, tokenizer files).
         path: the model directory to create (must not exist).
-        task: the pipeline task the model serves.
+        task: the registered task the model serves (a name or alias: ``text-classification``, ``causal-lm``).
         input_example: a few texts stored as the input example (and used to check the model loads).
         batch_size, max_length: how the pyfunc batches and truncates.
 
@@ -70,26 +70,33 @@ def save_pyfunc(
     import mlflow
     import pandas as pd
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    from modelcore.configuration_utils import read_config_dict
+    from modelcore.task_registry import get_task
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint}: not a checkpoint directory (no config.json)")
-    from modelcore.configuration_utils import read_config_dict
-
-    id2label = read_config_dict(checkpoint / "config.json").get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
-    outputs = [ColSpec("string", "label"), ColSpec("double", "score")]
-    outputs += [ColSpec("double", f"prob_{id2label[k]}") for k in sorted(id2label, key=int)]
+    spec = get_task(task)
+    if spec.pyfunc_predict is None:
+        raise ValueError(f"task {spec.name!r} declares no MLflow pyfunc; it cannot be saved as one")
+    columns = spec.function("pyfunc_outputs")(read_config_dict(checkpoint / "config.json"))
+    params = (
+        ParamSchema([ParamSpec(p.name, p.type, p.default) for p in spec.pyfunc_params]) if spec.pyfunc_params else None
+    )
     # No input schema: with one, MLflow's JSON parser casts `inputs`/`instances` values to the schema's type
     # before the model sees them ([1, 2, 3] -> "1", "2", "3"; null -> "None") and they would be scored as text.
-    # The pyfunc checks the `text` values itself and refuses what is not a string (HTTP 400 naming field and row).
-    signature = ModelSignature(inputs=None, outputs=Schema(outputs))
-    example = pd.DataFrame({"text": list(input_example)}) if input_example else None
+    # The pyfunc checks the values itself and refuses what is not a string (HTTP 400 naming field and row).
+    signature = ModelSignature(
+        inputs=None, outputs=Schema([ColSpec(kind, name) for kind, name in columns]), params=params
+    )
+    example = pd.DataFrame({spec.text_column: list(input_example)}) if input_example else None
     mlflow.pyfunc.save_model(
         path=str(path),
         python_model=str(PYFUNC_CODE),
         artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
-        model_config={"task": task, "batch_size": batch_size, "max_length": max_length},
+        model_config={"task": spec.name, "batch_size": batch_size, "max_length": max_length},
         signature=signature,
         input_example=example,
         pip_requirements=_requirements(),

@@ -1,6 +1,6 @@
 """What a quantization report measures: task metric, logit drift, latency, weight bytes.
 
-The task follows the model's head: sequence classification -> accuracy on labelled texts, causal
+The task is the model's in the task registry: text classification -> accuracy on labelled texts, causal
 LM -> perplexity on text (non-overlapping windows of ``max_length`` tokens over the concatenated
 texts). Every function takes an optional ``autocast`` dtype, so the benchmark can measure eager
 bf16 autocast with the same code.
@@ -92,13 +92,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------- the model
 def task_of(model: nn.Module) -> str | None:
-    """``"accuracy"`` for a sequence classifier, ``"perplexity"`` for a causal LM, else None."""
-    name = type(model).__name__
-    if name.endswith("ForSequenceClassification"):
-        return CLASSIFICATION
-    if name.endswith("ForCausalLM"):
-        return CAUSAL_LM
-    return None
+    """The metric that decides the model's task in the task registry (``"accuracy"``, ``"perplexity"``), or None."""
+    from modelcore.task_registry import task_for_model
+
+    spec = task_for_model(model)
+    return spec.decides.name if spec is not None else None
 
 
 @contextlib.contextmanager

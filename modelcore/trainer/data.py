@@ -53,11 +53,14 @@ def label_column(dataset: Any) -> str | None:
 
 
 def check_labels(dataset: Any, model: torch.nn.Module, role: str) -> None:
-    """Classification heads: the dataset must carry labels, all in ``[0, num_labels)`` (or -100)."""
-    needs_labels = any(
-        type(model).__name__.endswith(suffix) for suffix in ("ForSequenceClassification", "ForTokenClassification")
-    )
-    if not needs_labels:
+    """A model whose task reads a label column: the dataset must carry labels, all in ``[0, num_labels)`` (or -100).
+
+    The task is the registry's (``modelcore.task_registry``); a causal LM's labels come from its collator.
+    """
+    from modelcore.task_registry import task_for_model
+
+    task = task_for_model(model)
+    if task is None or task.label_column is None:
         return
     column = label_column(dataset)
     if column is None:

@@ -114,7 +114,7 @@ def test_model_without_an_exportable_head_is_refused(tmp_path):
     )
     with pytest.raises(ValueError, match="BertModel has no ONNX export"):
         export_onnx(model, tmp_path / "out")
-    with pytest.raises(ValueError, match="needs a model whose class ends with ForCausalLM"):
+    with pytest.raises(ValueError, match="needs a model that AutoModelForCausalLM serves, got BertModel"):
         export_onnx(model, tmp_path / "out", task="text-generation")
 
 
