@@ -27,7 +27,14 @@ _LAZY: dict[str, str] = {
     "BertForMaskedLM": "models.bert.modeling_bert",
     "BertForTokenClassification": "models.bert.modeling_bert",
     "BertForQuestionAnswering": "models.bert.modeling_bert",
+    "ViTConfig": "models.vit.configuration_vit",
+    "ViTModel": "models.vit.modeling_vit",
+    "ViTForImageClassification": "models.vit.modeling_vit",
+    "SwinConfig": "models.swin.configuration_swin",
+    "SwinModel": "models.swin.modeling_swin",
+    "SwinForImageClassification": "models.swin.modeling_swin",
     "AutoConfig": "auto",
+    "AutoModelForImageClassification": "auto",
     "AutoModel": "auto",
     "AutoModelForCausalLM": "auto",
     "AutoModelForSequenceClassification": "auto",
@@ -73,6 +80,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         AutoConfig,
         AutoModel,
         AutoModelForCausalLM,
+        AutoModelForImageClassification,
         AutoModelForMaskedLM,
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
@@ -107,6 +115,10 @@ if TYPE_CHECKING:  # static analysers see the real names
         LlamaForSequenceClassification,
         LlamaModel,
     )
+    from modelcore.models.swin.configuration_swin import SwinConfig
+    from modelcore.models.swin.modeling_swin import SwinForImageClassification, SwinModel
+    from modelcore.models.vit.configuration_vit import ViTConfig
+    from modelcore.models.vit.modeling_vit import ViTForImageClassification, ViTModel
     from modelcore.nn.cache import DynamicCache, StaticCache
     from modelcore.pipelines import pipeline
     from modelcore.tokenization import BatchEncoding, Tokenizer

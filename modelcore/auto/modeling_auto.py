@@ -91,3 +91,7 @@ class AutoModelForTokenClassification(_AutoModel):
 
 class AutoModelForQuestionAnswering(_AutoModel):
     """A model with an extractive question-answering head (a start and an end logit per token)."""
+
+
+class AutoModelForImageClassification(_AutoModel):
+    """A vision model with an image classification head (``pixel_values`` in, one logit per label out)."""

@@ -38,6 +38,20 @@ FAMILIES: dict[str, Family] = {
             "AutoModelForQuestionAnswering": "modelcore.models.bert.modeling_bert:BertForQuestionAnswering",
         },
     ),
+    "vit": Family(
+        config="modelcore.models.vit.configuration_vit:ViTConfig",
+        models={
+            "AutoModel": "modelcore.models.vit.modeling_vit:ViTModel",
+            "AutoModelForImageClassification": "modelcore.models.vit.modeling_vit:ViTForImageClassification",
+        },
+    ),
+    "swin": Family(
+        config="modelcore.models.swin.configuration_swin:SwinConfig",
+        models={
+            "AutoModel": "modelcore.models.swin.modeling_swin:SwinModel",
+            "AutoModelForImageClassification": "modelcore.models.swin.modeling_swin:SwinForImageClassification",
+        },
+    ),
 }
 
 

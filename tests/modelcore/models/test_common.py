@@ -27,7 +27,13 @@ TINY_CONFIGS: dict[str, dict] = {
         tie_word_embeddings=False,
     ),
     "bert": dict(vocab_size=120, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6),
+    "vit": dict(
+        hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6, image_size=16, patch_size=4
+    ),
+    # 18 x 18 pixels: a 9 x 9 patch grid, padded to the 4 x 4 windows, then merged (with padding) to 5 x 5
+    "swin": dict(embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, image_size=18, patch_size=2),
 }
+VISION = {"vit", "swin"}  # families that take pixel_values instead of input_ids
 CASES = [(model_type, task, ref) for model_type, family in FAMILIES.items() for task, ref in family.models.items()]
 
 
@@ -46,8 +52,14 @@ def _build(model_type: str, ref: str):
     return model
 
 
-def _batch(task: str) -> dict[str, torch.Tensor]:
+def _batch(task: str, model_type: str) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
+    if model_type in VISION:
+        size = TINY_CONFIGS[model_type]["image_size"]
+        batch = {"pixel_values": torch.randn(3, 3, size, size, generator=g)}
+        if task == "AutoModelForImageClassification":
+            batch["labels"] = torch.tensor([0, 2, 1])
+        return batch
     ids = torch.randint(3, 120, (3, 11), generator=g)
     mask = torch.ones_like(ids)
     mask[1, 8:] = 0  # right padding
@@ -74,8 +86,8 @@ def _outputs(model, batch) -> torch.Tensor:
 @pytest.mark.parametrize(("model_type", "task", "ref"), CASES, ids=[ref.split(":")[1] for _, _, ref in CASES])
 def test_registered_model(tmp_path, model_type, task, ref):
     model = _build(model_type, ref).eval()
-    batch = _batch(task)
-    keep = batch["attention_mask"].bool()
+    batch = _batch(task, model_type)
+    keep = batch["attention_mask"].bool() if "attention_mask" in batch else slice(None)  # images: every position
 
     # forward and backward
     model.train()
