@@ -34,6 +34,7 @@ _LAZY: dict[str, str] = {
     "SwinModel": "models.swin.modeling_swin",
     "SwinForImageClassification": "models.swin.modeling_swin",
     "AutoConfig": "auto",
+    "AutoImageProcessor": "auto",
     "AutoModelForImageClassification": "auto",
     "AutoModel": "auto",
     "AutoModelForCausalLM": "auto",
@@ -43,6 +44,9 @@ _LAZY: dict[str, str] = {
     "AutoModelForQuestionAnswering": "auto",
     "AutoTokenizer": "auto",
     "Tokenizer": "tokenization",
+    "BaseImageProcessor": "image_processing",
+    "ViTImageProcessor": "image_processing",
+    "BatchFeature": "image_processing",
     "BatchEncoding": "tokenization",
     "DynamicCache": "nn.cache",
     "StaticCache": "nn.cache",
@@ -78,6 +82,7 @@ if TYPE_CHECKING:  # static analysers see the real names
     from modelcore import assets
     from modelcore.auto import (
         AutoConfig,
+        AutoImageProcessor,
         AutoModel,
         AutoModelForCausalLM,
         AutoModelForImageClassification,
@@ -99,6 +104,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         TokenizerError,
     )
     from modelcore.generation.streamers import TextIteratorStreamer, TextStreamer
+    from modelcore.image_processing import BaseImageProcessor, BatchFeature, ViTImageProcessor
     from modelcore.modeling_utils import PreTrainedModel
     from modelcore.models.bert.configuration_bert import BertConfig
     from modelcore.models.bert.modeling_bert import (

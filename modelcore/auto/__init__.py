@@ -1,6 +1,7 @@
 """Auto classes: pick a family's class from ``model_type``."""
 
 from modelcore.auto.configuration_auto import AutoConfig
+from modelcore.auto.image_processing_auto import AutoImageProcessor
 from modelcore.auto.modeling_auto import (
     AutoModel,
     AutoModelForCausalLM,
@@ -14,6 +15,7 @@ from modelcore.auto.tokenization_auto import AutoTokenizer
 
 __all__ = [
     "AutoConfig",
+    "AutoImageProcessor",
     "AutoModel",
     "AutoModelForCausalLM",
     "AutoModelForImageClassification",
