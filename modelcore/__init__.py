@@ -47,6 +47,9 @@ _LAZY: dict[str, str] = {
     "BaseImageProcessor": "image_processing",
     "ViTImageProcessor": "image_processing",
     "BatchFeature": "image_processing",
+    "create_model": "factory",
+    "create_image_processor": "factory",
+    "list_models": "factory",
     "BatchEncoding": "tokenization",
     "DynamicCache": "nn.cache",
     "StaticCache": "nn.cache",
@@ -103,6 +106,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         SafetensorsError,
         TokenizerError,
     )
+    from modelcore.factory import create_image_processor, create_model, list_models
     from modelcore.generation.streamers import TextIteratorStreamer, TextStreamer
     from modelcore.image_processing import BaseImageProcessor, BatchFeature, ViTImageProcessor
     from modelcore.modeling_utils import PreTrainedModel
