@@ -10,10 +10,23 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from modelcore.task_registry import UnknownTaskError, get_task
 
 QUANTIZATION_METHODS = ("int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4")
 EXPORT_FORMATS = ("safetensors", "onnx", "onnx_int8")
+# Defaults of a run of the causal-lm task where the run leaves them out: SmolLM2-135M (dequantized from its
+# GGUF) continued on Wikipedia article summaries. The text-classification defaults are the fields' own.
+CAUSAL_LM_DEFAULTS: dict[str, Any] = {
+    "base_model": "smollm2-135m-gguf",
+    "dataset": "wikipedia-summaries",
+    "max_length": 128,
+    "max_examples": 600,
+    "registered_model_name": "wikipedia-smollm2",
+    "export_formats": ["safetensors"],
+}
+LM_EXPORT_FORMATS = ("safetensors",)  # ONNX and quantization of a causal LM in the flow come later
 
 
 class TrainingSettings(BaseModel):
@@ -45,6 +58,11 @@ class RetrainParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    task: str = Field(
+        "text-classification",
+        description="what the model learns (a task of modelcore.task_registry): text-classification (a label per "
+        "text) or causal-lm (continue the base model on raw text, judged by held-out perplexity)",
+    )
     base_model: str = Field("minilm-l6", min_length=1, description="directory, asset name or models:/ URI")
     dataset: str = Field("rotten-tomatoes", min_length=1, description="dataset asset name or csv/json/parquet path")
     text_column: str = Field("text", min_length=1)
@@ -58,6 +76,9 @@ class RetrainParams(BaseModel):
         False, description="keep label names that look like typos of each other (fresh/Fresh/rotton) as classes"
     )
     test_size: float = Field(0.2, gt=0, lt=1, description="held-out share after a seeded shuffle")
+    max_examples: int | None = Field(
+        None, ge=2, description="use at most this many rows (documents) after the seeded shuffle: a quicker run"
+    )
     split_seed: int = Field(0, ge=0)
     max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -69,7 +90,9 @@ class RetrainParams(BaseModel):
     max_shard_size: str = Field("50MB", description="shard size of the safetensors export")
     registered_model_name: str = Field("rotten-tomatoes-sentiment", description="MLflow registered model")
     experiment_name: str = Field("retrain", min_length=1)
-    promotion_metric: Literal["accuracy", "f1_macro"] = "accuracy"
+    promotion_metric: str | None = Field(
+        None, description="the evaluation metric a new champion must improve (default: the task's deciding one)"
+    )
     min_gain: float = Field(0.0, ge=0, le=1, description="champion moves only when beaten by more than this")
     min_metric: float | None = Field(
         None, ge=0, le=1, description="a new champion needs at least this promotion metric (besides the baseline)"
@@ -77,6 +100,51 @@ class RetrainParams(BaseModel):
     register_model: bool = Field(
         True, description="register the trained model in MLflow (and maybe promote it); off: train and evaluate only"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, values: Any) -> Any:
+        """A causal-lm run takes its task's defaults for the fields it leaves out."""
+        if isinstance(values, dict) and values.get("task") is not None:
+            try:
+                name = get_task(str(values["task"])).name
+            except UnknownTaskError:
+                return values  # the field validator names the bad task
+            if name == "causal-lm":
+                return {**CAUSAL_LM_DEFAULTS, **values}
+        return values
+
+    @field_validator("task")
+    @classmethod
+    def _registered_task(cls, value: str) -> str:
+        try:
+            return get_task(value).name
+        except UnknownTaskError as error:
+            raise ValueError(str(error)) from None
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> RetrainParams:
+        spec = get_task(self.task)
+        metrics = [metric.name for metric in spec.metrics]
+        if self.promotion_metric is None:
+            self.promotion_metric = spec.decides.name
+        elif self.promotion_metric not in metrics:
+            raise ValueError(
+                f"promotion_metric {self.promotion_metric!r} is not a metric of task {spec.name}: {metrics}"
+            )
+        if spec.label_column is None:
+            unsupported = [f for f in self.export_formats if f not in LM_EXPORT_FORMATS] + list(self.quantization)
+            if unsupported:
+                raise ValueError(
+                    f"task {spec.name}: the flow exports {list(LM_EXPORT_FORMATS)} only so far, not {unsupported} "
+                    "(modelcore export onnx --task causal-lm exports a decoder by hand)"
+                )
+            if self.min_metric is not None:
+                raise ValueError(
+                    f"min_metric is a floor on accuracy-like metrics; task {spec.name} decides by "
+                    f"{spec.decides.name}, where lower is better"
+                )
+        return self
 
     @field_validator("label_map", mode="before")
     @classmethod

@@ -1,6 +1,7 @@
 """The retraining flow: data -> tokens -> fine-tune -> evaluate -> export -> register (gated champion).
 
     python -m flows.retrain                              # the embedded demo (MiniLM-L6 on Rotten Tomatoes)
+    python -m flows.retrain --task causal-lm             # SmolLM2-135M continued on Wikipedia summaries
     python -m flows.retrain --learning-rate 3e-5 --max-steps 100
     python -m flows.retrain --params-file params.yaml    # any RetrainParams fields, YAML or JSON
 
@@ -25,11 +26,14 @@ from prefect.runtime import flow_run  # noqa: E402
 
 from flows.params import RetrainParams  # noqa: E402
 from modelcore.errors import is_disk_full  # noqa: E402
+from modelcore.task_registry import get_task  # noqa: E402
 from tasks.data import check_max_length, load_dataset, tokenize_cached  # noqa: E402
 from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
 from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
+from tasks.lm_evaluation import SAMPLE_PROMPTS, evaluate_lm  # noqa: E402
 from tasks.registry import register  # noqa: E402
 from tasks.runs import FAILED, RUNNING, RunWorkspace, mark_flow_run_crashed, prune, run_key  # noqa: E402
+from tasks.text_data import load_text_dataset, tokenize_for_task  # noqa: E402
 from tasks.tracking import (  # noqa: E402
     check_tracking_server,
     close_crashed_run,
@@ -71,15 +75,23 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         timings[stage] = round(now - clock, 2)
         clock = now
 
-    data = load_dataset(
-        params.dataset,
-        params.text_column,
-        params.label_column,
-        params.test_size,
-        params.split_seed,
-        label_map=params.label_map,
-        allow_similar_labels=params.allow_similar_labels,
-    )
+    task_spec = get_task(params.task)
+    labelled = task_spec.label_column is not None  # a classifier; else a causal LM on raw text
+    if labelled:
+        data = load_dataset(
+            params.dataset,
+            params.text_column,
+            params.label_column,
+            params.test_size,
+            params.split_seed,
+            label_map=params.label_map,
+            allow_similar_labels=params.allow_similar_labels,
+            max_examples=params.max_examples,
+        )
+    else:
+        data = load_text_dataset(
+            params.dataset, params.text_column, params.test_size, params.split_seed, params.max_examples
+        )
     lap("load_dataset")
     prune()
     workspace = RunWorkspace.claim(run_key(params.model_dump(), data.fingerprint))
@@ -120,7 +132,10 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     lap("start_run")
     try:
         check_max_length(params.base_model, params.max_length)  # before any tokenizing or training
-        tokenized, cache_hit = tokenize_cached(data, params.base_model, params.max_length)
+        if labelled:
+            tokenized, cache_hit = tokenize_cached(data, params.base_model, params.max_length)
+        else:
+            tokenized, cache_hit = tokenize_for_task(data, params.base_model, params.max_length, params.task), False
         lap("tokenize_dataset")
         trained = fine_tune(
             params.base_model,
@@ -130,22 +145,38 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             str(work / "train"),
             tracking_uri=tracking_uri,
             run_id=run_id,
+            task_name=params.task,
         )
         lap("fine_tune")
-        evaluation = evaluate(
-            trained["checkpoint"],
-            data.path,
-            list(data.labels),
-            params.max_length,
-            str(work / "evaluation"),
-            train_log=trained["train_log"],
-        )
+        if labelled:
+            evaluation = evaluate(
+                trained["checkpoint"],
+                data.path,
+                list(data.labels),
+                params.max_length,
+                str(work / "evaluation"),
+                train_log=trained["train_log"],
+            )
+            examples = _input_examples(data.path)
+        else:
+            evaluation = evaluate_lm(
+                trained["checkpoint"],
+                params.base_model,
+                data.path,
+                params.max_length,
+                str(work / "evaluation"),
+                train_log=trained["train_log"],
+            )
+            examples = list(SAMPLE_PROMPTS)
         lap("evaluate")
-        examples = _input_examples(data.path)
         exports: dict[str, Any] = {}
         if "safetensors" in params.export_formats:
             exports["safetensors"] = export_safetensors(
-                trained["checkpoint"], str(work / "export" / "safetensors"), params.max_shard_size, examples
+                trained["checkpoint"],
+                str(work / "export" / "safetensors"),
+                params.max_shard_size,
+                examples,
+                task_name=params.task,
             )
         if {"onnx", "onnx_int8"} & set(params.export_formats):
             exports |= export_onnx(
@@ -197,10 +228,12 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
                 evaluation["metrics"],
                 params.promotion_metric,
                 params.min_gain,
-                tags={"data_fingerprint": data.fingerprint, "mlflow_run_id": run_id},
+                tags={"data_fingerprint": data.fingerprint, "mlflow_run_id": run_id, "task": params.task},
                 input_example=examples,
                 max_length=params.max_length,
+                greater_is_better=_greater_is_better(params.task, params.promotion_metric),
                 min_metric=params.min_metric,
+                task_name=params.task,
             )
             lap("register")
         else:
@@ -221,6 +254,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     workspace.finish()
     workspace.release()
     summary = {
+        "task": params.task,
         "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri,
         "data_fingerprint": data.fingerprint,
@@ -250,6 +284,11 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     }
     log.info("retrain finished: %s", summary)
     return summary
+
+
+def _greater_is_better(task_name: str, metric: str) -> bool:
+    """The direction of ``metric`` in the task's declaration (perplexity: lower is better)."""
+    return next(m.greater_is_better for m in get_task(task_name).metrics if m.name == metric)
 
 
 def _input_examples(dataset_path: str) -> list[str]:

@@ -19,8 +19,18 @@ PARITY_TOLERANCE = 1e-5  # max abs logit difference allowed for a lossless (safe
 
 
 @task(name="export_safetensors", cache_policy=NO_CACHE)
-def export_safetensors(checkpoint: str, output_dir: str, max_shard_size: str, check_texts: list[str]) -> dict[str, Any]:
+def export_safetensors(
+    checkpoint: str,
+    output_dir: str,
+    max_shard_size: str,
+    check_texts: list[str],
+    task_name: str = "text-classification",
+) -> dict[str, Any]:
     """Re-save ``checkpoint`` as sharded safetensors with an index, reload it and compare logits.
+
+    Args:
+        task_name: the registered task: its pipeline loads the checkpoint (a causal LM's logits are compared on
+            the first ``LM_CHECK_TOKENS`` tokens of each check text).
 
     Returns:
         ``{"path", "shards", "max_abs_logit_diff"}``.
@@ -29,13 +39,18 @@ def export_safetensors(checkpoint: str, output_dir: str, max_shard_size: str, ch
         RuntimeError: when the reloaded export's logits differ from the checkpoint's.
     """
     from modelcore.pipelines import pipeline
+    from modelcore.task_registry import get_task
 
-    source = pipeline("text-classification", model=checkpoint)
+    spec = get_task(task_name)
+    source = pipeline(spec.pipeline_task, model=checkpoint)
     with task_output(output_dir, needed=directory_bytes(checkpoint)) as out:
         source.model.save_pretrained(out, max_shard_size=max_shard_size)
         source.tokenizer.save_pretrained(out)
-    exported = pipeline("text-classification", model=out)
-    diff = float(abs(source.predict_logits(check_texts) - exported.predict_logits(check_texts)).max())
+    exported = pipeline(spec.pipeline_task, model=out)
+    if spec.label_column is not None:
+        diff = float(abs(source.predict_logits(check_texts) - exported.predict_logits(check_texts)).max())
+    else:
+        diff = max(_lm_logit_diff(source, exported, text) for text in check_texts)
     if diff > PARITY_TOLERANCE:
         raise RuntimeError(f"{out}: safetensors export changed the logits by {diff:.3g}")
     shards = sorted(p.name for p in out.glob("*.safetensors"))
@@ -43,6 +58,18 @@ def export_safetensors(checkpoint: str, output_dir: str, max_shard_size: str, ch
     atomic_write_text(out / "export_check.json", json.dumps(report, indent=2) + "\n")
     logger.info("safetensors export: %d shard(s), max abs logit diff %.3g", len(shards), diff)
     return report
+
+
+LM_CHECK_TOKENS = 32
+
+
+def _lm_logit_diff(source: Any, exported: Any, text: str) -> float:
+    """Max abs difference of the next-token logits of two causal LMs over the first tokens of ``text``."""
+    import torch
+
+    ids = source.tokenizer(text, return_tensors="pt")["input_ids"][:, :LM_CHECK_TOKENS]
+    with torch.inference_mode():
+        return float((source.model(input_ids=ids).logits - exported.model(input_ids=ids).logits).abs().max())
 
 
 INT8_MAX_ACCURACY_DROP = 0.01  # an int8 export may lose at most 1 point of held-out accuracy

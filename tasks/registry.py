@@ -45,6 +45,7 @@ def decide(
     greater_is_better: bool = True,
     *,
     baseline: float | None = None,
+    baseline_name: str = "the majority-class baseline",
     min_metric: float | None = None,
     metric: str = "metric",
 ) -> tuple[bool, str]:
@@ -61,6 +62,7 @@ def decide(
         min_gain: the gain over the champion that must be exceeded.
         greater_is_better: the metric's direction (False for a loss or perplexity).
         baseline: the baseline's ``metric`` on the same data; None skips that check.
+        baseline_name: what the baseline is, for the reason (``"the base model"`` for a causal LM).
         min_metric: an absolute floor; None skips that check.
         metric: the metric's name, for the reason.
 
@@ -73,9 +75,10 @@ def decide(
 
     floor = []
     if baseline is not None:
+        side = "above" if greater_is_better else "below"
         if better(new, baseline) <= 0:
-            return False, f"below the floor: {metric} {new:.4f} is not above the majority-class baseline {baseline:.4f}"
-        floor.append(f"above the majority-class baseline {baseline:.4f}")
+            return False, f"below the floor: {metric} {new:.4f} is not {side} {baseline_name} {baseline:.4f}"
+        floor.append(f"{side} {baseline_name} {baseline:.4f}")
     if min_metric is not None:
         if better(new, min_metric) < 0:
             return False, f"below the floor: {metric} {new:.4f} does not reach min_metric {min_metric:.4f}"
@@ -114,6 +117,7 @@ def register(
     max_length: int,
     greater_is_better: bool = True,
     min_metric: float | None = None,
+    task_name: str = "text-classification",
 ) -> Registration:
     """Log ``checkpoint`` as a pyfunc model to ``run_id``, register it and set the aliases.
 
@@ -121,7 +125,9 @@ def register(
     the baseline ``metrics[f"baseline_{promotion_metric}"]`` when the evaluation reported one, at
     least ``min_metric`` when given, and better than the champion by more than ``min_gain``. A
     version below the floor is registered all the same (its metrics and reason stay on record, and
-    a person can still promote it by hand) but never made champion. Tags: ``metric.<name>`` per
+    a person can still promote it by hand) but never made champion. ``greater_is_better`` is the promotion
+    metric's direction (False for perplexity: lower wins, and the baseline is a ceiling). ``task_name`` is the
+    registered task the served model answers for. Tags: ``metric.<name>`` per
     metric, ``baseline.<name>`` per baseline metric, ``promotion`` and ``promotion_reason``.
 
     Nothing is left half-registered: if anything fails after the version was created, the version
@@ -130,7 +136,12 @@ def register(
     if promotion_metric not in metrics:
         raise KeyError(f"promotion metric {promotion_metric!r} is not among the evaluation metrics {sorted(metrics)}")
     mlflow_models.log_pyfunc(
-        run_id, checkpoint, tracking_uri=tracking_uri, input_example=input_example, max_length=max_length
+        run_id,
+        checkpoint,
+        tracking_uri=tracking_uri,
+        input_example=input_example,
+        max_length=max_length,
+        task=task_name,
     )
     version_tags = {**tags, **_metric_tags(metrics)}
     version = mlflow_models.register_version(name, run_id, tags=version_tags, tracking_uri=tracking_uri)
@@ -144,6 +155,7 @@ def register(
             min_gain,
             greater_is_better,
             baseline=metrics.get(BASELINE_PREFIX + promotion_metric),
+            baseline_name=_baseline_name(task_name),
             min_metric=min_metric,
             metric=promotion_metric,
         )
@@ -166,6 +178,13 @@ def register(
         "%s version %s: %s: %s", name, version.version, "champion" if promoted else "challenger, not champion", reason
     )
     return Registration(name, version.version, promoted, reason, champion, aliases)
+
+
+def _baseline_name(task_name: str) -> str:
+    """What the task's baseline is: the majority class for a labelled task, else the base model itself."""
+    from modelcore.task_registry import get_task
+
+    return "the majority-class baseline" if get_task(task_name).label_column is not None else "the base model"
 
 
 def _metric_tags(metrics: dict[str, float]) -> dict[str, str]:

@@ -28,8 +28,9 @@ def fine_tune(
     output_dir: str,
     tracking_uri: str | None = None,
     run_id: str | None = None,
+    task_name: str = "text-classification",
 ) -> dict[str, Any]:
-    """Fine-tune ``base_model`` for sequence classification on ``tokenized_path/train``.
+    """Fine-tune ``base_model`` for ``task_name`` (a registered task) on ``tokenized_path/train``.
 
     The seed is set before the model is built, so the new classification head is initialized the
     same way in every run (a seed only in the training arguments would not cover it). Intermediate
@@ -41,10 +42,11 @@ def fine_tune(
     Args:
         base_model: a checkpoint source (directory, asset name, ``models:/`` URI).
         tokenized_path: output of ``tokenize_dataset``.
-        labels: label names, index = label id.
+        labels: label names, index = label id (a task without a label column: empty).
         training: ``TrainingArguments`` fields (``output_dir`` is set here).
         output_dir: where checkpoints and the final model go.
         tracking_uri, run_id: the flow's MLflow run; None disables tracking.
+        task_name: the task's Auto class builds the model, its collator batches the rows.
 
     Returns:
         ``{"checkpoint": dir, "train_log": path, "global_step", "train_loss", "train_runtime", "pending_metrics",
@@ -57,23 +59,37 @@ def fine_tune(
     import datasets
     import torch
 
-    from modelcore import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    import modelcore
+    from modelcore import AutoTokenizer, Trainer, TrainingArguments
     from modelcore.integrations.mlflow import PENDING_METRICS_FILE, MLflowCallback
+    from modelcore.task_registry import get_task
     from modelcore.trainer.checkpoint import latest_checkpoint
+
+    spec = get_task(task_name)
+    auto_class = getattr(modelcore, spec.auto_class)
 
     out = Path(output_dir)
     args = TrainingArguments(output_dir=str(out), report_to=[], **training)
     train = datasets.load_from_disk(str(Path(tokenized_path) / "train"))
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     torch.manual_seed(args.seed)  # before the model: the new head's init is part of the run
-    id2label = dict(enumerate(labels))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_model, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()}
-    )
+    if spec.label_column is not None:
+        id2label = dict(enumerate(labels))
+        head = {"num_labels": len(labels), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+        model = auto_class.from_pretrained(base_model, **head)
+    else:
+        model = auto_class.from_pretrained(base_model, dtype="float32")  # a GGUF base is dequantized to train
     callbacks = []
     if run_id is not None:
         callbacks.append(MLflowCallback(tracking_uri=tracking_uri, run_id=run_id, tolerate_errors=True))
-    trainer = Trainer(model, args, train_dataset=train, processing_class=tokenizer, callbacks=callbacks)
+    trainer = Trainer(
+        model,
+        args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        data_collator=spec.function("collator")(tokenizer),
+        callbacks=callbacks,
+    )
     resume = latest_checkpoint(out)
     if resume is not None:
         logger.info("resuming training from %s (step %s)", resume, resume.name.rsplit("-", 1)[-1])

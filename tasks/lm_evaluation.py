@@ -1,0 +1,110 @@
+"""The evaluation of a causal LM: held-out perplexity against the base model's, and sample generations."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelcore.serialization.atomic import atomic_write_text
+from tasks.evaluation import REPORT_FILE, plot_loss_curve
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_FILE = "samples.md"
+SAMPLE_PROMPTS = ("The history of the city", "In mathematics, a group is", "The river flows through")
+SAMPLE_NEW_TOKENS = 24
+
+
+@task(name="evaluate_lm", cache_policy=NO_CACHE)
+def evaluate_lm(
+    checkpoint: str,
+    base_model: str,
+    dataset_path: str,
+    max_length: int,
+    output_dir: str,
+    train_log: str | None = None,
+) -> dict[str, Any]:
+    """Perplexity of ``checkpoint`` and of ``base_model`` on the held-out documents; greedy samples of both.
+
+    Writes ``evaluation.json`` (both perplexities, the documents and tokens scored) and ``samples.md`` (a table
+    of the continuations of ``SAMPLE_PROMPTS`` by the base and the fine-tuned model) into ``output_dir``.
+
+    Returns:
+        ``{"metrics": {"perplexity", "eval_loss", "baseline_perplexity", "baseline_eval_loss"}, "report_dir"}``;
+        the baseline is the base model's own perplexity, the ceiling ``tasks.registry.register`` holds a new
+        champion under.
+    """
+    import datasets
+
+    from modelcore import AutoModelForCausalLM, AutoTokenizer
+    from modelcore.task_registry import get_task
+
+    spec = get_task("causal-lm")
+    evaluate = spec.function("evaluate")
+    test = datasets.load_from_disk(str(Path(dataset_path) / "test")).to_dict()
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tuned = AutoModelForCausalLM.from_pretrained(checkpoint, dtype="float32")
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype="float32")
+    result = evaluate(tuned, tokenizer, test, max_length)
+    baseline = evaluate(base, AutoTokenizer.from_pretrained(base_model), test, max_length)
+    samples = [
+        {
+            "prompt": prompt,
+            "base": _continue(base, tokenizer, prompt),
+            "fine_tuned": _continue(tuned, tokenizer, prompt),
+        }
+        for prompt in SAMPLE_PROMPTS
+    ]
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "checkpoint": checkpoint,
+        "documents": len(test["text"]),
+        "max_length": max_length,
+        **result,
+        "baseline": {"kind": "the base model", "model": base_model, **baseline},
+        "samples": samples,
+    }
+    atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / SAMPLES_FILE, _samples_table(samples))
+    if train_log and Path(train_log).is_file():
+        plot_loss_curve(Path(train_log), out / "loss_curve.png")
+    metrics = {
+        "perplexity": result["perplexity"],
+        "eval_loss": result["eval_loss"],
+        "baseline_perplexity": baseline["perplexity"],
+        "baseline_eval_loss": baseline["eval_loss"],
+    }
+    logger.info(
+        "evaluation on %d held-out documents: perplexity %.3f (the base model %s: %.3f)",
+        len(test["text"]),
+        metrics["perplexity"],
+        base_model,
+        metrics["baseline_perplexity"],
+    )
+    return {"metrics": metrics, "report_dir": str(out)}
+
+
+def _continue(model: Any, tokenizer: Any, prompt: str) -> str:
+    import torch
+
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        out = model.generate(
+            ids, max_new_tokens=SAMPLE_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id or 0
+        )
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def _samples_table(samples: list[dict[str, str]]) -> str:
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    lines = ["| prompt | base model | fine-tuned |", "|---|---|---|"]
+    lines += [f"| {cell(s['prompt'])} | {cell(s['base'])} | {cell(s['fine_tuned'])} |" for s in samples]
+    return "\n".join(lines) + "\n"
