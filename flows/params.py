@@ -25,6 +25,15 @@ CAUSAL_LM_DEFAULTS: dict[str, Any] = {
     "max_examples": 600,
     "registered_model_name": "wikipedia-smollm2",
     "export_formats": ["safetensors"],
+    "lora": {"enabled": True},
+    "training": {
+        "max_steps": 40,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.1,
+        "logging_steps": 5,
+        "save_steps": 20,
+    },
 }
 LM_EXPORT_FORMATS = ("safetensors",)  # ONNX and quantization of a causal LM in the flow come later
 
@@ -51,6 +60,22 @@ class TrainingSettings(BaseModel):
 
     def to_training_arguments(self) -> dict[str, Any]:
         return {**self.model_dump(), "save_strategy": "steps", "save_total_limit": 1, "eval_strategy": "no"}
+
+
+class LoraSettings(BaseModel):
+    """LoRA adapters (through peft) instead of full fine-tuning: only the adapters train, then merge for export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="train LoRA adapters on the target layers instead of every weight")
+    r: int = Field(8, ge=1, le=256, description="the adapters' rank")
+    alpha: int = Field(16, ge=1, description="scale numerator: the update is alpha / r * B @ A")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapters' input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="names of the linear layers to adapt (a Llama's attention and MLP projections)",
+    )
 
 
 class RetrainParams(BaseModel):
@@ -82,6 +107,7 @@ class RetrainParams(BaseModel):
     split_seed: int = Field(0, ge=0)
     max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(default_factory=list)
     export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] = Field(
         default_factory=lambda: ["safetensors", "onnx", "onnx_int8"],
@@ -111,7 +137,8 @@ class RetrainParams(BaseModel):
             except UnknownTaskError:
                 return values  # the field validator names the bad task
             if name == "causal-lm":
-                return {**CAUSAL_LM_DEFAULTS, **values}
+                nested = {key: {**CAUSAL_LM_DEFAULTS[key], **(values.get(key) or {})} for key in ("training", "lora")}
+                return {**CAUSAL_LM_DEFAULTS, **values, **nested}
         return values
 
     @field_validator("task")
@@ -132,6 +159,8 @@ class RetrainParams(BaseModel):
             raise ValueError(
                 f"promotion_metric {self.promotion_metric!r} is not a metric of task {spec.name}: {metrics}"
             )
+        if self.lora.enabled and spec.auto_class != "AutoModelForCausalLM":
+            raise ValueError(f"lora: the flow trains LoRA adapters for causal-lm runs, not for {spec.name}")
         if spec.label_column is None:
             unsupported = [f for f in self.export_formats if f not in LM_EXPORT_FORMATS] + list(self.quantization)
             if unsupported:

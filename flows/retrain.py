@@ -146,6 +146,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             tracking_uri=tracking_uri,
             run_id=run_id,
             task_name=params.task,
+            lora=params.lora.model_dump(),
         )
         lap("fine_tune")
         if labelled:
@@ -197,6 +198,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             exports |= {f"quantized_{method}": result for method, result in quantized.items()}
         lap("export")
         artifacts = {"evaluation": evaluation["report_dir"]}
+        if trained.get("adapter"):
+            artifacts["adapter"] = trained["adapter"]
         for name, exported in exports.items():
             if exported.get("passed", True):  # the whole directory: model.onnx and its .onnx.data travel together
                 artifacts[f"export/{name}"] = exported["path"]

@@ -14,6 +14,7 @@ from tasks.outputs import retry_unless_disk_full
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "model"  # the final checkpoint inside the task's output directory
+ADAPTER_DIR = "adapter"  # a LoRA run's adapters, in peft's layout
 TRAIN_LOG = "log.jsonl"  # the Trainer's log lines (loss per logging step), read by the evaluation report
 
 
@@ -29,6 +30,7 @@ def fine_tune(
     tracking_uri: str | None = None,
     run_id: str | None = None,
     task_name: str = "text-classification",
+    lora: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` for ``task_name`` (a registered task) on ``tokenized_path/train``.
 
@@ -47,10 +49,13 @@ def fine_tune(
         output_dir: where checkpoints and the final model go.
         tracking_uri, run_id: the flow's MLflow run; None disables tracking.
         task_name: the task's Auto class builds the model, its collator batches the rows.
+        lora: ``LoraSettings`` fields; when ``enabled``, only LoRA adapters train (peft); they are saved in peft's
+            layout under ``output_dir/adapter`` and merged into the base weights of the final checkpoint.
 
     Returns:
         ``{"checkpoint": dir, "train_log": path, "global_step", "train_loss", "train_runtime", "pending_metrics",
-        "resumed_from": the checkpoint training resumed from, or None}``.
+        "resumed_from": the checkpoint training resumed from, or None, "adapter": the LoRA adapter's directory or
+        None}``.
 
     Raises:
         DiskFullError: a checkpoint did not fit (naming its path and the bytes needed); the task is not
@@ -79,6 +84,11 @@ def fine_tune(
         model = auto_class.from_pretrained(base_model, **head)
     else:
         model = auto_class.from_pretrained(base_model, dtype="float32")  # a GGUF base is dequantized to train
+    lora_config = None
+    if lora and lora.get("enabled"):
+        from modelcore.integrations.lora import add_lora
+
+        lora_config = add_lora(model, lora["target_modules"], lora["r"], lora["alpha"], lora["dropout"])
     callbacks = []
     if run_id is not None:
         callbacks.append(MLflowCallback(tracking_uri=tracking_uri, run_id=run_id, tolerate_errors=True))
@@ -94,6 +104,12 @@ def fine_tune(
     if resume is not None:
         logger.info("resuming training from %s (step %s)", resume, resume.name.rsplit("-", 1)[-1])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    adapter = None
+    if lora_config is not None:
+        from modelcore.integrations.lora import merge_lora, save_adapter
+
+        adapter = str(save_adapter(model, lora_config, out / ADAPTER_DIR, base_model=base_model))
+        merge_lora(model)  # the registered checkpoint is a plain model: it loads and exports without peft
     checkpoint = trainer.save_model(str(out / CHECKPOINT_DIR))
     pending = out / PENDING_METRICS_FILE
     return {
@@ -104,4 +120,5 @@ def fine_tune(
         "train_runtime": float(result.metrics["train_runtime"]),
         "pending_metrics": str(pending) if pending.is_file() else None,
         "resumed_from": str(resume) if resume is not None else None,
+        "adapter": adapter,
     }

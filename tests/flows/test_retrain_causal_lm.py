@@ -6,6 +6,8 @@ A tiny Llama with the real MiniLM tokenizer stands in for the base model (a run 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -56,16 +58,20 @@ def test_a_causal_lm_run_lowers_perplexity_registers_a_champion_that_generates(
             "text_column": "review",
             "max_length": 32,
             "registered_model_name": NAME,
-            "training": {"max_steps": 30, "per_device_train_batch_size": 8, "learning_rate": 3e-3, "logging_steps": 10},
+            "training": {"max_steps": 30, "per_device_train_batch_size": 8, "learning_rate": 1e-2, "logging_steps": 10},
         }
     )
     assert params.promotion_metric == "perplexity" and params.max_examples == 600  # the task's defaults
+    assert params.lora.enabled and params.training.warmup_ratio == 0.1  # nested defaults merge with what is given
     summary = retrain(params)
     metrics = summary["metrics"]
     assert summary["task"] == "causal-lm" and summary["exports"].keys() == {"safetensors"}
-    assert metrics["perplexity"] < metrics["baseline_perplexity"] / 2  # from random weights: far below the base
+    assert metrics["perplexity"] < metrics["baseline_perplexity"]  # LoRA on random weights: below the base, if slowly
     assert str(summary["version"]) == "1" and "champion" in summary["aliases"]
     assert "below the base model" in summary["promotion"]
+    adapter = Path(summary["checkpoint"]).parent / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
+    assert not any("lora" in k for k in AutoModelForCausalLM.from_pretrained(summary["checkpoint"]).state_dict())
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", summary["tracking_uri"])  # as a consumer of the registry sets it
     uri = f"models:/{NAME}@champion"
@@ -99,3 +105,18 @@ def test_a_worse_model_is_not_champion(prefect_server, pipeline_home, tiny_lm, r
     summary = retrain(params)
     assert summary["metrics"]["perplexity"] > summary["metrics"]["baseline_perplexity"]
     assert "champion" not in summary["aliases"] and "not below the base model" in summary["promotion"]
+
+
+def test_lora_targets_that_match_nothing_fail_before_training(prefect_server, pipeline_home, tiny_lm, real_csv):
+    from flows.params import RetrainParams
+    from flows.retrain import retrain
+    from modelcore.errors import ConfigError
+
+    params = RetrainParams.model_validate(
+        {
+            "task": "causal-lm", "base_model": str(tiny_lm), "dataset": str(real_csv), "text_column": "review",
+            "max_length": 32, "registered_model_name": NAME + "-targets", "lora": {"target_modules": ["query", "value"]},
+        }
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"\['query', 'value'\] match no linear layer of LlamaForCausalLM.*q_proj"):
+        retrain(params)
