@@ -29,7 +29,10 @@ def evaluate_lm(
     output_dir: str,
     train_log: str | None = None,
 ) -> dict[str, Any]:
-    """Perplexity of ``checkpoint`` and of ``base_model`` on the held-out documents; greedy samples of both.
+    """Perplexity of ``checkpoint`` and of ``base_model`` on the held-out rows; greedy samples of both.
+
+    Raw text: perplexity over the documents, samples continue ``SAMPLE_PROMPTS``. Chats: perplexity over the
+    assistant's tokens, samples answer the first user turn of held-out conversations.
 
     Writes ``evaluation.json`` (both perplexities, the documents and tokens scored) and ``samples.md`` (a table
     of the continuations of ``SAMPLE_PROMPTS`` by the base and the fine-tuned model) into ``output_dir``.
@@ -54,17 +57,17 @@ def evaluate_lm(
     baseline = evaluate(base, AutoTokenizer.from_pretrained(base_model), test, max_length)
     samples = [
         {
-            "prompt": prompt,
+            "prompt": _shown(prompt),
             "base": _continue(base, tokenizer, prompt),
             "fine_tuned": _continue(tuned, tokenizer, prompt),
         }
-        for prompt in SAMPLE_PROMPTS
+        for prompt in _sample_prompts(test)
     ]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "checkpoint": checkpoint,
-        "documents": len(test["text"]),
+        "rows": len(next(iter(test.values()))),
         "max_length": max_length,
         **result,
         "baseline": {"kind": "the base model", "model": base_model, **baseline},
@@ -81,8 +84,8 @@ def evaluate_lm(
         "baseline_eval_loss": baseline["eval_loss"],
     }
     logger.info(
-        "evaluation on %d held-out documents: perplexity %.3f (the base model %s: %.3f)",
-        len(test["text"]),
+        "evaluation on %d held-out rows: perplexity %.3f (the base model %s: %.3f)",
+        len(next(iter(test.values()))),
         metrics["perplexity"],
         base_model,
         metrics["baseline_perplexity"],
@@ -90,10 +93,30 @@ def evaluate_lm(
     return {"metrics": metrics, "report_dir": str(out)}
 
 
-def _continue(model: Any, tokenizer: Any, prompt: str) -> str:
+def _sample_prompts(test: dict[str, list]) -> list[str | list[dict[str, str]]]:
+    """``SAMPLE_PROMPTS`` for raw text; for chats, the first user turn of the first held-out conversations."""
+    if "prompt" in test:
+        return [[{"role": "user", "content": p}] for p in test["prompt"][: len(SAMPLE_PROMPTS)]]
+    if "messages" in test:
+        firsts = []
+        for messages in test["messages"][: len(SAMPLE_PROMPTS)]:
+            upto = next(i for i, m in enumerate(messages) if m["role"] == "user")
+            firsts.append(list(messages[: upto + 1]))
+        return firsts
+    return list(SAMPLE_PROMPTS)
+
+
+def _shown(prompt: str | list[dict[str, str]]) -> str:
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+
+def _continue(model: Any, tokenizer: Any, prompt: str | list[dict[str, str]]) -> str:
     import torch
 
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if isinstance(prompt, str):
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    else:
+        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         out = model.generate(
             ids, max_new_tokens=SAMPLE_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id or 0

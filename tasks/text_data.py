@@ -1,7 +1,9 @@
-"""Raw-text datasets for language-model tasks: load, split by document, tokenize with the task's ``prepare``.
+"""Datasets for language-model tasks: raw text or chats; load, split whole rows, tokenize with the task's ``prepare``.
 
-A row is one document (a Wikipedia article summary, a line of a text file, a row of a table's text column);
-the held-out split takes whole documents, so no article is half in training and half in the evaluation.
+Raw text: a row is one document (a Wikipedia article summary, a blank-line-separated block of a text file, a row
+of a table's text column). Chat: a table with a ``messages`` column (lists of ``{"role", "content"}``) or with
+``prompt`` and ``response`` columns; a row is one conversation. The held-out split takes whole rows, so no
+article or conversation is half in training and half in the evaluation.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def read_texts(ref: str, text_column: str) -> tuple[list[Any], int]:
     return [row.get(text_column) for row in rows], len(rows)
 
 
+def read_chats(path: Path) -> tuple[dict[str, list], int] | None:
+    """The conversation columns of a table (``messages``, or ``prompt`` and ``response``), or None if it has none."""
+    rows, available = read_rows(path)
+    columns = ["messages"] if "messages" in available else ["prompt", "response"]
+    if not set(columns) <= set(available):
+        return None
+    kept = [row for row in rows if all(row.get(c) not in (None, "", []) for c in columns)]
+    return {c: [row[c] for row in kept] for c in columns}, len(rows)
+
+
 @task(name="load_text_dataset", cache_policy=NO_CACHE, retries=0)
 def load_text_dataset(
     ref: str, text_column: str = "text", test_size: float = 0.2, seed: int = 0, max_examples: int | None = None
@@ -65,6 +77,10 @@ def load_text_dataset(
         DatasetError: naming the dataset: no such file or column, no text left after dropping empty rows, a split
             that leaves one side empty.
     """
+    path = Path(ref).expanduser()
+    chats = read_chats(path) if path.is_file() and path.suffix.lower() != ".txt" else None
+    if chats is not None:
+        return _split_chats(ref, *chats, test_size, seed, max_examples)
     values, rows_read = read_texts(ref, text_column)
     texts = [v.strip() for v in values if isinstance(v, str) and v.strip()]
     dropped = rows_read - len(texts)
@@ -96,6 +112,53 @@ def load_text_dataset(
     )  # fmt: skip
     reasons = (("empty text", dropped),) if dropped else ()
     return DatasetRef(str(target), fingerprint, (), cut, len(texts) - cut, ref, rows_read, reasons)
+
+
+def _split_chats(
+    ref: str, columns: dict[str, list], rows_read: int, test_size: float, seed: int, max_examples: int | None
+) -> DatasetRef:
+    """Conversations checked (all of them, before any training), shuffled with ``seed`` and split whole.
+
+    Raises:
+        DataError: naming the dataset and the row (0-based, in file order) of a conversation that does not
+            alternate user and assistant turns or does not end with the assistant.
+    """
+    from modelcore.errors import DataError
+    from modelcore.task_registry.chat import check_conversation, conversations
+
+    for row, conversation in enumerate(conversations(columns)):
+        try:
+            check_conversation(conversation, row)
+        except DataError as error:
+            raise DataError(f"dataset {ref!r}: {error}") from None
+    order = list(range(len(next(iter(columns.values())))))
+    random.Random(seed).shuffle(order)
+    if max_examples is not None:
+        order = order[:max_examples]
+    cut = len(order) - math.ceil(test_size * len(order))
+    if cut <= 0 or cut >= len(order):
+        raise DatasetError(f"dataset {ref!r}: {len(order)} conversations leave an empty split at test_size={test_size}")
+    digest = hashlib.sha256(json.dumps({"test_size": test_size, "seed": seed, "train": cut}).encode())
+    for i in order:
+        digest.update(json.dumps({c: columns[c][i] for c in columns}, ensure_ascii=False, default=str).encode())
+    fingerprint = digest.hexdigest()[:16]
+    target = settings.cache_dir() / "datasets" / fingerprint
+    if not (target / "done").is_file():
+        import datasets
+
+        with staged_directory(target) as staging:
+            for split, part in (("train", order[:cut]), ("test", order[cut:])):
+                datasets.Dataset.from_dict({c: [columns[c][i] for i in part] for c in columns}).save_to_disk(
+                    str(staging / split)
+                )
+            (staging / "done").write_text(json.dumps({"source": ref, "format": "chat"}))
+    dropped = rows_read - len(next(iter(columns.values())))
+    logger.info(
+        "dataset %s: %d rows read, %d conversations used (%d train / %d test; %d without one dropped), fingerprint %s",
+        ref, rows_read, len(order), cut, len(order) - cut, dropped, fingerprint,
+    )  # fmt: skip
+    reasons = (("no conversation", dropped),) if dropped else ()
+    return DatasetRef(str(target), fingerprint, (), cut, len(order) - cut, ref, rows_read, reasons)
 
 
 @task(name="tokenize_for_task", cache_policy=NO_CACHE)

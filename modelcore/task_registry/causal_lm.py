@@ -1,8 +1,9 @@
-"""causal-lm (text-generation): next-token prediction on raw text, judged by held-out perplexity.
+"""causal-lm (text-generation): next-token prediction on raw text or chats, judged by held-out perplexity.
 
 Raw text is packed: every text's tokens plus an EOS, concatenated and cut into ``max_length`` blocks, so no
-position is padding. The baseline is the base model's own perplexity on the same held-out text: fine-tuning
-must lower it.
+position is padding. Chat rows (a ``messages`` or ``prompt``/``response`` column) are rendered with the model's
+chat template, one conversation a row, and only the assistant's tokens carry labels (``task_registry.chat``).
+The baseline is the base model's own perplexity on the same held-out rows: fine-tuning must lower it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from modelcore.task_registry.chat import has_chat_columns, pad_labelled, prepare_chat
 from modelcore.task_registry.registry import Metric, PyfuncParam, TaskSpec, register_task
 from modelcore.task_registry.requests import MESSAGES_FIELD, has_field, request_conversations, request_texts
 
@@ -21,11 +23,16 @@ GENERATION_PARAMS = (
 
 
 def prepare(tokenizer: Any, rows: dict[str, list], max_length: int) -> dict[str, list]:
-    """Pack the texts into ``max_length``-token blocks (the remainder shorter than a block is dropped).
+    """Chat rows as conversations with assistant-only labels; raw texts packed into ``max_length``-token blocks
+    (the remainder shorter than a block is dropped).
 
     Raises:
         ValueError: the texts hold fewer than ``max_length`` tokens in all (no block at all).
+        DataError: a conversation that does not alternate user/assistant, or chat rows for a tokenizer without a
+            chat template.
     """
+    if has_chat_columns(rows):
+        return prepare_chat(tokenizer, rows, max_length)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
     for ids in tokenizer(list(rows["text"]), add_special_tokens=False)["input_ids"]:
@@ -36,18 +43,54 @@ def prepare(tokenizer: Any, rows: dict[str, list], max_length: int) -> dict[str,
     return {"input_ids": blocks, "attention_mask": [[1] * max_length for _ in blocks]}
 
 
-def collator(tokenizer: Any) -> Any:
-    from modelcore.data.collators import DataCollatorForLanguageModeling
+class CausalLMCollator:
+    """Chat rows (which carry ``labels``) padded with their labels; packed text rows labelled by their own ids."""
 
-    return DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    def __init__(self, tokenizer: Any) -> None:
+        from modelcore.data.collators import DataCollatorForLanguageModeling
+
+        self.tokenizer = tokenizer
+        self.language_modeling = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if rows and "labels" in rows[0]:
+            return pad_labelled(self.tokenizer, rows)
+        return self.language_modeling(rows)
+
+
+def collator(tokenizer: Any) -> Any:
+    return CausalLMCollator(tokenizer)
 
 
 def evaluate(model: Any, tokenizer: Any, rows: dict[str, list], max_length: int) -> dict[str, Any]:
-    """Perplexity (and its log, the mean next-token loss) over ``max_length`` windows of the held-out texts."""
+    """Perplexity (and its log, the mean next-token loss): over ``max_length`` windows of held-out texts, or over
+    the assistant's tokens of held-out conversations."""
+    if has_chat_columns(rows):
+        loss = _chat_loss(model, tokenizer, prepare_chat(tokenizer, rows, max_length))
+        return {"perplexity": math.exp(loss), "eval_loss": loss}
     from modelcore.quantization.evaluation import EvalData, perplexity
 
     value = perplexity(model, tokenizer, EvalData(list(rows["text"])), max_length=max_length)
     return {"perplexity": value, "eval_loss": math.log(value)}
+
+
+def _chat_loss(model: Any, tokenizer: Any, columns: dict[str, list], batch_size: int = 8) -> float:
+    """Mean next-token loss over the labelled (assistant) tokens."""
+    import torch
+
+    rows = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = pad_labelled(tokenizer, rows[start : start + batch_size])
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            targets = batch["labels"][:, 1:]
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum", ignore_index=-100
+            )
+            total += float(losses)
+            count += int((targets != -100).sum())
+    return total / max(count, 1)
 
 
 def baseline(train: dict[str, list], test: dict[str, list], base_model: str | None, max_length: int) -> dict[str, Any]:

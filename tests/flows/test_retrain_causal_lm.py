@@ -120,3 +120,76 @@ def test_lora_targets_that_match_nothing_fail_before_training(prefect_server, pi
     )  # fmt: skip
     with pytest.raises(ConfigError, match=r"\['query', 'value'\] match no linear layer of LlamaForCausalLM.*q_proj"):
         retrain(params)
+
+
+@pytest.fixture(scope="module")
+def chat_lm(tmp_path_factory):
+    """A tiny Llama with the real SmolLM2 tokenizer and its chat template."""
+    from modelcore import AutoTokenizer, LlamaConfig, LlamaForCausalLM, assets
+
+    path = assets.fetch("smollm2-135m-gguf")
+    tokenizer = AutoTokenizer.from_pretrained(path if path.is_file() else next(path.glob("*.gguf")))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    directory = tmp_path_factory.mktemp("tiny-chat-llama")
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def review_chats(rotten_tomatoes, path, broken_row=None):
+    """Real reviews as instructions: the user quotes one, the assistant answers fresh or rotten."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        for i, row in enumerate(rotten_tomatoes[:200]):
+            messages = [
+                {"role": "user", "content": f"Is this review fresh or rotten? {row['text']}"},
+                {"role": "assistant", "content": ("rotten", "fresh")[row["label"]]},
+            ]
+            if i == broken_row:
+                messages = [messages[0], {"role": "user", "content": "hello?"}]
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return path
+
+
+def test_a_chat_run_learns_the_assistant_turns(prefect_server, pipeline_home, chat_lm, rotten_tomatoes, tmp_path):
+    from flows.params import RetrainParams
+    from flows.retrain import retrain
+
+    data = review_chats(rotten_tomatoes, tmp_path / "chats.jsonl")
+    params = RetrainParams.model_validate(
+        {
+            "task": "causal-lm", "base_model": str(chat_lm), "dataset": str(data), "max_length": 96,
+            "registered_model_name": NAME + "-chat", "lora": {"enabled": False},
+            "training": {"max_steps": 25, "per_device_train_batch_size": 8, "learning_rate": 1e-2},
+        }
+    )  # fmt: skip
+    summary = retrain(params)
+    # the answers are one of two words: a model that learnt the format is far surer of them than the random base
+    assert summary["metrics"]["perplexity"] < summary["metrics"]["baseline_perplexity"] / 10
+    assert "champion" in summary["aliases"]
+
+
+def test_a_chat_row_that_does_not_alternate_fails_before_training(
+    prefect_server, pipeline_home, chat_lm, rotten_tomatoes, tmp_path
+):
+    from flows.params import RetrainParams
+    from flows.retrain import retrain
+    from modelcore.errors import DataError
+
+    data = review_chats(rotten_tomatoes, tmp_path / "broken.jsonl", broken_row=7)
+    params = RetrainParams.model_validate(
+        {
+            "task": "causal-lm", "base_model": str(chat_lm), "dataset": str(data), "max_length": 96,
+            "registered_model_name": NAME + "-broken",
+        }
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"broken.jsonl': chat row 7: message 1 should be the assistant's"):
+        retrain(params)
+    assert not (Path(pipeline_home) / "runs").exists() or not list(
+        (Path(pipeline_home) / "runs").glob("*/train/checkpoint-*")
+    )
