@@ -110,3 +110,26 @@ def test_data_and_promotion_flags_reach_the_params():
         None,
         True,
     )
+
+
+def test_an_unregistered_task_is_refused_listing_the_registered_ones():
+    with pytest.raises(ValidationError) as info:
+        RetrainParams.model_validate({"task": "summarization"})
+    message = str(info.value)
+    assert "unknown task 'summarization'" in message and "text-classification" in message and "causal-lm" in message
+
+
+def test_a_causal_lm_run_takes_its_task_defaults_and_refuses_what_it_cannot_do():
+    params = RetrainParams.model_validate({"task": "text-generation", "training": {"max_steps": 7}})
+    assert (params.task, params.base_model, params.dataset) == ("causal-lm", "smollm2-135m-gguf", "wikipedia-summaries")
+    assert params.promotion_metric == "perplexity" and params.lora.enabled
+    assert params.training.max_steps == 7 and params.training.per_device_train_batch_size == 8
+    for values, message in (
+        ({"export_formats": ["onnx"]}, "exports \\['safetensors'\\] only"),
+        ({"promotion_metric": "accuracy"}, "not a metric of task causal-lm"),
+        ({"min_metric": 0.5}, "lower is better"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            RetrainParams.model_validate({"task": "causal-lm", **values})
+    with pytest.raises(ValidationError, match="LoRA adapters for causal-lm runs, not for text-classification"):
+        RetrainParams.model_validate({"lora": {"enabled": True}})

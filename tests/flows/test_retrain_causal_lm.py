@@ -156,7 +156,9 @@ def review_chats(rotten_tomatoes, path, broken_row=None):
     return path
 
 
-def test_a_chat_run_learns_the_assistant_turns(prefect_server, pipeline_home, chat_lm, rotten_tomatoes, tmp_path):
+def test_a_chat_run_learns_the_assistant_turns(
+    prefect_server, pipeline_home, chat_lm, rotten_tomatoes, tmp_path, monkeypatch
+):
     from flows.params import RetrainParams
     from flows.retrain import retrain
 
@@ -172,6 +174,18 @@ def test_a_chat_run_learns_the_assistant_turns(prefect_server, pipeline_home, ch
     # the answers are one of two words: a model that learnt the format is far surer of them than the random base
     assert summary["metrics"]["perplexity"] < summary["metrics"]["baseline_perplexity"] / 10
     assert "champion" in summary["aliases"]
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", summary["tracking_uri"])
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}-chat@champion")
+    chats = [
+        [{"role": "user", "content": f"Is this review fresh or rotten? {r['text']}"}] for r in rotten_tomatoes[-3:]
+    ]
+    answers = served.predict({"messages": chats}, params={"max_new_tokens": 3})["generated_text"]
+    assert len(answers) == 3 and {a.strip().split("<")[0] for a in answers} <= {"fresh", "rotten"}
+    with pytest.raises(mlflow.exceptions.MlflowException, match="message 0 of row 1 must be"):
+        served.predict({"messages": [chats[0], [{"role": "user"}]]})
 
 
 def test_a_chat_row_that_does_not_alternate_fails_before_training(

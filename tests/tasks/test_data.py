@@ -209,3 +209,13 @@ def test_max_length_above_the_position_table_is_refused_naming_both_numbers(tmp_
     check_max_length(str(llama), 128)
     with pytest.raises(ConfigError, match=r"max_length 129 is more than the max_position_embeddings 128 .* \(llama\)"):
         check_max_length(str(llama), 129)
+
+
+def test_a_text_column_with_no_text_left_is_refused_naming_it(pipeline_home, tmp_path):
+    from tasks.readers import DatasetError
+    from tasks.text_data import load_text_dataset
+
+    path = tmp_path / "blank.csv"
+    path.write_text("body,n\n   ,1\n,2\n\t,3\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="column 'body' holds no text once empty rows are dropped"):
+        load_text_dataset.fn(str(path), "body")
