@@ -371,7 +371,8 @@ class WhisperModel(WhisperPreTrainedModel):
         """
         if decoder_input_ids is None:
             raise ValueError("decoder_input_ids are required (start with config.decoder_start_token_id)")
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None else False)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         if encoder_outputs is None:
             if input_features is None:
                 raise ValueError("pass input_features or encoder_outputs")

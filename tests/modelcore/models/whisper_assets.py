@@ -109,7 +109,7 @@ def converted_whisper_dir() -> Path:
     """The whisper-tiny-en asset converted to the Hugging Face layout (float32), cached."""
     from modelcore.models.whisper.convert_ctranslate2 import convert
 
-    dest = assets.cache_dir() / "converted" / "whisper-tiny-en-hf"
+    dest = assets.cache_dir() / "converted" / "whisper-tiny-en-hf-v1"  # bump when the converter's output changes
     if (dest / "model.safetensors").is_file():
         return dest
     return convert(assets.fetch("whisper-tiny-en"), dest, overwrite=True)
