@@ -24,15 +24,23 @@ from pydantic import BaseModel, ValidationError
 from tasks import settings, warmup
 
 
-def _fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
-    """(path, FieldInfo) of every leaf field; nested models are walked."""
+def _fields(
+    model: type[BaseModel], prefix: tuple[str, ...] = (), flag_prefix: str = ""
+) -> list[tuple[tuple[str, ...], Any, str]]:
+    """(path, FieldInfo, flag) of every leaf field; nested models are walked.
+
+    A nested model's fields are flags of their own name (``--learning-rate``), or prefixed when the field holding
+    the model says so with ``json_schema_extra={"flag_prefix": "lora"}`` (``--lora-r``).
+    """
     leaves = []
     for name, info in model.model_fields.items():
         annotation = info.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            leaves += _fields(annotation, (*prefix, name))
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            leaves += _fields(annotation, (*prefix, name), str(extra.get("flag_prefix", "")))
         else:
-            leaves.append(((*prefix, name), info))
+            flag = "--" + (f"{flag_prefix}-" if flag_prefix else "") + name.replace("_", "-")
+            leaves.append(((*prefix, name), info, flag))
     return leaves
 
 
@@ -42,8 +50,7 @@ def build_parser(model: type[BaseModel], prog: str) -> argparse.ArgumentParser:
         "--params-file", type=Path, help="YAML or JSON file with parameter values (nested as the model)"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
-    for path, info in _fields(model):
-        flag = "--" + path[-1].replace("_", "-")
+    for path, info, flag in _fields(model):
         origin = typing.get_origin(info.annotation)
         kwargs: dict[str, Any] = {"dest": ".".join(path), "default": argparse.SUPPRESS, "help": info.description}
         if info.annotation is not bool:

@@ -107,7 +107,7 @@ class RetrainParams(BaseModel):
     split_seed: int = Field(0, ge=0)
     max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
     training: TrainingSettings = Field(default_factory=TrainingSettings)
-    lora: LoraSettings = Field(default_factory=LoraSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings, json_schema_extra={"flag_prefix": "lora"})
     quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(default_factory=list)
     export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] = Field(
         default_factory=lambda: ["safetensors", "onnx", "onnx_int8"],

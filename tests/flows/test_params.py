@@ -133,3 +133,8 @@ def test_a_causal_lm_run_takes_its_task_defaults_and_refuses_what_it_cannot_do()
             RetrainParams.model_validate({"task": "causal-lm", **values})
     with pytest.raises(ValidationError, match="LoRA adapters for causal-lm runs, not for text-classification"):
         RetrainParams.model_validate({"lora": {"enabled": True}})
+
+
+def test_lora_flags_carry_their_prefix():
+    params, _ = parse_params(RetrainParams, ["--task", "causal-lm", "--lora-r", "4", "--no-lora-enabled"], prog="r")
+    assert params.lora.r == 4 and not params.lora.enabled
