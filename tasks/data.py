@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import random
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelcore.errors import ConfigError
+from modelcore.serialization.atomic import atomic_directory
 from tasks import settings
 from tasks.labels import apply_label_map, check_similar_labels, from_csv_text, label_names
 from tasks.readers import DatasetError, is_missing, read_rows
@@ -217,13 +217,10 @@ def _store_split(ref: str, fingerprint: str, labels: tuple[str, ...], examples: 
     if not (target / "done").is_file():
         import datasets
 
-        staging = target.with_name(f".{fingerprint}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        for split, part in (("train", examples[:cut]), ("test", examples[cut:])):
-            datasets.Dataset.from_list(part).save_to_disk(str(staging / split))
-        (staging / "done").write_text(json.dumps({"source": ref, "labels": labels}))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        with atomic_directory(target) as staging:
+            for split, part in (("train", examples[:cut]), ("test", examples[cut:])):
+                datasets.Dataset.from_list(part).save_to_disk(str(staging / split))
+            (staging / "done").write_text(json.dumps({"source": ref, "labels": labels}))
     return target
 
 
@@ -311,17 +308,14 @@ def tokenize_dataset(dataset: DatasetRef, tokenizer_ref: str, max_length: int) -
     import datasets
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_ref)
-    staging = target.with_name(f".{key}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    for split in ("train", "test"):
-        part = datasets.load_from_disk(str(Path(dataset.path) / split))
-        enc = tokenizer(list(part["text"]), truncation=True, max_length=max_length)
-        columns = {name: [list(v) for v in enc[name]] for name in enc.keys()}
-        columns["label"] = list(part["label"])
-        datasets.Dataset.from_dict(columns).save_to_disk(str(staging / split))
-    (staging / "done").write_text(json.dumps({"fingerprint": dataset.fingerprint, "max_length": max_length}))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with atomic_directory(target) as staging:
+        for split in ("train", "test"):
+            part = datasets.load_from_disk(str(Path(dataset.path) / split))
+            enc = tokenizer(list(part["text"]), truncation=True, max_length=max_length)
+            columns = {name: [list(v) for v in enc[name]] for name in enc.keys()}
+            columns["label"] = list(part["label"])
+            datasets.Dataset.from_dict(columns).save_to_disk(str(staging / split))
+        (staging / "done").write_text(json.dumps({"fingerprint": dataset.fingerprint, "max_length": max_length}))
     logger.info("tokenized %d + %d rows into %s", dataset.num_train, dataset.num_test, target)
     return str(target)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,25 +63,3 @@ def task_output(directory: str | Path, needed: int | None = None) -> Iterator[Pa
         if isinstance(error, DiskFullError):
             raise
         raise DiskFullError(directory, needed=needed, free=free_bytes(directory)) from error
-
-
-@contextlib.contextmanager
-def staged_directory(target: str | Path) -> Iterator[Path]:
-    """A fresh sibling of ``target`` to fill; on success it replaces ``target`` by a rename, on error it is removed.
-
-    The sibling's name is unique per call (``.<name>.<random>.tmp``), so two runs filling the same target at once
-    never write into each other's files: the last to finish wins, and each reader sees a whole directory.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield staging
-        retired = target.with_name(f"{staging.name}.old")
-        if target.exists():
-            target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

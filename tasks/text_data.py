@@ -19,9 +19,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from modelcore.serialization.atomic import atomic_directory
 from tasks import settings
 from tasks.data import DatasetRef, tokenizer_hash
-from tasks.outputs import staged_directory
 from tasks.readers import DatasetError, read_rows
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def load_text_dataset(
     if not (target / "done").is_file():
         import datasets
 
-        with staged_directory(target) as staging:
+        with atomic_directory(target) as staging:
             for split, part in (("train", texts[:cut]), ("test", texts[cut:])):
                 datasets.Dataset.from_dict({"text": part}).save_to_disk(str(staging / split))
             (staging / "done").write_text(json.dumps({"source": ref}))
@@ -146,7 +146,7 @@ def _split_chats(
     if not (target / "done").is_file():
         import datasets
 
-        with staged_directory(target) as staging:
+        with atomic_directory(target) as staging:
             for split, part in (("train", order[:cut]), ("test", order[cut:])):
                 datasets.Dataset.from_dict({c: [columns[c][i] for i in part] for c in columns}).save_to_disk(
                     str(staging / split)
@@ -185,7 +185,7 @@ def tokenize_for_task(dataset: DatasetRef, tokenizer_ref: str, max_length: int, 
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_ref)
     prepare = spec.function("prepare")
-    with staged_directory(target) as staging:
+    with atomic_directory(target) as staging:
         for split in ("train",):
             part = datasets.load_from_disk(str(Path(dataset.path) / split))
             try:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -128,6 +129,42 @@ def atomic_path(path: Path, size_hint: int | None = None) -> Iterator[Path]:
         if full is not None:
             raise full from err
         raise
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """A fresh sibling of ``target`` to fill; on success it replaces ``target`` by a rename, on error it is removed.
+
+    The sibling's name is unique per call (``.<name>.<random>.tmp``), so two processes filling the same target at
+    once never write into each other's files: the last to finish wins, and a reader sees a whole directory.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Rename ``staging`` to ``target``, moving an existing ``target`` aside first (retried if another writer
+    moves it meanwhile). Between the two renames ``target`` is briefly absent, never partial."""
+    while True:
+        try:
+            staging.rename(target)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        retired = target.with_name(f"{staging.name}.old")
+        try:
+            target.rename(retired)
+        except FileNotFoundError:
+            continue  # another writer moved it first: try again
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
