@@ -27,7 +27,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from flows.params import RetrainParams  # noqa: E402
 from modelcore.errors import is_disk_full  # noqa: E402
 from modelcore.task_registry import get_task  # noqa: E402
-from tasks.data import check_max_length, load_dataset, tokenize_cached  # noqa: E402
+from tasks.data import check_max_length, load_dataset, resolve_base_model, tokenize_cached  # noqa: E402
 from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
 from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
 from tasks.lm_evaluation import SAMPLE_PROMPTS, evaluate_lm  # noqa: E402
@@ -131,14 +131,17 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     workspace.record(status=RUNNING, mlflow_run_id=run_id, flow_run_id=flow_run_id)
     lap("start_run")
     try:
-        check_max_length(params.base_model, params.max_length)  # before any tokenizing or training
+        # resolved once: a models:/NAME@champion base read again later could pair one version's tokenizer with
+        # the next version's weights if the alias moved during the run
+        base_model = resolve_base_model(params.base_model)
+        check_max_length(base_model, params.max_length)  # before any tokenizing or training
         if labelled:
-            tokenized, cache_hit = tokenize_cached(data, params.base_model, params.max_length)
+            tokenized, cache_hit = tokenize_cached(data, base_model, params.max_length)
         else:
-            tokenized, cache_hit = tokenize_for_task(data, params.base_model, params.max_length, params.task), False
+            tokenized, cache_hit = tokenize_for_task(data, base_model, params.max_length, params.task), False
         lap("tokenize_dataset")
         trained = fine_tune(
-            params.base_model,
+            base_model,
             tokenized,
             list(data.labels),
             params.training.to_training_arguments(),
@@ -162,7 +165,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         else:
             evaluation = evaluate_lm(
                 trained["checkpoint"],
-                params.base_model,
+                base_model,
                 data.path,
                 params.max_length,
                 str(work / "evaluation"),

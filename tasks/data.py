@@ -229,6 +229,17 @@ def _label_counts(examples: list[dict[str, Any]], num_labels: int) -> tuple[int,
     return tuple(counts[i] for i in range(num_labels))
 
 
+def resolve_base_model(reference: str) -> str:
+    """The local checkpoint behind ``reference`` (a directory, asset name, GGUF file or ``models:/``/``runs:/`` URI),
+    resolved once so every later stage of a run reads the same files; logged when it differs from the reference."""
+    from modelcore.serialization.sources import resolve_source
+
+    resolved = str(resolve_source(reference))
+    if resolved != reference:
+        logger.info("base model %s resolved to %s", reference, resolved)
+    return resolved
+
+
 def check_max_length(base_model: str, max_length: int) -> None:
     """Refuse a ``max_length`` longer than the base model's position table, before any training.
 
