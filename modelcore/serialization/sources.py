@@ -3,18 +3,46 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from modelcore.configuration_utils import CONFIG_NAME
 from modelcore.serialization.atomic import recover_interrupted_commit
 
 GGUF_SUFFIX = ".gguf"
+SCHEME_GROUP = "modelcore.sources"  # entry points: scheme name -> "module:resolver"
+_SCHEMES: dict[str, Callable[[str], os.PathLike | str]] = {}
 
 
 def is_gguf_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a file named ``*.gguf`` (what :func:`resolve_source` returns for a GGUF source)."""
     path = Path(path)
     return path.suffix.lower() == GGUF_SUFFIX and path.is_file()
+
+
+def register_source_scheme(scheme: str, resolver: Callable[[str], os.PathLike | str]) -> None:
+    """Resolve references ``<scheme>:/...`` with ``resolver`` (reference -> local directory or GGUF file).
+
+    Integrations declare their schemes as entry points of the group ``modelcore.sources`` (the MLflow one:
+    ``models`` and ``runs``), found on first use, so this module never imports them; code can also register a
+    scheme at run time with this function.
+    """
+    _SCHEMES[scheme] = resolver
+
+
+def scheme_resolver(source: str) -> Callable[[str], os.PathLike | str] | None:
+    """The resolver of ``source``'s scheme (``models`` for ``models:/NAME@ALIAS``), or None for a plain path/name."""
+    scheme, separator, _ = source.partition(":/")
+    if not separator or not scheme.isidentifier():
+        return None
+    if scheme not in _SCHEMES:
+        for entry in entry_points(group=SCHEME_GROUP, name=scheme):
+            _SCHEMES[scheme] = entry.load()
+            break
+    if scheme not in _SCHEMES:
+        return None
+    return _SCHEMES[scheme]
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
@@ -37,10 +65,9 @@ def resolve_source(source: str | os.PathLike) -> Path:
         ValueError: a directory without ``config.json`` holds several ``.gguf`` files.
         CheckpointError: an interrupted save cannot be finished here (read-only directory).
     """
-    if isinstance(source, str) and source.startswith(("models:/", "runs:/")):
-        from modelcore.integrations.mlflow_models import resolve_uri
-
-        resolved = resolve_uri(source)
+    resolver = scheme_resolver(source) if isinstance(source, str) else None
+    if resolver is not None:
+        resolved = Path(resolver(source))
         if resolved.is_dir():
             recover_interrupted_commit(resolved)
         return resolved
