@@ -33,6 +33,7 @@ from modelcore.serialization.atomic import atomic_write_text
 logger = logging.getLogger(__name__)
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+PROCESSOR_CONFIG_NAME = "processor_config.json"  # transformers v5: every part of a processor in one file
 AudioInput = np.ndarray | torch.Tensor | Sequence[float]
 
 
@@ -272,7 +273,10 @@ class FeatureExtractor:
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> FeatureExtractor:
-        """Load ``preprocessor_config.json`` from a folder (or an asset name); errors name the file.
+        """Load the settings from a folder (or an asset name); errors name the file.
+
+        Reads ``preprocessor_config.json``, or else the ``feature_extractor`` entry of ``processor_config.json``
+        (where transformers v5 saves a processor's parts together).
 
         Args:
             source: a directory, or anything ``modelcore.serialization.sources.resolve_source`` accepts.
@@ -280,7 +284,16 @@ class FeatureExtractor:
         """
         from modelcore.serialization.sources import resolve_source
 
-        path = Path(resolve_source(source)) / PREPROCESSOR_CONFIG_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such file; the folder has no feature extractor settings")
-        return cls.from_dict(read_json_object(path, ConfigError), str(path), **overrides)
+        directory = Path(resolve_source(source))
+        path = directory / PREPROCESSOR_CONFIG_NAME
+        if path.is_file():
+            return cls.from_dict(read_json_object(path, ConfigError), str(path), **overrides)
+        combined = directory / PROCESSOR_CONFIG_NAME
+        if combined.is_file():
+            entry = read_json_object(combined, ConfigError).get("feature_extractor")
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{combined}: no 'feature_extractor' object; the folder has no feature extractor")
+            return cls.from_dict(entry, f"{combined} (feature_extractor)", **overrides)
+        raise FileNotFoundError(
+            f"{path}: no such file (nor {PROCESSOR_CONFIG_NAME}); the folder has no feature extractor settings"
+        )

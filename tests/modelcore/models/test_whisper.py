@@ -471,3 +471,23 @@ def test_real_long_audio_is_transcribed_in_30_second_windows(tiny_en_dir):
     ]
     assert all(windows) and text == " ".join(windows)
     assert windows[0].startswith("Dial one. If you wish this")
+
+
+@pytest.mark.slow
+def test_real_processor_round_trips_with_transformers(tiny_en_dir, tmp_path):
+    ours = WhisperProcessor.from_pretrained(tiny_en_dir)
+    theirs = transformers.WhisperProcessor.from_pretrained(tiny_en_dir)
+    ids = [50257, 50362, 50364, 3406, 3275, 468, 587, 7675, 28308, 13, 50414, 50256]  # with two timestamp tokens
+    assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+    assert ours.decode(ids, skip_special_tokens=True) == " Your message has been successfully forwarded."
+    assert ours(text="Hello world.")["input_ids"].tolist() == [theirs(text="Hello world.")["input_ids"]]
+
+    ours.save_pretrained(tmp_path / "ours")
+    again = transformers.WhisperProcessor.from_pretrained(tmp_path / "ours")
+    assert again.feature_extractor.n_samples == 480000 and again.decode(ids, skip_special_tokens=True) == (
+        " Your message has been successfully forwarded."
+    )
+    theirs.save_pretrained(tmp_path / "theirs")
+    back = WhisperProcessor.from_pretrained(tmp_path / "theirs")
+    assert (back.feature_extractor.feature_size, back.feature_extractor.chunk_length) == (80, 30)
+    assert back.decode(ids, skip_special_tokens=True) == " Your message has been successfully forwarded."
