@@ -17,7 +17,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelcore.integrations.mlflow import flatten_params, param_value, sanitize_key
+from modelcore.integrations.mlflow import prepare_params, sanitize_key
 from tasks import settings
 from tasks.outputs import retry_unless_disk_full
 
@@ -93,8 +93,7 @@ def start_run(
         experiment_id = experiment.experiment_id
     all_tags = {"git_sha": git_sha(), **{f"version.{k}": v for k, v in package_versions().items()}, **tags}
     run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-    flat = flatten_params(params)
-    entries = [Param(sanitize_key(k), param_value(v)) for k, v in flat.items()]
+    entries = [Param(key, value) for key, value in prepare_params(params).items()]
     for start in range(0, len(entries), 100):
         client.log_batch(run.info.run_id, params=entries[start : start + 100])
     logger.info("MLflow run %s in experiment %s (%s)", run.info.run_id, experiment_name, tracking_uri)

@@ -70,6 +70,24 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "", max_items: int =
     return flat
 
 
+def prepare_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Params as MLflow takes them, from a nested mapping: flattened to dotted keys, secrets dropped
+    (:func:`is_secret_key`), keys sanitized and values cut to this MLflow's limits; a key that sanitizes to one
+    already taken is skipped with a warning. The one preparation every writer of params uses."""
+    max_key, max_value, _, _ = _limits()
+    prepared: dict[str, str] = {}
+    for key, value in flatten_params(params).items():
+        if is_secret_key(str(key)):
+            logger.debug("MLflow: not logging param %r (looks like a secret)", key)
+            continue
+        name = sanitize_key(str(key), max_key)
+        if name in prepared:
+            logger.warning("MLflow: param %r maps to %r, which is already taken; skipped", key, name)
+            continue
+        prepared[name] = param_value(value, max_value)
+    return prepared
+
+
 def is_secret_key(key: str) -> bool:
     """True for param names that look like credentials (``hub_token``, ``db.password``, ``api_key``)."""
     segments = re.split(r"[./]", key.lower())
@@ -295,17 +313,8 @@ class MLflowCallback(TrainerCallback):
 
         if self.run_id is None:
             raise RuntimeError("MLflowCallback.log_params called before a run was set up")
-        max_key, max_value, per_batch, _ = _limits()
-        prepared: dict[str, str] = {}
-        for key, value in params.items():
-            if is_secret_key(str(key)):
-                logger.debug("MLflow: not logging param %r (looks like a secret)", key)
-                continue
-            name = sanitize_key(str(key), max_key)
-            if name in prepared:
-                logger.warning("MLflow: param %r maps to %r, which is already taken; skipped", key, name)
-                continue
-            prepared[name] = param_value(value, max_value)
+        _, _, per_batch, _ = _limits()
+        prepared = prepare_params(params)
 
         existing = mlflow.get_run(self.run_id).data.params
         conflicts = sorted(k for k, v in prepared.items() if k in existing and existing[k] != v)

@@ -178,3 +178,13 @@ def test_models_uri_loads_the_same_model_in_modelcore_and_in_mlflow(pipeline_hom
         pipeline("text-classification", model="models:/pulled@nope")
     with pytest.raises(RegistryError, match="models:/missing@champion"):
         pipeline("text-classification", model="models:/missing@champion")
+
+
+def test_run_params_are_flattened_and_secrets_dropped(pipeline_home):
+    from mlflow import MlflowClient
+
+    uri = settings.tracking_uri()
+    params = {"training": {"learning_rate": 1e-4, "hub_token": "hf_abc"}, "db": {"password": "pw"}, "seed": 3}
+    run_id = start_run.fn(uri, "params-test", "unit", params, {})
+    logged = MlflowClient(tracking_uri=uri).get_run(run_id).data.params
+    assert logged == {"training.learning_rate": "0.0001", "seed": "3"}
