@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from modelcore.feature_extraction import AudioInput, BatchFeature
+from modelcore.errors import DataError
+from modelcore.feature_extraction import AudioInput, BatchFeature, load_wav
 from modelcore.models.whisper.feature_extraction_whisper import WhisperFeatureExtractor, is_batched
 from modelcore.models.whisper.tokenization_whisper import WhisperTokenizer
 from modelcore.processing import Processor
@@ -54,7 +56,7 @@ class WhisperProcessor(Processor):
     def transcribe(
         self,
         model: WhisperForConditionalGeneration,
-        audio: AudioInput | Sequence[AudioInput],
+        audio: AudioInput | str | os.PathLike | Sequence[AudioInput | str | os.PathLike],
         sampling_rate: int | None = None,
         batch_size: int = 8,
         **generate_kwargs: Any,
@@ -67,8 +69,8 @@ class WhisperProcessor(Processor):
 
         Args:
             model: a Whisper model.
-            audio: one 1-D clip, or a list of clips.
-            sampling_rate: the clips' rate.
+            audio: one 1-D clip or PCM WAV file path, or a list of them.
+            sampling_rate: the arrays' rate (a file's own rate is read from it).
             batch_size: windows per ``generate`` call.
             **generate_kwargs: passed to ``model.generate`` (``max_new_tokens=...``).
 
@@ -78,7 +80,11 @@ class WhisperProcessor(Processor):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         extractor = self.feature_extractor
-        clips = extractor.prepare_batch(audio, sampling_rate)
+        single = not _is_many(audio)
+        items = [audio] if single else list(audio)
+        if not items:
+            raise DataError("the list of audio clips is empty; pass at least one clip")
+        clips = [self._clip(item, sampling_rate, f"audio[{i}]") for i, item in enumerate(items)]
         windows = [(i, window) for i, clip in enumerate(clips) for window in extractor.split_windows(clip)]
         texts: list[list[str]] = [[] for _ in clips]
         for start in range(0, len(windows), batch_size):
@@ -90,4 +96,20 @@ class WhisperProcessor(Processor):
                 if text.strip():
                     texts[clip_index].append(text.strip())
         joined = [" ".join(parts) for parts in texts]
-        return joined if is_batched(audio) else joined[0]
+        return joined[0] if single else joined
+
+    def _clip(self, item: Any, sampling_rate: int | None, where: str) -> Any:
+        """One checked clip at the extractor's rate, read from a WAV file when ``item`` is a path."""
+        if isinstance(item, (str, os.PathLike)):
+            samples, file_rate = load_wav(item)
+            return self.feature_extractor.prepare_audio(samples, file_rate, str(item))
+        return self.feature_extractor.prepare_audio(item, sampling_rate, where)
+
+
+def _is_many(audio: Any) -> bool:
+    """A list of clips or paths (or a 2-D batch), as opposed to one clip or one path."""
+    if isinstance(audio, (str, os.PathLike)):
+        return False
+    if isinstance(audio, (list, tuple)) and audio and isinstance(audio[0], (str, os.PathLike)):
+        return True
+    return is_batched(audio)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from modelcore.configuration_utils import ConfigError
-from modelcore.errors import CheckpointError
+from modelcore.errors import CheckpointError, DataError
 from modelcore.models.whisper.configuration_whisper import WhisperConfig
 from modelcore.models.whisper.convert_ctranslate2 import convert, read_ctranslate2_model
 from modelcore.models.whisper.modeling_whisper import WhisperCache, WhisperForConditionalGeneration, WhisperModel
@@ -471,6 +471,19 @@ def test_real_long_audio_is_transcribed_in_30_second_windows(tiny_en_dir):
     ]
     assert all(windows) and text == " ".join(windows)
     assert windows[0].startswith("Dial one. If you wish this")
+
+
+@pytest.mark.slow
+def test_real_transcribe_takes_wav_paths_and_arrays(tiny_en_dir):
+    processor = WhisperProcessor.from_pretrained(tiny_en_dir)
+    ours = WhisperForConditionalGeneration.from_pretrained(tiny_en_dir).eval()
+    clip = whisper_assets.load_clip("vm-msgforwarded")
+    path = whisper_assets.sounds_dir() / "vm-msgforwarded.wav"
+    assert processor.transcribe(ours, path) == clip.text  # the file's 8 kHz rate is read from it
+    texts = processor.transcribe(ours, [str(path), clip.audio], sampling_rate=clip.sampling_rate)
+    assert texts == [clip.text, clip.text]
+    with pytest.raises(DataError, match="empty"):
+        processor.transcribe(ours, [])
 
 
 @pytest.mark.slow
