@@ -204,14 +204,23 @@ def hf_state_dict(model: Ct2Model, where: Path) -> dict[str, torch.Tensor]:
         ``{hf_name: tensor}`` in the stored dtype; ``proj_out.weight`` is left out (tied to the embedding).
 
     Raises:
-        CheckpointError: a missing variable, a fused projection of the wrong size, or a nonzero key bias.
+        CheckpointError: a missing variable, a quantized (integer) weight, a fused projection of the wrong
+            size, or a nonzero key bias.
     """
     v = model.variables
     used: set[str] = set()
+    scales = sorted(name for name in v if name.endswith("_scale"))
+    if scales:
+        raise CheckpointError(
+            f"{where}: a quantized CTranslate2 model ({scales[0]!r} and {len(scales) - 1} more scales); only float16 "
+            "and float32 models convert exactly: re-export it with quantization='float16'"
+        )
 
     def get(name: str) -> np.ndarray:
         if name not in v:
             raise CheckpointError(f"{where}: variable {name!r} is missing (is this a Whisper model?)")
+        if not np.issubdtype(v[name].dtype, np.floating):
+            raise CheckpointError(f"{where}: variable {name!r} is stored as {v[name].dtype}, not as floating point")
         used.add(name)
         return v[name]
 

@@ -365,6 +365,18 @@ def test_converter_cli_and_refusals(tmp_path):
     assert not (tmp_path / "other").exists()  # nothing half-written
 
 
+def test_converter_refuses_quantized_models(tmp_path):
+    _, hf = tiny_pair()
+    written = write_ct2_whisper(tmp_path / "ct2", hf)
+    name = "encoder/layer_0/ffn/linear_0/weight"
+    quantized = dict(written, **{name: written[name].astype(np.int8), name + "_scale": np.ones(48, np.float32)})
+    body = b"".join(_ct2_variable(n, a) for n, a in quantized.items())
+    header = struct.pack("<I", 6) + _ct2_string("WhisperSpec") + struct.pack("<II", 3, len(quantized))
+    (tmp_path / "ct2" / "model.bin").write_bytes(header + body + struct.pack("<I", 0))
+    with pytest.raises(CheckpointError, match=r"model\.bin: a quantized CTranslate2 model .*_scale.*float16"):
+        convert(tmp_path / "ct2", tmp_path / "hf")
+
+
 # --------------------------------------------------------------------------- the real whisper-tiny.en on real speech
 @pytest.fixture(scope="module")
 def tiny_en_dir() -> Path:
