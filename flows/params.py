@@ -35,7 +35,6 @@ CAUSAL_LM_DEFAULTS: dict[str, Any] = {
         "save_steps": 20,
     },
 }
-LM_EXPORT_FORMATS = ("safetensors",)  # ONNX and quantization of a causal LM in the flow come later
 
 
 class TrainingSettings(BaseModel):
@@ -161,18 +160,11 @@ class RetrainParams(BaseModel):
             )
         if self.lora.enabled and spec.auto_class != "AutoModelForCausalLM":
             raise ValueError(f"lora: the flow trains LoRA adapters for causal-lm runs, not for {spec.name}")
-        if spec.label_column is None:
-            unsupported = [f for f in self.export_formats if f not in LM_EXPORT_FORMATS] + list(self.quantization)
-            if unsupported:
-                raise ValueError(
-                    f"task {spec.name}: the flow exports {list(LM_EXPORT_FORMATS)} only so far, not {unsupported} "
-                    "(modelcore export onnx --task causal-lm exports a decoder by hand)"
-                )
-            if self.min_metric is not None:
-                raise ValueError(
-                    f"min_metric is a floor on accuracy-like metrics; task {spec.name} decides by "
-                    f"{spec.decides.name}, where lower is better"
-                )
+        if spec.label_column is None and self.min_metric is not None:
+            raise ValueError(
+                f"min_metric is a floor on accuracy-like metrics; task {spec.name} decides by "
+                f"{spec.decides.name}, where lower is better"
+            )
         return self
 
     @field_validator("label_map", mode="before")

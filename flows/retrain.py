@@ -30,7 +30,7 @@ from modelcore.task_registry import get_task  # noqa: E402
 from tasks.data import check_max_length, load_dataset, resolve_base_model, tokenize_cached  # noqa: E402
 from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
 from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
-from tasks.lm_evaluation import SAMPLE_PROMPTS, evaluate_lm  # noqa: E402
+from tasks.lm_evaluation import HELDOUT_FILE, SAMPLE_PROMPTS, evaluate_lm  # noqa: E402
 from tasks.registry import register  # noqa: E402
 from tasks.runs import FAILED, RUNNING, RunWorkspace, mark_flow_run_crashed, prune, run_key  # noqa: E402
 from tasks.text_data import load_text_dataset, tokenize_for_task  # noqa: E402
@@ -182,21 +182,25 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
                 examples,
                 task_name=params.task,
             )
+        heldout = str(Path(evaluation["report_dir"]) / (PREDICTIONS_FILE if labelled else HELDOUT_FILE))
         if {"onnx", "onnx_int8"} & set(params.export_formats):
             exports |= export_onnx(
                 trained["checkpoint"],
                 str(work / "export"),
                 int8="onnx_int8" in params.export_formats,
-                eval_data=str(Path(evaluation["report_dir"]) / PREDICTIONS_FILE),
+                eval_data=heldout,
                 max_length=params.max_length,
+                task_name=params.task,
+                check_prompts=list(SAMPLE_PROMPTS),
             )
         if params.quantization:
             quantized = quantize(
                 trained["checkpoint"],
                 str(work / "quantized"),
                 list(params.quantization),
-                eval_data=str(Path(evaluation["report_dir"]) / PREDICTIONS_FILE),
+                eval_data=heldout,
                 max_length=params.max_length,
+                task_name=params.task,
             )
             exports |= {f"quantized_{method}": result for method, result in quantized.items()}
         lap("export")

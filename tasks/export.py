@@ -11,6 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelcore.serialization.atomic import atomic_write_text
+from modelcore.task_registry import get_task
 from tasks.outputs import directory_bytes, task_output
 
 logger = logging.getLogger(__name__)
@@ -73,25 +74,77 @@ def _lm_logit_diff(source: Any, exported: Any, text: str) -> float:
 
 
 INT8_MAX_ACCURACY_DROP = 0.01  # an int8 export may lose at most 1 point of held-out accuracy
+MAX_PERPLEXITY_INCREASE = 0.05  # a quantized language model may raise held-out perplexity by at most 5%
+GREEDY_CHECK_TOKENS = 16
+
+
+def kept(summary: dict[str, Any], metric: str, what: str) -> bool:
+    """Whether an export's held-out metric stays within its budget (accuracy: 1 point; perplexity: +5%); logs why not."""
+    before, after = summary["metric_before"], summary["metric_after"]
+    if after is None or before is None:
+        logger.warning("%s: no held-out %s to check it by: not kept", what, metric)
+        return False
+    if metric == "perplexity":
+        increase = after / before - 1
+        if increase > MAX_PERPLEXITY_INCREASE:
+            logger.warning("%s raises perplexity %.3f -> %.3f (+%.1f%% > %.0f%%): not kept", what, before, after,
+                           100 * increase, 100 * MAX_PERPLEXITY_INCREASE)  # fmt: skip
+            return False
+        return True
+    drop = before - after
+    if drop > INT8_MAX_ACCURACY_DROP:
+        logger.warning("%s loses %.4f %s (> %.2f): not kept", what, drop, metric, INT8_MAX_ACCURACY_DROP)
+        return False
+    return True
+
+
+def greedy_tokens_match(checkpoint: str, onnx_dir: Path, prompts: list[str]) -> bool:
+    """Whether the ONNX decoder (with its KV cache) continues each prompt with the eager model's greedy tokens."""
+    import torch
+
+    from modelcore import AutoModelForCausalLM, AutoTokenizer
+    from modelcore.exporters import OrtModelForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    eager = AutoModelForCausalLM.from_pretrained(checkpoint, dtype="float32")
+    ort = OrtModelForCausalLM.from_pretrained(onnx_dir)
+    options = dict(max_new_tokens=GREEDY_CHECK_TOKENS, do_sample=False, pad_token_id=tokenizer.pad_token_id or 0)
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            if not torch.equal(eager.generate(ids, **options), ort.generate(ids, **options)):
+                logger.warning("%s: greedy tokens differ from the eager model's on %r: not kept", onnx_dir, prompt)
+                return False
+    return True
 
 
 @task(name="export_onnx", cache_policy=NO_CACHE)
 def export_onnx(
-    checkpoint: str, output_dir: str, int8: bool, eval_data: str, max_length: int, threads: int = 2
+    checkpoint: str,
+    output_dir: str,
+    int8: bool,
+    eval_data: str,
+    max_length: int,
+    threads: int = 2,
+    task_name: str = "text-classification",
+    check_prompts: list[str] | None = None,
 ) -> dict[str, Any]:
     """ONNX export (fp32, attention fused for onnxruntime) and optionally its int8 quantization.
 
     Each comes with the exporter's ``report.json`` (size, max abs logit difference, held-out
-    accuracy, latency and throughput before and after). The fp32 export must match the eager
-    logits (the exporter refuses otherwise); the int8 one is kept only when it loses at most
-    ``INT8_MAX_ACCURACY_DROP`` of accuracy on ``eval_data``.
+    accuracy or perplexity, latency and throughput before and after). The fp32 export must match the
+    eager logits (the exporter refuses otherwise); the int8 one is kept only within its budget on
+    ``eval_data`` (:func:`kept`). A causal LM's decoder (with its KV cache) must also continue
+    ``check_prompts`` with the eager model's greedy tokens.
 
     Args:
         checkpoint: the fine-tuned checkpoint.
         output_dir: gets ``onnx/`` and ``onnx_int8/``.
         int8: also quantize.
-        eval_data: held-out rows as JSON lines with ``text`` and ``label`` (the evaluation's predictions file).
-        max_length: the sequence length of the timing batch.
+        eval_data: held-out rows as JSON lines with ``text`` (and ``label`` for a classifier).
+        max_length: the sequence length of the timing batch (and of the perplexity windows).
+        task_name: the registered task of the checkpoint.
+        check_prompts: prompts for a causal LM's greedy check.
 
     Returns:
         ``{"onnx": {...}, "onnx_int8": {...}}``, each with ``path``, ``passed`` and the report's figures.
@@ -101,19 +154,20 @@ def export_onnx(
 
     out = Path(output_dir)
     common = dict(eval_data=eval_data, batch_size=32, seq_len=max_length, threads=threads, repeats=5)
+    spec = get_task(task_name)
+    metric = spec.decides.name
     with task_output(out / "onnx", needed=directory_bytes(checkpoint)):
-        fp32 = export_to_onnx(checkpoint, out / "onnx", task="text-classification", **common)
+        fp32 = export_to_onnx(checkpoint, out / "onnx", task=spec.name, **common)
     results = {"onnx": _summarize(fp32, passed=True)}
+    if spec.onnx_with_past:
+        results["onnx"]["passed"] = greedy_tokens_match(checkpoint, fp32, check_prompts or [])
     if int8:
-        # the same eager model, data and length as the fp32 report's "before": its accuracy is not evaluated twice
+        # the same eager model, data and length as the fp32 report's "before": its metric is not evaluated twice
         before = results["onnx"]["metric_before"]
         with task_output(out / "onnx_int8", needed=directory_bytes(checkpoint) // 3):
             quantized = quantize_onnx(fp32, out / "onnx_int8", reference=checkpoint, before_metric=before, **common)
         summary = _summarize(quantized)
-        drop = (summary["metric_before"] or 0.0) - (summary["metric_after"] or 0.0)
-        summary["passed"] = summary["metric_after"] is not None and drop <= INT8_MAX_ACCURACY_DROP
-        if not summary["passed"]:
-            logger.warning("int8 ONNX export loses %.4f accuracy (> %.2f): not kept", drop, INT8_MAX_ACCURACY_DROP)
+        summary["passed"] = kept(summary, metric, "int8 ONNX export")
         results["onnx_int8"] = summary
     return results
 
@@ -132,11 +186,18 @@ def _summarize(directory: Path, passed: bool | None = None) -> dict[str, Any]:
 
 
 @task(name="quantize", cache_policy=NO_CACHE)
-def quantize(checkpoint: str, output_dir: str, methods: list[str], eval_data: str, max_length: int) -> dict[str, Any]:
+def quantize(
+    checkpoint: str,
+    output_dir: str,
+    methods: list[str],
+    eval_data: str,
+    max_length: int,
+    task_name: str = "text-classification",
+) -> dict[str, Any]:
     """Quantize ``checkpoint`` with each method into ``output_dir/<method>``, each with its ``report.json``.
 
-    A quantized checkpoint is kept only when it loses at most ``INT8_MAX_ACCURACY_DROP`` of
-    held-out accuracy on ``eval_data``.
+    A quantized checkpoint is kept only within its budget on ``eval_data`` (:func:`kept`: at most 1 point of
+    accuracy; at most +5% perplexity for a causal LM), so each method is reported by its metric change.
 
     Returns:
         ``{method: {"path", "passed", "max_abs_logit_diff", "metric_before", "metric_after", ...}}``.
@@ -151,9 +212,6 @@ def quantize(checkpoint: str, output_dir: str, methods: list[str], eval_data: st
                 checkpoint, out, method, eval_data=eval_data, batch_size=32, seq_len=max_length, threads=2, repeats=5
             )
         summary = _summarize(out)
-        drop = (summary["metric_before"] or 0.0) - (summary["metric_after"] or 0.0)
-        summary["passed"] = summary["metric_after"] is not None and drop <= INT8_MAX_ACCURACY_DROP
-        if not summary["passed"]:
-            logger.warning("%s loses %.4f accuracy (> %.2f): not kept", method, drop, INT8_MAX_ACCURACY_DROP)
+        summary["passed"] = kept(summary, get_task(task_name).decides.name, method)
         results[method] = summary
     return results

@@ -16,6 +16,7 @@ from tasks.evaluation import REPORT_FILE, plot_loss_curve
 logger = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.md"
+HELDOUT_FILE = "heldout.jsonl"
 SAMPLE_PROMPTS = ("The history of the city", "In mathematics, a group is", "The river flows through")
 SAMPLE_NEW_TOKENS = 24
 
@@ -34,8 +35,9 @@ def evaluate_lm(
     Raw text: perplexity over the documents, samples continue ``SAMPLE_PROMPTS``. Chats: perplexity over the
     assistant's tokens, samples answer the first user turn of held-out conversations.
 
-    Writes ``evaluation.json`` (both perplexities, the documents and tokens scored) and ``samples.md`` (a table
-    of the continuations of ``SAMPLE_PROMPTS`` by the base and the fine-tuned model) into ``output_dir``.
+    Writes ``evaluation.json`` (both perplexities, the rows scored), ``samples.md`` (a table of the base and the
+    fine-tuned model's continuations) and ``heldout.jsonl`` (the held-out rows as text, for the exports' checks)
+    into ``output_dir``.
 
     Returns:
         ``{"metrics": {"perplexity", "eval_loss", "baseline_perplexity", "baseline_eval_loss"}, "report_dir"}``;
@@ -75,6 +77,8 @@ def evaluate_lm(
     }
     atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / SAMPLES_FILE, _samples_table(samples))
+    texts = _heldout_texts(tokenizer, test)  # what the exports' perplexity checks read (modelcore's eval-data format)
+    atomic_write_text(out / HELDOUT_FILE, "".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts))
     if train_log and Path(train_log).is_file():
         plot_loss_curve(Path(train_log), out / "loss_curve.png")
     metrics = {
@@ -91,6 +95,15 @@ def evaluate_lm(
         metrics["baseline_perplexity"],
     )
     return {"metrics": metrics, "report_dir": str(out)}
+
+
+def _heldout_texts(tokenizer: Any, test: dict[str, list]) -> list[str]:
+    """The held-out rows as text: documents as they are, conversations rendered with the chat template."""
+    if "text" in test:
+        return list(test["text"])
+    from modelcore.task_registry.chat import conversations
+
+    return [tokenizer.apply_chat_template(chat, tokenize=False) for chat in conversations(test)]
 
 
 def _sample_prompts(test: dict[str, list]) -> list[str | list[dict[str, str]]]:

@@ -95,6 +95,7 @@ def build_report(
     batch = evaluation.check_batch(
         tokenizer, data.texts if use_data else None, batch_size, seq_len, before.config.vocab_size
     )
+    batch = evaluation.accepted_inputs(batch, before)
 
     def measure(model: Any, size: int, known_metric: float | None = None) -> Measurement:
         metric = None

@@ -126,6 +126,7 @@ def build_report(
     batch = evaluation.check_batch(
         tokenizer, None if data is None else data.texts, batch_size, seq_len, before.config.vocab_size
     )
+    batch = evaluation.accepted_inputs(batch, before)
     metric_name = evaluation.task_of(before)
     if data is not None and tokenizer is None:
         logger.warning("%s has no tokenizer files: the task metric is left out", source)

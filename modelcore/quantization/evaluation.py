@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import statistics
@@ -116,6 +117,15 @@ def running(autocast: torch.dtype | None = None, threads: int | None = None) -> 
 def logits_of(model: nn.Module, batch: dict[str, torch.Tensor], autocast: torch.dtype | None = None) -> torch.Tensor:
     with running(autocast):
         return model(**batch).logits.float()
+
+
+def accepted_inputs(batch: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
+    """The fields of ``batch`` that ``model.forward`` takes (a decoder paired with a BERT-style tokenizer gets no
+    ``token_type_ids``); all of them when it takes ``**kwargs``."""
+    parameters = inspect.signature(model.forward).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return batch
+    return {name: value for name, value in batch.items() if name in parameters}
 
 
 def check_batch(

@@ -125,7 +125,6 @@ def test_a_causal_lm_run_takes_its_task_defaults_and_refuses_what_it_cannot_do()
     assert params.promotion_metric == "perplexity" and params.lora.enabled
     assert params.training.max_steps == 7 and params.training.per_device_train_batch_size == 8
     for values, message in (
-        ({"export_formats": ["onnx"]}, "exports \\['safetensors'\\] only"),
         ({"promotion_metric": "accuracy"}, "not a metric of task causal-lm"),
         ({"min_metric": 0.5}, "lower is better"),
     ):

@@ -59,13 +59,21 @@ def test_a_causal_lm_run_lowers_perplexity_registers_a_champion_that_generates(
             "max_length": 32,
             "registered_model_name": NAME,
             "training": {"max_steps": 30, "per_device_train_batch_size": 8, "learning_rate": 1e-2, "logging_steps": 10},
+            "export_formats": ["safetensors", "onnx", "onnx_int8"],
+            "quantization": ["int8_dynamic"],
         }
     )
     assert params.promotion_metric == "perplexity" and params.max_examples == 600  # the task's defaults
     assert params.lora.enabled and params.training.warmup_ratio == 0.1  # nested defaults merge with what is given
     summary = retrain(params)
     metrics = summary["metrics"]
-    assert summary["task"] == "causal-lm" and summary["exports"].keys() == {"safetensors"}
+    assert summary["task"] == "causal-lm"
+    checks = summary["export_checks"]
+    assert checks["onnx"]["passed"] is True  # the KV-cache decoder gives the eager model's greedy tokens
+    for name in ("onnx_int8", "quantized_int8_dynamic"):  # each reported by its perplexity change, kept within +5%
+        before, after = checks[name]["metric_before"], checks[name]["metric_after"]
+        assert before > 1 and after > 1 and checks[name]["passed"] == (after / before - 1 <= 0.05)
+    assert {"safetensors", "onnx"} <= summary["exports"].keys()
     assert metrics["perplexity"] < metrics["baseline_perplexity"]  # LoRA on random weights: below the base, if slowly
     assert str(summary["version"]) == "1" and "champion" in summary["aliases"]
     assert "below the base model" in summary["promotion"]
