@@ -33,6 +33,14 @@ _LAZY: dict[str, str] = {
     "SwinConfig": "models.swin.configuration_swin",
     "SwinModel": "models.swin.modeling_swin",
     "SwinForImageClassification": "models.swin.modeling_swin",
+    "WhisperConfig": "models.whisper.configuration_whisper",
+    "WhisperModel": "models.whisper.modeling_whisper",
+    "WhisperForConditionalGeneration": "models.whisper.modeling_whisper",
+    "WhisperFeatureExtractor": "models.whisper.feature_extraction_whisper",
+    "WhisperTokenizer": "models.whisper.tokenization_whisper",
+    "WhisperProcessor": "models.whisper.processing_whisper",
+    "FeatureExtractor": "feature_extraction",
+    "Processor": "processing",
     "AutoConfig": "auto",
     "AutoImageProcessor": "auto",
     "AutoModelForImageClassification": "auto",
@@ -42,11 +50,12 @@ _LAZY: dict[str, str] = {
     "AutoModelForMaskedLM": "auto",
     "AutoModelForTokenClassification": "auto",
     "AutoModelForQuestionAnswering": "auto",
+    "AutoModelForSpeechSeq2Seq": "auto",
     "AutoTokenizer": "auto",
     "Tokenizer": "tokenization",
     "BaseImageProcessor": "image_processing",
     "ViTImageProcessor": "image_processing",
-    "BatchFeature": "image_processing",
+    "BatchFeature": "feature_extraction",
     "create_model": "factory",
     "create_image_processor": "factory",
     "list_models": "factory",
@@ -92,6 +101,7 @@ if TYPE_CHECKING:  # static analysers see the real names
         AutoModelForMaskedLM,
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
+        AutoModelForSpeechSeq2Seq,
         AutoModelForTokenClassification,
         AutoTokenizer,
     )
@@ -107,8 +117,9 @@ if TYPE_CHECKING:  # static analysers see the real names
         TokenizerError,
     )
     from modelcore.factory import create_image_processor, create_model, list_models
+    from modelcore.feature_extraction import BatchFeature, FeatureExtractor
     from modelcore.generation.streamers import TextIteratorStreamer, TextStreamer
-    from modelcore.image_processing import BaseImageProcessor, BatchFeature, ViTImageProcessor
+    from modelcore.image_processing import BaseImageProcessor, ViTImageProcessor
     from modelcore.modeling_utils import PreTrainedModel
     from modelcore.models.bert.configuration_bert import BertConfig
     from modelcore.models.bert.modeling_bert import (
@@ -129,8 +140,14 @@ if TYPE_CHECKING:  # static analysers see the real names
     from modelcore.models.swin.modeling_swin import SwinForImageClassification, SwinModel
     from modelcore.models.vit.configuration_vit import ViTConfig
     from modelcore.models.vit.modeling_vit import ViTForImageClassification, ViTModel
+    from modelcore.models.whisper.configuration_whisper import WhisperConfig
+    from modelcore.models.whisper.feature_extraction_whisper import WhisperFeatureExtractor
+    from modelcore.models.whisper.modeling_whisper import WhisperForConditionalGeneration, WhisperModel
+    from modelcore.models.whisper.processing_whisper import WhisperProcessor
+    from modelcore.models.whisper.tokenization_whisper import WhisperTokenizer
     from modelcore.nn.cache import DynamicCache, StaticCache
     from modelcore.pipelines import pipeline
+    from modelcore.processing import Processor
     from modelcore.tokenization import BatchEncoding, Tokenizer
     from modelcore.trainer.arguments import TrainingArguments
     from modelcore.trainer.callbacks import EarlyStoppingCallback, TrainerCallback

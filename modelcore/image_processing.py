@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from modelcore.errors import ConfigError, DataError
+from modelcore.feature_extraction import BatchFeature  # one output type for image and audio preprocessors
 from modelcore.json_files import read_json_object
 from modelcore.serialization.atomic import atomic_write_text
 from modelcore.typecheck import as_float_if_wanted, matches, type_name
@@ -52,23 +53,6 @@ def _pil_image() -> Any:
     except ImportError as err:  # pragma: no cover - Pillow ships with the test environment
         raise ImportError("image processing needs Pillow: pip install pillow") from err
     return Image
-
-
-class BatchFeature(dict):
-    """The processor's output: a dict (``out["pixel_values"]``) that also reads as attributes (``out.pixel_values``)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def to(self, device: str | torch.device) -> BatchFeature:
-        """Move every tensor to ``device`` (in place); returns self."""
-        for key, value in self.items():
-            if isinstance(value, torch.Tensor):
-                self[key] = value.to(device)
-        return self
 
 
 @dataclasses.dataclass(kw_only=True, eq=False)

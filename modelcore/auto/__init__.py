@@ -9,6 +9,7 @@ from modelcore.auto.modeling_auto import (
     AutoModelForMaskedLM,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForSpeechSeq2Seq,
     AutoModelForTokenClassification,
 )
 from modelcore.auto.tokenization_auto import AutoTokenizer
@@ -22,6 +23,7 @@ __all__ = [
     "AutoModelForMaskedLM",
     "AutoModelForQuestionAnswering",
     "AutoModelForSequenceClassification",
+    "AutoModelForSpeechSeq2Seq",
     "AutoModelForTokenClassification",
     "AutoTokenizer",
 ]

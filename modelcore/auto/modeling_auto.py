@@ -95,3 +95,7 @@ class AutoModelForQuestionAnswering(_AutoModel):
 
 class AutoModelForImageClassification(_AutoModel):
     """A vision model with an image classification head (``pixel_values`` in, one logit per label out)."""
+
+
+class AutoModelForSpeechSeq2Seq(_AutoModel):
+    """An encoder-decoder speech model with a language-model head (``input_features`` in, tokens out)."""

@@ -52,6 +52,13 @@ FAMILIES: dict[str, Family] = {
             "AutoModelForImageClassification": "modelcore.models.swin.modeling_swin:SwinForImageClassification",
         },
     ),
+    "whisper": Family(
+        config="modelcore.models.whisper.configuration_whisper:WhisperConfig",
+        models={
+            "AutoModel": "modelcore.models.whisper.modeling_whisper:WhisperModel",
+            "AutoModelForSpeechSeq2Seq": "modelcore.models.whisper.modeling_whisper:WhisperForConditionalGeneration",
+        },
+    ),
 }
 
 

@@ -76,3 +76,14 @@ def _json_field(path: Path, field: str, error: type[ModelcoreError]) -> str | No
         return None
     value = read_json_object(path, error).get(field)
     return value if isinstance(value, str) else None
+
+
+def _register_builtin_tokenizers() -> None:
+    """Families whose tokenizer needs a class of its own (Whisper: timestamp tokens dropped on decode)."""
+    from modelcore.models.whisper.tokenization_whisper import WhisperTokenizer
+
+    for key in ("whisper", "WhisperTokenizer"):
+        TOKENIZER_REGISTRY.setdefault(key, WhisperTokenizer)
+
+
+_register_builtin_tokenizers()
