@@ -14,34 +14,23 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.mlflow_serving import served
 
 NAME = "served-sentiment"
 CLIENTS = 8
 REQUESTS_PER_CLIENT = 500
 WARMUP_PER_CLIENT = 25
 DISTINCT_REQUESTS = 96
-START_TIMEOUT_S = 180
 LOAD_TIMEOUT_S = 420  # the whole 8 x 500 load; on 2 busy cores it takes about a third of that
 RSS_GROWTH_LIMIT_MB = 48
 FORMATS = ("dataframe_records", "dataframe_split", "inputs", "instances")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -76,57 +65,10 @@ def server(champion):
     import psutil
 
     tracking_uri, _, root = champion
-    port = _free_port()
-    venv_bin = str(Path(sys.executable).parent)  # the server execs uvicorn from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": venv_bin + os.pathsep + os.environ["PATH"]}
-    env["MODELCORE_CACHE"] = str(root / "cache")
     # one torch thread per request: the scoring server's own threads (6 on 2 cores) already fill the cores, and
     # each taking 2 intra-op threads made a request 5x slower on a loaded machine
-    env["OMP_NUM_THREADS"] = "1"
-    log_path = root / "serve.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion"]
-            + ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=root,
-            start_new_session=True,  # its own process group: uvicorn and workers die with it
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while _status(port, "GET", "/ping") != 200:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow models serve did not come up:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield port, psutil.Process(process.pid)
-    finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _status(port: int, method: str, path: str) -> int | None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-    try:
-        connection.request(method, path)
-        return connection.getresponse().status
-    except OSError:
-        return None
-    finally:
-        connection.close()
+    with served(f"models:/{NAME}@champion", tracking_uri, root, threads=1) as (port, pid):
+        yield port, psutil.Process(pid)
 
 
 def _body(texts: list[str], form: str) -> bytes:
