@@ -80,44 +80,18 @@ def load_text_dataset(
     path = Path(ref).expanduser()
     chats = read_chats(path) if path.is_file() and path.suffix.lower() != ".txt" else None
     if chats is not None:
-        return _split_chats(ref, *chats, test_size, seed, max_examples)
+        columns, rows_read = chats
+        _check_conversations(ref, columns)
+        return _split(ref, columns, rows_read, "conversations", test_size, seed, max_examples)
     values, rows_read = read_texts(ref, text_column)
     texts = [v.strip() for v in values if isinstance(v, str) and v.strip()]
-    dropped = rows_read - len(texts)
-    if dropped:
-        logger.info("dataset %s: dropped %d of %d rows without text", ref, dropped, rows_read)
     if not texts:
         raise DatasetError(f"dataset {ref!r}: column {text_column!r} holds no text once empty rows are dropped")
-    random.Random(seed).shuffle(texts)
-    if max_examples is not None:
-        texts = texts[:max_examples]
-    cut = len(texts) - math.ceil(test_size * len(texts))
-    if cut <= 0 or cut >= len(texts):
-        raise DatasetError(f"dataset {ref!r}: {len(texts)} documents leave an empty split at test_size={test_size}")
-    digest = hashlib.sha256(json.dumps({"test_size": test_size, "seed": seed, "train": cut}).encode())
-    for text in texts:
-        digest.update(text.encode())
-    fingerprint = digest.hexdigest()[:16]
-    target = settings.cache_dir() / "datasets" / fingerprint
-    if not (target / "done").is_file():
-        import datasets
-
-        with atomic_directory(target) as staging:
-            for split, part in (("train", texts[:cut]), ("test", texts[cut:])):
-                datasets.Dataset.from_dict({"text": part}).save_to_disk(str(staging / split))
-            (staging / "done").write_text(json.dumps({"source": ref}))
-    logger.info(
-        "dataset %s: %d rows read, %d documents used (%d train / %d test), fingerprint %s",
-        ref, rows_read, len(texts), cut, len(texts) - cut, fingerprint,
-    )  # fmt: skip
-    reasons = (("empty text", dropped),) if dropped else ()
-    return DatasetRef(str(target), fingerprint, (), cut, len(texts) - cut, ref, rows_read, reasons)
+    return _split(ref, {"text": texts}, rows_read, "documents", test_size, seed, max_examples)
 
 
-def _split_chats(
-    ref: str, columns: dict[str, list], rows_read: int, test_size: float, seed: int, max_examples: int | None
-) -> DatasetRef:
-    """Conversations checked (all of them, before any training), shuffled with ``seed`` and split whole.
+def _check_conversations(ref: str, columns: dict[str, list]) -> None:
+    """Every conversation checked before any training.
 
     Raises:
         DataError: naming the dataset and the row (0-based, in file order) of a conversation that does not
@@ -131,13 +105,30 @@ def _split_chats(
             check_conversation(conversation, row)
         except DataError as error:
             raise DataError(f"dataset {ref!r}: {error}") from None
-    order = list(range(len(next(iter(columns.values())))))
+
+
+def _split(
+    ref: str,
+    columns: dict[str, list],
+    rows_read: int,
+    unit: str,
+    test_size: float,
+    seed: int,
+    max_examples: int | None,
+) -> DatasetRef:
+    """Rows (documents or conversations) shuffled with ``seed``, cut whole into train and test, stored once under
+    their fingerprint, logged, and returned as a ``DatasetRef`` (the rows without text counted as dropped)."""
+    kept = len(next(iter(columns.values())))
+    dropped = rows_read - kept
+    if dropped:
+        logger.info("dataset %s: dropped %d of %d rows without text", ref, dropped, rows_read)
+    order = list(range(kept))
     random.Random(seed).shuffle(order)
     if max_examples is not None:
         order = order[:max_examples]
     cut = len(order) - math.ceil(test_size * len(order))
     if cut <= 0 or cut >= len(order):
-        raise DatasetError(f"dataset {ref!r}: {len(order)} conversations leave an empty split at test_size={test_size}")
+        raise DatasetError(f"dataset {ref!r}: {len(order)} {unit} leave an empty split at test_size={test_size}")
     digest = hashlib.sha256(json.dumps({"test_size": test_size, "seed": seed, "train": cut}).encode())
     for i in order:
         digest.update(json.dumps({c: columns[c][i] for c in columns}, ensure_ascii=False, default=str).encode())
@@ -151,13 +142,12 @@ def _split_chats(
                 datasets.Dataset.from_dict({c: [columns[c][i] for i in part] for c in columns}).save_to_disk(
                     str(staging / split)
                 )
-            (staging / "done").write_text(json.dumps({"source": ref, "format": "chat"}))
-    dropped = rows_read - len(next(iter(columns.values())))
+            (staging / "done").write_text(json.dumps({"source": ref, "unit": unit}))
     logger.info(
-        "dataset %s: %d rows read, %d conversations used (%d train / %d test; %d without one dropped), fingerprint %s",
-        ref, rows_read, len(order), cut, len(order) - cut, dropped, fingerprint,
+        "dataset %s: %d rows read, %d %s used (%d train / %d test), fingerprint %s",
+        ref, rows_read, len(order), unit, cut, len(order) - cut, fingerprint,
     )  # fmt: skip
-    reasons = (("no conversation", dropped),) if dropped else ()
+    reasons = (("empty text", dropped),) if dropped else ()
     return DatasetRef(str(target), fingerprint, (), cut, len(order) - cut, ref, rows_read, reasons)
 
 

@@ -19,3 +19,18 @@ def rotten_tomatoes():
     from modelcore import assets
 
     return assets.load_rotten_tomatoes()
+
+
+@pytest.fixture(scope="session")
+def mnist_digits():
+    """30 real MNIST digits (3 of each class) from the MNIST-5k asset: (30, 28, 28) uint8 and their labels."""
+    import gzip
+
+    import numpy as np
+
+    from modelcore import assets
+
+    with gzip.open(assets.fetch("mnist-5k"), "rt") as file:
+        rows = np.loadtxt(file, delimiter=",", dtype=np.int64)  # 784 pixels then the label, sorted by label
+    picked = np.concatenate([np.flatnonzero(rows[:, -1] == label)[:3] for label in range(10)])
+    return rows[picked, :784].reshape(-1, 28, 28).astype(np.uint8), rows[picked, -1]

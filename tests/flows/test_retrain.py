@@ -21,14 +21,6 @@ pytestmark = pytest.mark.slow
 NAME = "flow-test"
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _params(checkpoint, csv_path, **overrides):
     from flows.params import RetrainParams
 

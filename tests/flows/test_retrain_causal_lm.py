@@ -17,14 +17,6 @@ NAME = "lm-flow-test"
 
 
 @pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory, minilm_dir):
     from modelcore import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 import pytest
 import torch
@@ -15,14 +13,10 @@ LABELS = {i: f"digit-{i}" for i in range(10)}
 
 
 @pytest.fixture(scope="module")
-def digits() -> np.ndarray:
-    """20 real MNIST digits (2 of each class) from the MNIST-5k asset, (20, 28, 28) uint8."""
-    from modelcore import assets
-
-    with gzip.open(assets.fetch("mnist-5k"), "rt") as file:
-        rows = np.loadtxt(file, delimiter=",", dtype=np.int64)  # 784 pixels then the label, sorted by label
-    picked = np.concatenate([np.flatnonzero(rows[:, -1] == label)[:2] for label in range(10)])
-    return rows[picked, :784].reshape(-1, 28, 28).astype(np.uint8)
+def digits(mnist_digits) -> np.ndarray:
+    """20 real MNIST digits (2 of each class), (20, 28, 28) uint8."""
+    images, labels = mnist_digits
+    return np.concatenate([images[labels == label][:2] for label in range(10)])
 
 
 @pytest.fixture(scope="module")
