@@ -75,6 +75,11 @@ class LoraSettings(BaseModel):
         min_length=1,
         description="names of the linear layers to adapt (a Llama's attention and MLP projections)",
     )
+    base_quantization: Literal["bnb_nf4", "bnb_fp4", "bnb_8bit"] | None = Field(
+        None,
+        description="QLoRA: hold the frozen base weights quantized (bitsandbytes) while the adapters train; the "
+        "adapters are then merged into the full-precision base for the registered checkpoint",
+    )
 
 
 class RetrainParams(BaseModel):

@@ -88,6 +88,10 @@ def fine_tune(
     if lora and lora.get("enabled"):
         from modelcore.integrations.lora import add_lora
 
+        if lora.get("base_quantization"):
+            from modelcore.quantization import quantize
+
+            model = quantize(model, lora["base_quantization"])  # QLoRA: the frozen base held quantized
         lora_config = add_lora(model, lora["target_modules"], lora["r"], lora["alpha"], lora["dropout"])
     callbacks = []
     if run_id is not None:
@@ -109,7 +113,9 @@ def fine_tune(
         from modelcore.integrations.lora import merge_lora, save_adapter
 
         adapter = str(save_adapter(model, lora_config, out / ADAPTER_DIR, base_model=base_model))
-        merge_lora(model)  # the registered checkpoint is a plain model: it loads and exports without peft
+        if lora.get("base_quantization"):  # quantized weights are not merged into: the adapters go on the fp32 base
+            trainer.model = _with_adapter_on_full_precision(auto_class, base_model, lora, adapter)
+        merge_lora(trainer.model)  # the registered checkpoint is a plain model: it loads and exports without peft
     checkpoint = trainer.save_model(str(out / CHECKPOINT_DIR))
     pending = out / PENDING_METRICS_FILE
     return {
@@ -122,3 +128,14 @@ def fine_tune(
         "resumed_from": str(resume) if resume is not None else None,
         "adapter": adapter,
     }
+
+
+def _with_adapter_on_full_precision(auto_class: Any, base_model: str, lora: dict[str, Any], adapter: str) -> Any:
+    """A QLoRA run's adapters loaded on the full-precision base (reloaded), ready to merge, so the registered
+    checkpoint keeps the base's own precision."""
+    from modelcore.integrations.lora import add_lora, load_adapter
+
+    model = auto_class.from_pretrained(base_model, dtype="float32")
+    add_lora(model, lora["target_modules"], lora["r"], lora["alpha"], lora["dropout"])
+    load_adapter(model, adapter)
+    return model

@@ -81,6 +81,25 @@ def save_adapter(model: nn.Module, config: Any, directory: str | Path, base_mode
     return directory
 
 
+def load_adapter(model: nn.Module, directory: str | Path) -> None:
+    """Load adapters saved by :func:`save_adapter` (peft's layout) into ``model``, which ``add_lora`` prepared
+    with the same targets and rank.
+
+    Raises:
+        ConfigError: the file's adapter tensors do not fit the model's (other targets or rank), naming them.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(directory) / "adapter_model.safetensors"
+    state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(path)).items()}
+    result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME)
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    if missing or unexpected:
+        raise ConfigError(f"{path}: adapters do not fit the model (missing {missing[:4]}, unexpected {unexpected[:4]})")
+
+
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA adapter into its base weight and put the plain ``nn.Linear`` back (in place; returns it)."""
     from peft.tuners.lora import LoraLayer

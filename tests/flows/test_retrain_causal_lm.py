@@ -207,3 +207,33 @@ def test_a_chat_row_that_does_not_alternate_fails_before_training(
     assert not (Path(pipeline_home) / "runs").exists() or not list(
         (Path(pipeline_home) / "runs").glob("*/train/checkpoint-*")
     )
+
+
+def test_qlora_trains_adapters_on_a_4bit_base_and_registers_a_full_precision_merge(
+    prefect_server, pipeline_home, tiny_lm, real_csv
+):
+    from flows.params import RetrainParams
+    from flows.retrain import retrain
+    from modelcore import AutoModelForCausalLM
+    from modelcore.integrations.lora import add_lora, load_adapter
+
+    params = RetrainParams.model_validate(
+        {
+            "task": "causal-lm", "base_model": str(tiny_lm), "dataset": str(real_csv), "text_column": "review",
+            "max_length": 32, "registered_model_name": NAME + "-qlora",
+            "lora": {"base_quantization": "bnb_nf4", "target_modules": ["q_proj", "v_proj"]},
+            "training": {"max_steps": 8, "per_device_train_batch_size": 8, "learning_rate": 1e-2},
+        }
+    )  # fmt: skip
+    summary = retrain(params)
+    merged = AutoModelForCausalLM.from_pretrained(summary["checkpoint"]).eval()
+    assert all(p.dtype == torch.float32 for p in merged.parameters())  # no 4-bit weight in the registered model
+    reference = AutoModelForCausalLM.from_pretrained(tiny_lm)  # the fp32 base with the trained adapters
+    add_lora(reference, ["q_proj", "v_proj"], r=8, alpha=16, dropout=0.05)
+    load_adapter(reference, Path(summary["checkpoint"]).parent / "adapter")
+    reference.eval()  # after the adapters are added: their dropout is off too
+    ids = torch.tensor([[101, 2023, 3185, 2003, 102]])
+    with torch.inference_mode():
+        torch.testing.assert_close(merged(input_ids=ids).logits, reference(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+        base = AutoModelForCausalLM.from_pretrained(tiny_lm)(input_ids=ids).logits
+    assert not torch.allclose(merged(input_ids=ids).logits, base)  # the adapters trained

@@ -8,7 +8,7 @@ from torch import nn
 
 from modelcore import LlamaForCausalLM
 from modelcore.errors import ConfigError
-from modelcore.integrations.lora import add_lora, merge_lora, save_adapter
+from modelcore.integrations.lora import add_lora, load_adapter, merge_lora, save_adapter
 from tests.tiny_models import tiny_llama
 
 TARGETS = ["q_proj", "v_proj", "down_proj"]
@@ -76,3 +76,21 @@ def test_merged_model_is_plain_and_gives_the_adapted_outputs(tmp_path):
 def test_targets_that_match_nothing_are_refused_naming_the_linears():
     with pytest.raises(ConfigError, match=r"\['query', 'value'\] match no linear layer.*q_proj"):
         add_lora(tiny_llama(), ["query", "value"])
+
+
+def test_saved_adapters_load_back_onto_a_fresh_base_and_a_mismatch_is_named(tmp_path):
+    model = tiny_llama()
+    config = add_lora(model, TARGETS, r=4, alpha=8, dropout=0.0)
+    trained_adapter(model)
+    save_adapter(model, config, tmp_path / "adapter")
+    fresh = tiny_llama()
+    add_lora(fresh, TARGETS, r=4, alpha=8, dropout=0.0)
+    load_adapter(fresh, tmp_path / "adapter")
+    model.eval()
+    fresh.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(fresh(input_ids=IDS).logits, model(input_ids=IDS).logits, rtol=0, atol=0)
+    other = tiny_llama()
+    add_lora(other, ["q_proj"], r=4, alpha=8, dropout=0.0)
+    with pytest.raises(ConfigError, match="adapters do not fit the model"):
+        load_adapter(other, tmp_path / "adapter")
