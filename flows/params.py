@@ -43,18 +43,22 @@ class TrainingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     num_train_epochs: float = Field(1.0, gt=0, description="passes over the training split")
-    max_steps: int = Field(-1, description="> 0 stops after this many optimizer steps (overrides epochs)")
-    per_device_train_batch_size: int = Field(32, ge=1, le=4096)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(5e-5, gt=0, le=1.0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    max_grad_norm: float = Field(1.0, ge=0)
+    max_steps: int = Field(
+        -1, ge=-1, description="stop after this many optimizer steps (overrides epochs); -1: run the epochs"
+    )
+    per_device_train_batch_size: int = Field(32, ge=1, le=4096, description="examples per optimizer step and process")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="micro-batches summed per optimizer step")
+    learning_rate: float = Field(5e-5, gt=0, le=1.0, description="peak learning rate of AdamW (after warm-up)")
+    weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay (not on biases and norms)")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent ramping the rate up from 0")
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="how the rate moves after warm-up"
+    )
+    max_grad_norm: float = Field(1.0, ge=0, description="clip the gradient norm to this; 0: no clipping")
     bf16: bool = Field(False, description="bf16 autocast (fast only where the CPU has AMX, or on GPU)")
     group_by_length: bool = Field(False, description="batches of similar length: faster, other batch statistics")
-    seed: int = Field(0, ge=0)
-    logging_steps: int = Field(50, ge=1)
+    seed: int = Field(0, ge=0, description="seeds the new head's init, the shuffling and dropout")
+    logging_steps: int = Field(50, ge=1, description="log the loss and learning rate every N steps")
     save_steps: int = Field(100, ge=1, description="checkpoint every N steps; a retried run resumes from the last")
 
     def to_training_arguments(self) -> dict[str, Any]:
@@ -94,8 +98,10 @@ class RetrainParams(BaseModel):
     )
     base_model: str = Field("minilm-l6", min_length=1, description="directory, asset name or models:/ URI")
     dataset: str = Field("rotten-tomatoes", min_length=1, description="dataset asset name or csv/json/parquet path")
-    text_column: str = Field("text", min_length=1)
-    label_column: str = Field("label", min_length=1)
+    text_column: str = Field("text", min_length=1, description="the dataset column holding the text")
+    label_column: str = Field(
+        "label", min_length=1, description="the dataset column holding the class (text-classification only)"
+    )
     label_map: dict[str, str] = Field(
         default_factory=dict,
         description="raw label -> class name, applied first: folds look-alike names ({'Fresh': 'fresh'}) or names "
@@ -108,18 +114,21 @@ class RetrainParams(BaseModel):
     max_examples: int | None = Field(
         None, ge=2, description="use at most this many rows (documents) after the seeded shuffle: a quicker run"
     )
-    split_seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0, description="seed of the shuffle before the train/test split")
     max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     lora: LoraSettings = Field(default_factory=LoraSettings, json_schema_extra={"flag_prefix": "lora"})
-    quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(default_factory=list)
+    quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(
+        default_factory=list,
+        description="quantized copies to make and check on the held-out data (kept only within their metric budget)",
+    )
     export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] = Field(
         default_factory=lambda: ["safetensors", "onnx", "onnx_int8"],
         description="each export is checked against the eager model (logits, held-out accuracy) before it is logged",
     )
     max_shard_size: str = Field("50MB", description="shard size of the safetensors export")
     registered_model_name: str = Field("rotten-tomatoes-sentiment", description="MLflow registered model")
-    experiment_name: str = Field("retrain", min_length=1)
+    experiment_name: str = Field("retrain", min_length=1, description="MLflow experiment the run is logged to")
     promotion_metric: str | None = Field(
         None, description="the evaluation metric a new champion must improve (default: the task's deciding one)"
     )

@@ -23,6 +23,8 @@ embedded.guard_temporary_server()  # Prefect's temporary server dies with this p
 
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
+from prefect.states import Failed  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
 from flows.params import RetrainParams  # noqa: E402
 from modelcore.errors import is_disk_full  # noqa: E402
@@ -57,12 +59,24 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     was killed, or an error stopped it) resumes from that run's newest training checkpoint; a killed
     run's MLflow run is marked FAILED and its Prefect flow run crashed (``tasks.runs``).
 
+    Parameters that arrive unvalidated (a deployment run with Prefect's validation off, or the API) are validated
+    first: a bad value fails the run at once with one line naming the field, before any work.
+
     Returns:
         A summary: MLflow run id, data fingerprint, metrics, exports, registered version, aliases,
         whether the tokenization cache was hit, what the run resumed from, and the stage timings.
     """
-    warmup.wait()  # the imports and store creation begun while Prefect's server started (python -m flows.retrain)
     log = get_run_logger()
+    if not isinstance(params, RetrainParams):  # a run started with Prefect's parameter validation off (UI, API)
+        try:
+            params = RetrainParams.model_validate(params)
+        except ValidationError as error:
+            message = "bad parameters: " + "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in error.errors()
+            )
+            log.error(message)
+            return Failed(message=message)
+    warmup.wait()  # the imports and store creation begun while Prefect's server started (python -m flows.retrain)
     tracking_uri = settings.tracking_uri()
     check_tracking_server(tracking_uri)  # a server that is down fails the run before any work
     flow_run_id = str(flow_run.get_id() or time.strftime("local-%Y%m%d-%H%M%S"))

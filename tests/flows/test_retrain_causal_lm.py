@@ -237,3 +237,17 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_registers_a_full_precision_mer
         torch.testing.assert_close(merged(input_ids=ids).logits, reference(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
         base = AutoModelForCausalLM.from_pretrained(tiny_lm)(input_ids=ids).logits
     assert not torch.allclose(merged(input_ids=ids).logits, base)  # the adapters trained
+
+
+def test_unvalidated_bad_parameters_fail_at_once_naming_the_field(prefect_server, pipeline_home):
+    import time
+
+    from flows.retrain import retrain
+
+    start = time.monotonic()
+    state = retrain.with_options(validate_parameters=False)(
+        params={"task": "causal-lm", "training": {"learning_rate": -1}}, return_state=True
+    )
+    assert state.is_failed() and time.monotonic() - start < 10
+    assert "bad parameters: training.learning_rate: Input should be greater than 0" in state.message
+    assert not (pipeline_home / "runs").exists()  # nothing ran: no run directory claimed
