@@ -61,9 +61,9 @@ def evaluate_champion(params: EvaluateChampionParams = EvaluateChampionParams())
     try:
         work = settings.run_dir(str(flow_run.get_id() or f"rescore-{version.version}"))
         result = evaluate(checkpoint, data.path, list(data.labels), params.max_length, str(work / "evaluation"))
-        log_to_run(tracking_uri, run_id, metrics=result["metrics"], artifacts={"evaluation": result["report_dir"]})
+        log_to_run(tracking_uri, run_id, metrics=result.metrics, artifacts={"evaluation": result.report_dir})
         client = mlflow_models.client(tracking_uri)
-        for key, value in result["metrics"].items():
+        for key, value in result.metrics.items():
             client.set_model_version_tag(
                 params.registered_model_name, version.version, f"rescored.{key}", f"{value:.6f}"
             )
@@ -72,9 +72,9 @@ def evaluate_champion(params: EvaluateChampionParams = EvaluateChampionParams())
         raise
     end_run(tracking_uri, run_id)
     get_run_logger().info(
-        "%s v%s on %s: %s", params.registered_model_name, version.version, params.dataset, result["metrics"]
+        "%s v%s on %s: %s", params.registered_model_name, version.version, params.dataset, result.metrics
     )
-    return {"version": str(version.version), "metrics": result["metrics"], "mlflow_run_id": run_id}
+    return {"version": str(version.version), "metrics": result.metrics, "mlflow_run_id": run_id}
 
 
 if __name__ == "__main__":

@@ -168,38 +168,38 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         lap("fine_tune")
         if labelled:
             evaluation = evaluate(
-                trained["checkpoint"],
+                trained.checkpoint,
                 data.path,
                 list(data.labels),
                 params.max_length,
                 str(work / "evaluation"),
-                train_log=trained["train_log"],
+                train_log=trained.train_log,
             )
             examples = _input_examples(data.path)
         else:
             evaluation = evaluate_lm(
-                trained["checkpoint"],
+                trained.checkpoint,
                 base_model,
                 data.path,
                 params.max_length,
                 str(work / "evaluation"),
-                train_log=trained["train_log"],
+                train_log=trained.train_log,
             )
             examples = list(SAMPLE_PROMPTS)
         lap("evaluate")
         exports: dict[str, Any] = {}
         if "safetensors" in params.export_formats:
             exports["safetensors"] = export_safetensors(
-                trained["checkpoint"],
+                trained.checkpoint,
                 str(work / "export" / "safetensors"),
                 params.max_shard_size,
                 examples,
                 task_name=params.task,
             )
-        heldout = str(Path(evaluation["report_dir"]) / (PREDICTIONS_FILE if labelled else HELDOUT_FILE))
+        heldout = str(Path(evaluation.report_dir) / (PREDICTIONS_FILE if labelled else HELDOUT_FILE))
         if {"onnx", "onnx_int8"} & set(params.export_formats):
             exports |= export_onnx(
-                trained["checkpoint"],
+                trained.checkpoint,
                 str(work / "export"),
                 int8="onnx_int8" in params.export_formats,
                 eval_data=heldout,
@@ -209,7 +209,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             )
         if params.quantization:
             quantized = quantize(
-                trained["checkpoint"],
+                trained.checkpoint,
                 str(work / "quantized"),
                 list(params.quantization),
                 eval_data=heldout,
@@ -218,14 +218,14 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             )
             exports |= {f"quantized_{method}": result for method, result in quantized.items()}
         lap("export")
-        artifacts = {"evaluation": evaluation["report_dir"]}
-        if trained.get("adapter"):
-            artifacts["adapter"] = trained["adapter"]
+        artifacts = {"evaluation": evaluation.report_dir}
+        if trained.adapter:
+            artifacts["adapter"] = trained.adapter
         for name, exported in exports.items():
             if exported.get("passed", True):  # the whole directory: model.onnx and its .onnx.data travel together
                 artifacts[f"export/{name}"] = exported["path"]
-        if trained["pending_metrics"]:
-            replay_metrics(tracking_uri, trained["pending_metrics"])
+        if trained.pending_metrics:
+            replay_metrics(tracking_uri, trained.pending_metrics)
         export_metrics = {
             f"export_{name}_{key}": value
             for name, exported in exports.items()
@@ -235,21 +235,21 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         log_to_run(
             tracking_uri,
             run_id,
-            metrics={f"eval_{k}": v for k, v in evaluation["metrics"].items()}
-            | {"train_loss": trained["train_loss"]}
+            metrics={f"eval_{k}": v for k, v in evaluation.metrics.items()}
+            | {"train_loss": trained.train_loss}
             | export_metrics,
             tags={"tokenization_cache": "hit" if cache_hit else "miss"},
             artifacts=artifacts,
-            step=trained["global_step"],
+            step=trained.global_step,
         )
         registration = None
         if params.register_model:
             registration = register(
                 tracking_uri,
                 run_id,
-                trained["checkpoint"],
+                trained.checkpoint,
                 params.registered_model_name,
-                evaluation["metrics"],
+                evaluation.metrics,
                 params.promotion_metric,
                 params.min_gain,
                 tags={"data_fingerprint": data.fingerprint, "mlflow_run_id": run_id, "task": params.task},
@@ -261,7 +261,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             )
             lap("register")
         else:
-            log.info("register_model=False: the model is not registered (checkpoint %s)", trained["checkpoint"])
+            log.info("register_model=False: the model is not registered (checkpoint %s)", trained.checkpoint)
     except BaseException as error:
         workspace.record(status=FAILED, error=repr(error)[:500])
         workspace.release()
@@ -283,9 +283,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         "tracking_uri": tracking_uri,
         "data_fingerprint": data.fingerprint,
         "tokenization_cache": "hit" if cache_hit else "miss",
-        "metrics": evaluation["metrics"],
-        "checkpoint": trained["checkpoint"],
-        "evaluation_dir": evaluation["report_dir"],
+        "metrics": evaluation.metrics,
+        "checkpoint": trained.checkpoint,
+        "evaluation_dir": evaluation.report_dir,
         "exports": {k: v["path"] for k, v in exports.items() if v.get("passed", True)},
         "export_checks": {k: {x: y for x, y in v.items() if x != "path"} for k, v in exports.items()},
         "data": {"rows_read": data.rows_read, "dropped": dict(data.dropped), "labels": list(data.labels)},
@@ -300,8 +300,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             if registration is not None
             else {"registration": "skipped (register_model=False)"}
         ),
-        "train_runtime_s": trained["train_runtime"],
-        "resumed_from": {"mlflow_run_id": previous.mlflow_run_id, "checkpoint": trained["resumed_from"]}
+        "train_runtime_s": trained.train_runtime,
+        "resumed_from": {"mlflow_run_id": previous.mlflow_run_id, "checkpoint": trained.resumed_from}
         if previous is not None
         else None,
         "timings_s": timings,

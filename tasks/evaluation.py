@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from prefect import task
@@ -13,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from modelcore.serialization.atomic import atomic_path, atomic_write_text
 from modelcore.task_registry.text_classification import classification_metrics, majority_baseline
+from tasks.results import Evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def evaluate(
     max_length: int,
     output_dir: str,
     train_log: str | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Score ``checkpoint`` on ``dataset_path/test`` and write the evaluation report.
 
     Writes to ``output_dir``: ``evaluation.json`` (metrics, confusion matrix, the majority-class
@@ -45,7 +45,7 @@ def evaluate(
     probabilities), ``confusion_matrix.png`` and, when ``train_log`` is given, ``loss_curve.png``.
 
     Returns:
-        ``{"metrics": {"accuracy", "f1_macro", "baseline_accuracy", "baseline_f1_macro"}, "report_dir": output_dir}``;
+        An ``Evaluation``: metrics ``accuracy``, ``f1_macro``, ``baseline_accuracy``, ``baseline_f1_macro``, and the report dir;
         the ``baseline_*`` metrics are the majority-class baseline's (:func:`majority_baseline`) on the
         same held-out rows, the floor ``tasks.registry.register`` holds a new champion to.
     """
@@ -94,7 +94,7 @@ def evaluate(
         baseline["accuracy"],
         baseline["f1_macro"],
     )
-    return {"metrics": metrics, "report_dir": str(out)}
+    return Evaluation(metrics, str(out))
 
 
 def plot_confusion(confusion: np.ndarray, labels: list[str], path: Path) -> None:

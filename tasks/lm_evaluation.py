@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from modelcore.serialization.atomic import atomic_write_text
 from tasks.evaluation import REPORT_FILE, plot_loss_curve
+from tasks.results import Evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def evaluate_lm(
     max_length: int,
     output_dir: str,
     train_log: str | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Perplexity of ``checkpoint`` and of ``base_model`` on the held-out rows; greedy samples of both.
 
     Raw text: perplexity over the documents, samples continue ``SAMPLE_PROMPTS``. Chats: perplexity over the
@@ -40,7 +41,7 @@ def evaluate_lm(
     into ``output_dir``.
 
     Returns:
-        ``{"metrics": {"perplexity", "eval_loss", "baseline_perplexity", "baseline_eval_loss"}, "report_dir"}``;
+        An ``Evaluation``: metrics ``perplexity``, ``eval_loss``, ``baseline_perplexity``, ``baseline_eval_loss``;
         the baseline is the base model's own perplexity, the ceiling ``tasks.registry.register`` holds a new
         champion under.
     """
@@ -94,7 +95,7 @@ def evaluate_lm(
         base_model,
         metrics["baseline_perplexity"],
     )
-    return {"metrics": metrics, "report_dir": str(out)}
+    return Evaluation(metrics, str(out))
 
 
 def _heldout_texts(tokenizer: Any, test: dict[str, list]) -> list[str]:

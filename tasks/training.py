@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.outputs import retry_unless_disk_full
+from tasks.results import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def fine_tune(
     run_id: str | None = None,
     task_name: str = "text-classification",
     lora: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Fine-tune ``base_model`` for ``task_name`` (a registered task) on ``tokenized_path/train``.
 
     The seed is set before the model is built, so the new classification head is initialized the
@@ -53,9 +54,8 @@ def fine_tune(
             layout under ``output_dir/adapter`` and merged into the base weights of the final checkpoint.
 
     Returns:
-        ``{"checkpoint": dir, "train_log": path, "global_step", "train_loss", "train_runtime", "pending_metrics",
-        "resumed_from": the checkpoint training resumed from, or None, "adapter": the LoRA adapter's directory or
-        None}``.
+        A ``TrainResult``: the checkpoint, the log, steps, loss and runtime, pending metrics, what training
+        resumed from, and a LoRA run's adapter directory.
 
     Raises:
         DiskFullError: a checkpoint did not fit (naming its path and the bytes needed); the task is not
@@ -118,16 +118,16 @@ def fine_tune(
         merge_lora(trainer.model)  # the registered checkpoint is a plain model: it loads and exports without peft
     checkpoint = trainer.save_model(str(out / CHECKPOINT_DIR))
     pending = out / PENDING_METRICS_FILE
-    return {
-        "checkpoint": str(checkpoint),
-        "train_log": str(out / TRAIN_LOG),
-        "global_step": result.global_step,
-        "train_loss": float(result.training_loss),
-        "train_runtime": float(result.metrics["train_runtime"]),
-        "pending_metrics": str(pending) if pending.is_file() else None,
-        "resumed_from": str(resume) if resume is not None else None,
-        "adapter": adapter,
-    }
+    return TrainResult(
+        checkpoint=str(checkpoint),
+        train_log=str(out / TRAIN_LOG),
+        global_step=result.global_step,
+        train_loss=float(result.training_loss),
+        train_runtime=float(result.metrics["train_runtime"]),
+        pending_metrics=str(pending) if pending.is_file() else None,
+        resumed_from=str(resume) if resume is not None else None,
+        adapter=adapter,
+    )
 
 
 def _with_adapter_on_full_precision(auto_class: Any, base_model: str, lora: dict[str, Any], adapter: str) -> Any:

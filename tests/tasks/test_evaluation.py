@@ -31,10 +31,10 @@ def test_evaluate_reports_the_baseline_in_its_metrics_and_report(pipeline_home, 
     result = evaluate.fn(str(tiny_checkpoint), data.path, list(data.labels), 32, str(tmp_path / "evaluation"))
     majority = int(np.argmax(data.train_label_counts))
     expected_accuracy = data.test_label_counts[majority] / data.num_test
-    metrics = result["metrics"]
+    metrics = result.metrics
     assert set(metrics) == {"accuracy", "f1_macro", "baseline_accuracy", "baseline_f1_macro"}
     assert metrics["baseline_accuracy"] == pytest.approx(expected_accuracy)
-    report = json.loads((Path(result["report_dir"]) / "evaluation.json").read_text())
+    report = json.loads((Path(result.report_dir) / "evaluation.json").read_text())
     assert report["baseline"] == {
         "kind": "majority class",
         "label": majority,
