@@ -20,11 +20,16 @@ Quantized paths are written with ``modelcore.quantization.quantize_checkpoint`` 
 disk, so what is measured is what a user loads.
 
 Part 2, Llama (``--part llama``): a causal LM checkpoint (default the SmolLM2-135M asset, a GGUF
-Q4_1 file dequantized to fp32 on load; any causal-LM checkpoint works) in fp32 and after
-``bnb_nf4`` (saved and reloaded): perplexity on Wikipedia article extracts (the
-``wikipedia-summaries`` asset, the first ``--llama-tokens`` tokens of the concatenated articles,
-windows of ``--window`` tokens), and the bytes of the Linear weights (quantization state
-included; the tied output layer is the embedding table and counted in neither).
+Q4_1 file dequantized to fp32 on load; any causal-LM checkpoint works) in fp32 and after each of
+``--llama-methods`` (default ``bnb_nf4``; also ``bnb_8bit`` and ``int8_dynamic`` with 7-bit or 8-bit
+activations, with or without the MLP output projections; each saved and reloaded):
+perplexity on Wikipedia article extracts (the ``wikipedia-summaries`` asset, the first
+``--llama-tokens`` tokens of the concatenated articles, windows of ``--window`` tokens), and the
+bytes of the Linear weights (quantization state included; the tied output layer is the embedding
+table and counted in neither). ``--peer`` loads the same fp32 weights (saved in the Hugging Face
+layout) into transformers and quantizes them with its bitsandbytes integration, NF4 and 8-bit
+(``--peer-methods``), on the CPU; the perplexity is the same function on the same tokens. A peer
+load that transformers refuses is reported with its error instead of a figure.
 
     python -m benchmarks.bench_quant [--part minilm llama] [--rounds 5] [--calls 4] [--out results.json]
 """
@@ -35,7 +40,6 @@ import argparse
 import datetime
 import json
 import logging
-import shutil
 import statistics
 import tempfile
 import time
@@ -192,10 +196,31 @@ def bench_minilm(
     }
 
 
-def _peer_nf4(fp32_dir: str, tokenizer: Any, data: Any, window: int, batch_size: int, max_tokens: int) -> dict:
-    """transformers + bitsandbytes on the same fp32 weights: its fp32 perplexity, then NF4 (blocks of 64, fp32 compute).
+PEER_CONFIGS: dict[str, dict[str, Any]] = {
+    # NF4 on blocks of 64 with fp32 compute: what our bnb_nf4 does by default
+    "bnb_nf4": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": torch.float32},
+    "bnb_8bit": {"load_in_8bit": True},  # LLM.int8, outlier threshold 6 (bitsandbytes' default, as ours)
+}
+# Llama rows: name -> quantization method and options (the peer row of the same name, if any, is its equivalent)
+LLAMA_METHODS: dict[str, dict[str, Any]] = {
+    "bnb_nf4": {"method": "bnb_nf4"},
+    "bnb_8bit": {"method": "bnb_8bit"},
+    "int8_dynamic": {"method": "int8_dynamic"},
+    "int8_dynamic, 8-bit activations": {"method": "int8_dynamic", "options": {"reduce_range": False}},
+    "int8_dynamic, 8-bit act., down_proj fp32": {
+        "method": "int8_dynamic",
+        "options": {"reduce_range": False, "modules_to_not_convert": ["lm_head", "down_proj"]},
+    },
+}
 
-    Tells our NF4 apart from NF4 itself: if transformers' NF4 loses as much, the loss is the model's.
+
+def _peer(
+    fp32_dir: str, tokenizer: Any, data: Any, window: int, batch_size: int, max_tokens: int, methods: list[str]
+) -> dict:
+    """transformers + bitsandbytes on the same fp32 weights: its fp32 perplexity, then each of ``methods``.
+
+    Tells our quantization apart from the method itself: if transformers' loses as much, the loss is the method's.
+    A load transformers refuses (on the CPU) is reported as its error, type and message.
     """
     import transformers
 
@@ -205,22 +230,56 @@ def _peer_nf4(fp32_dir: str, tokenizer: Any, data: Any, window: int, batch_size:
     model = transformers.AutoModelForCausalLM.from_pretrained(fp32_dir, dtype=torch.float32)
     peer["fp32_perplexity"] = evaluation.perplexity(model, tokenizer, data, window, batch_size, max_tokens)
     del model
-    config = transformers.BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
-    )
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        fp32_dir, dtype=torch.float32, quantization_config=config, device_map="cpu"
-    )
-    peer["nf4_perplexity"] = evaluation.perplexity(model, tokenizer, data, window, batch_size, max_tokens)
-    peer["nf4_ratio"] = peer["nf4_perplexity"] / peer["fp32_perplexity"]
+    for method in methods:
+        logger.info("perplexity with transformers + bitsandbytes %s (the peer)", method)
+        config = transformers.BitsAndBytesConfig(**PEER_CONFIGS[method])
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                fp32_dir, dtype=torch.float32, quantization_config=config, device_map="cpu"
+            )
+            ppl = evaluation.perplexity(model, tokenizer, data, window, batch_size, max_tokens)
+        except Exception as error:  # reported, not raised: the refusal is the finding
+            logger.warning("transformers %s failed: %s: %s", method, type(error).__name__, error)
+            peer[method] = {"error": f"{type(error).__name__}: {error}"}
+            continue
+        peer[method] = {
+            "perplexity": ppl,
+            "ratio": ppl / peer["fp32_perplexity"],
+            "linear_weight_bytes": _peer_linear_bytes(model),
+        }
+        del model
     return peer
 
 
-def bench_llama(source: str, max_tokens: int, window: int, batch_size: int, peer: bool = False) -> dict[str, Any]:
+def _peer_linear_bytes(model: Any) -> int:
+    """Bytes of the Linear weights of a transformers model (bitsandbytes layers included, state and all)."""
+    import bitsandbytes as bnb
+
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    total = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and id(module.weight) not in embeddings:
+            if isinstance(module, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)):
+                total += sum(t.numel() * t.element_size() for k, t in module.state_dict().items() if k != "bias")
+            else:
+                total += module.weight.numel() * module.weight.element_size()
+    return total
+
+
+def bench_llama(
+    source: str,
+    max_tokens: int,
+    window: int,
+    batch_size: int,
+    peer: bool = False,
+    methods: list[str] | None = None,
+    peer_methods: list[str] | None = None,
+) -> dict[str, Any]:
     from modelcore import AutoModelForCausalLM, AutoTokenizer
     from modelcore.quantization import evaluation, quantize
     from modelcore.reports import directory_size
 
+    methods = list(methods or ["bnb_nf4"])
     tokenizer = AutoTokenizer.from_pretrained(source)
     data = evaluation.load_eval_data("wikipedia-summaries")
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
@@ -238,35 +297,70 @@ def bench_llama(source: str, max_tokens: int, window: int, batch_size: int, peer
 
     logger.info("perplexity of %s in fp32", source)
     fp32 = measure(model)
+    rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-quant-llama-") as tmp:
+        model.save_pretrained(f"{tmp}/fp32")  # the Hugging Face layout, which transformers loads as is
+        del model
         peer_result = None
         if peer:
-            model.save_pretrained(f"{tmp}/fp32")  # the Hugging Face layout, which transformers loads as is
-            logger.info("perplexity with transformers + bitsandbytes NF4 (the peer)")
-            peer_result = _peer_nf4(f"{tmp}/fp32", tokenizer, data, window, batch_size, max_tokens)
-            shutil.rmtree(f"{tmp}/fp32")
-        quantize(model, "bnb_nf4").save_pretrained(
-            f"{tmp}/nf4"
-        )  # in place: the fp32 weights go as each layer is quantized
-        del model
-        nf4_model = AutoModelForCausalLM.from_pretrained(f"{tmp}/nf4")
-        logger.info("perplexity after bnb_nf4")
-        nf4 = measure(nf4_model) | {"checkpoint_bytes": directory_size(f"{tmp}/nf4")}
-    return {
+            logger.info("perplexity with transformers + bitsandbytes (the peer)")
+            peer_result = _peer(
+                f"{tmp}/fp32", tokenizer, data, window, batch_size, max_tokens, list(peer_methods or PEER_CONFIGS)
+            )
+        for method in methods:
+            spec, target = LLAMA_METHODS[method], f"{tmp}/{len(rows)}"
+            fp32_model = AutoModelForCausalLM.from_pretrained(f"{tmp}/fp32", dtype=torch.float32)
+            quantize(fp32_model, spec["method"], **spec.get("options", {})).save_pretrained(target)  # in place
+            del fp32_model
+            logger.info("perplexity after %s", method)
+            quantized = AutoModelForCausalLM.from_pretrained(target)
+            rows[method] = measure(quantized) | {"checkpoint_bytes": directory_size(target), **spec}
+            rows[method]["perplexity_ratio"] = rows[method]["perplexity"] / fp32["perplexity"]
+            rows[method]["linear_weight_ratio"] = rows[method]["linear_weight_bytes"] / fp32["linear_weight_bytes"]
+            del quantized
+    result: dict[str, Any] = {
         "source": source,
         "text": "wikipedia-summaries",
         "tokens": max_tokens,
         "window": window,
         "fp32": fp32,
-        "bnb_nf4": nf4,
-        "perplexity_ratio": nf4["perplexity"] / fp32["perplexity"],
-        "linear_weight_ratio": nf4["linear_weight_bytes"] / fp32["linear_weight_bytes"],
+        "methods": rows,
         "peer": peer_result,
-        "targets_met": {
+    }
+    if "bnb_nf4" in rows:  # the quantization issue's targets, for NF4
+        nf4 = rows["bnb_nf4"]
+        result["targets_met"] = {
             "perplexity within 10%": nf4["perplexity"] <= 1.10 * fp32["perplexity"],
             "linear weights <= 30% of fp32": nf4["linear_weight_bytes"] <= 0.30 * fp32["linear_weight_bytes"],
-        },
-    }
+        }
+    return result
+
+
+def _llama_table(results: dict[str, Any]) -> str:
+    """Ours and the peer, method by method: perplexity (change against the same library's fp32), Linear MB."""
+    fp32, peer = results["fp32"], results.get("peer") or {}
+    lines = [
+        "| method | modelcore perplexity | change | Linear weights (MB) | transformers + bnb perplexity | change |",
+        "|---|---|---|---|---|---|",
+    ]
+    peer_fp32 = peer.get("fp32_perplexity")
+    lines.append(
+        f"| fp32 | {fp32['perplexity']:.3f} | - | {fp32['linear_weight_bytes'] / 1e6:.1f} | "
+        f"{'-' if peer_fp32 is None else f'{peer_fp32:.3f}'} | - |"
+    )
+    for method, row in results["methods"].items():
+        theirs = peer.get(method)
+        if theirs is None:
+            peer_cells = "not measured | -"
+        elif "error" in theirs:
+            peer_cells = f"refused: {theirs['error'][:120]} | -"
+        else:
+            peer_cells = f"{theirs['perplexity']:.3f} | {100 * (theirs['ratio'] - 1):+.1f}%"
+        lines.append(
+            f"| {method} | {row['perplexity']:.3f} | {100 * (row['perplexity_ratio'] - 1):+.1f}% | "
+            f"{row['linear_weight_bytes'] / 1e6:.1f} | {peer_cells} |"
+        )
+    return "\n".join(lines)
 
 
 def _fmt(value: float | None) -> str:
@@ -299,7 +393,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--llama-tokens", type=int, default=16384, help="tokens of Wikipedia text for perplexity")
     parser.add_argument("--window", type=int, default=512, help="tokens per perplexity window")
     parser.add_argument("--llama-batch", type=int, default=4, help="windows per forward")
-    parser.add_argument("--peer", action="store_true", help="also NF4 with transformers + bitsandbytes (Llama part)")
+    parser.add_argument(
+        "--llama-methods", nargs="+", choices=list(LLAMA_METHODS), default=["bnb_nf4"], help="Llama rows to measure"
+    )
+    parser.add_argument("--peer", action="store_true", help="also transformers + bitsandbytes (Llama part)")
+    parser.add_argument(
+        "--peer-methods", nargs="+", choices=list(PEER_CONFIGS), default=list(PEER_CONFIGS), help="with --peer"
+    )
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -314,7 +414,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         print(_table(results["minilm"]))
     if "llama" in args.part:
-        results["llama"] = bench_llama(args.llama, args.llama_tokens, args.window, args.llama_batch, args.peer)
+        results["llama"] = bench_llama(
+            args.llama,
+            args.llama_tokens,
+            args.window,
+            args.llama_batch,
+            args.peer,
+            args.llama_methods,
+            args.peer_methods,
+        )
+        print(_llama_table(results["llama"]))
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
