@@ -222,7 +222,8 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_registers_a_full_precision_mer
             "task": "causal-lm", "base_model": str(tiny_lm), "dataset": str(real_csv), "text_column": "review",
             "max_length": 32, "registered_model_name": NAME + "-qlora",
             "lora": {"base_quantization": "bnb_nf4", "target_modules": ["q_proj", "v_proj"]},
-            "training": {"max_steps": 8, "per_device_train_batch_size": 8, "learning_rate": 1e-2},
+            "training": {"max_steps": 8, "per_device_train_batch_size": 8, "learning_rate": 1e-2,
+                         "gradient_checkpointing": True},
         }
     )  # fmt: skip
     summary = retrain(params)
