@@ -89,23 +89,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         timings[stage] = round(now - clock, 2)
         clock = now
 
-    task_spec = get_task(params.task)
-    labelled = task_spec.label_column is not None  # a classifier; else a causal LM on raw text
-    if labelled:
-        data = load_dataset(
-            params.dataset,
-            params.text_column,
-            params.label_column,
-            params.test_size,
-            params.split_seed,
-            label_map=params.label_map,
-            allow_similar_labels=params.allow_similar_labels,
-            max_examples=params.max_examples,
-        )
-    else:
-        data = load_text_dataset(
-            params.dataset, params.text_column, params.test_size, params.split_seed, params.max_examples
-        )
+    labelled = get_task(params.task).label_column is not None  # a classifier; else a causal LM on text or chats
+    data = _load_data(params, labelled)
     lap("load_dataset")
     prune()
     workspace = RunWorkspace.claim(run_key(params.model_dump(), data.fingerprint))
@@ -149,10 +134,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         # the next version's weights if the alias moved during the run
         base_model = resolve_base_model(params.base_model)
         check_max_length(base_model, params.max_length)  # before any tokenizing or training
-        if labelled:
-            tokenized, cache_hit = tokenize_cached(data, base_model, params.max_length)
-        else:
-            tokenized, cache_hit = tokenize_for_task(data, base_model, params.max_length, params.task), False
+        tokenized, cache_hit = _tokenize(params, data, base_model, labelled)
         lap("tokenize_dataset")
         trained = fine_tune(
             base_model,
@@ -166,57 +148,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             lora=params.lora.model_dump(),
         )
         lap("fine_tune")
-        if labelled:
-            evaluation = evaluate(
-                trained.checkpoint,
-                data.path,
-                list(data.labels),
-                params.max_length,
-                str(work / "evaluation"),
-                train_log=trained.train_log,
-            )
-            examples = _input_examples(data.path)
-        else:
-            evaluation = evaluate_lm(
-                trained.checkpoint,
-                base_model,
-                data.path,
-                params.max_length,
-                str(work / "evaluation"),
-                train_log=trained.train_log,
-            )
-            examples = list(SAMPLE_PROMPTS)
+        evaluation, examples = _evaluate(params, data, base_model, trained, work / "evaluation", labelled)
         lap("evaluate")
-        exports: dict[str, Any] = {}
-        if "safetensors" in params.export_formats:
-            exports["safetensors"] = export_safetensors(
-                trained.checkpoint,
-                str(work / "export" / "safetensors"),
-                params.max_shard_size,
-                examples,
-                task_name=params.task,
-            )
-        heldout = str(Path(evaluation.report_dir) / (PREDICTIONS_FILE if labelled else HELDOUT_FILE))
-        if {"onnx", "onnx_int8"} & set(params.export_formats):
-            exports |= export_onnx(
-                trained.checkpoint,
-                str(work / "export"),
-                int8="onnx_int8" in params.export_formats,
-                eval_data=heldout,
-                max_length=params.max_length,
-                task_name=params.task,
-                check_prompts=list(SAMPLE_PROMPTS),
-            )
-        if params.quantization:
-            quantized = quantize(
-                trained.checkpoint,
-                str(work / "quantized"),
-                list(params.quantization),
-                eval_data=heldout,
-                max_length=params.max_length,
-                task_name=params.task,
-            )
-            exports |= {f"quantized_{method}": result for method, result in quantized.items()}
+        exports = _export(params, trained, evaluation, examples, work / "export", work / "quantized", labelled)
         lap("export")
         artifacts = {"evaluation": evaluation.report_dir}
         if trained.adapter:
@@ -308,6 +242,82 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     }
     log.info("retrain finished: %s", summary)
     return summary
+
+
+def _load_data(params: RetrainParams, labelled: bool) -> Any:
+    """The split dataset: labelled rows for a classifier, documents or conversations for a causal LM."""
+    if labelled:
+        return load_dataset(
+            params.dataset,
+            params.text_column,
+            params.label_column,
+            params.test_size,
+            params.split_seed,
+            label_map=params.label_map,
+            allow_similar_labels=params.allow_similar_labels,
+            max_examples=params.max_examples,
+        )
+    return load_text_dataset(
+        params.dataset, params.text_column, params.test_size, params.split_seed, params.max_examples
+    )
+
+
+def _tokenize(params: RetrainParams, data: Any, base_model: str, labelled: bool) -> tuple[str, bool]:
+    """(tokenized directory, whether Prefect's cache was hit)."""
+    if labelled:
+        return tokenize_cached(data, base_model, params.max_length)
+    return tokenize_for_task(data, base_model, params.max_length, params.task), False
+
+
+def _evaluate(
+    params: RetrainParams, data: Any, base_model: str, trained: Any, output_dir: Path, labelled: bool
+) -> tuple[Any, list[str]]:
+    """The held-out evaluation, and the inputs that serve as the model's examples (export checks, input example)."""
+    if labelled:
+        evaluation = evaluate(
+            trained.checkpoint, data.path, list(data.labels), params.max_length, str(output_dir),
+            train_log=trained.train_log,
+        )  # fmt: skip
+        return evaluation, _input_examples(data.path)
+    evaluation = evaluate_lm(
+        trained.checkpoint, base_model, data.path, params.max_length, str(output_dir), train_log=trained.train_log
+    )
+    return evaluation, list(SAMPLE_PROMPTS)
+
+
+def _export(
+    params: RetrainParams,
+    trained: Any,
+    evaluation: Any,
+    examples: list[str],
+    export_dir: Path,
+    quantized_dir: Path,
+    labelled: bool,
+) -> dict[str, Any]:
+    """The exports asked for, each checked against the eager model: {name: its check summary with ``path``}."""
+    exports: dict[str, Any] = {}
+    if "safetensors" in params.export_formats:
+        exports["safetensors"] = export_safetensors(
+            trained.checkpoint, str(export_dir / "safetensors"), params.max_shard_size, examples, task_name=params.task
+        )
+    heldout = str(Path(evaluation.report_dir) / (PREDICTIONS_FILE if labelled else HELDOUT_FILE))
+    if {"onnx", "onnx_int8"} & set(params.export_formats):
+        exports |= export_onnx(
+            trained.checkpoint,
+            str(export_dir),
+            int8="onnx_int8" in params.export_formats,
+            eval_data=heldout,
+            max_length=params.max_length,
+            task_name=params.task,
+            check_prompts=list(SAMPLE_PROMPTS),
+        )
+    if params.quantization:
+        quantized = quantize(
+            trained.checkpoint, str(quantized_dir), list(params.quantization), eval_data=heldout,
+            max_length=params.max_length, task_name=params.task,
+        )  # fmt: skip
+        exports |= {f"quantized_{method}": result for method, result in quantized.items()}
+    return exports
 
 
 def _greater_is_better(task_name: str, metric: str) -> bool:
