@@ -207,7 +207,7 @@ def run_child(library: str, workdir: Path, settings: dict[str, Any], profile_ste
             callbacks=[clock],
         )
 
-    lora_a_checksum = sum(float(p.double().sum()) for n, p in model.named_parameters() if "lora_A" in n)
+    lora_a_checksum = sum(float(p.detach().double().sum()) for n, p in model.named_parameters() if "lora_A" in n)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     result: dict[str, Any] = {"library": library, "trainable_parameters": trainable, "lora_A_sum": lora_a_checksum}
     if not profile_steps:
