@@ -151,7 +151,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  open the MLflow UI:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
     pull = f"models:/{summary.get('registered_model')}@champion"
     env = "" if os.environ.get("MLFLOW_TRACKING_URI") == uri else f"MLFLOW_TRACKING_URI={uri} "
-    code = f"import modelcore; print(modelcore.pipeline('text-classification', model='{pull}')('what a film'))"
+    task = summary.get("task", "text-classification")
+    pipeline_task, example = ("text-generation", "The river") if task == "causal-lm" else (task, "what a film")
+    code = f"import modelcore; print(modelcore.pipeline('{pipeline_task}', model='{pull}')('{example}'))"
     lines.append(f'  pull the champion:   {env}python -c "{code}"')
     return "\n".join(lines)
 

@@ -95,6 +95,9 @@ def test_summary_names_version_aliases_and_the_ui_command():
     )
     assert "0.8312" in text and "m version 2 (aliases: challenger)" in text
     assert "mlflow ui --backend-store-uri sqlite:////x/mlflow.db --host 127.0.0.1" in text
+    assert "pipeline('text-classification', model='models:/m@champion')" in text
+    lm = format_summary({"task": "causal-lm", "metrics": {"perplexity": 16.2}, "registered_model": "lm"})
+    assert "pipeline('text-generation', model='models:/lm@champion')('The river')" in lm
 
 
 def test_data_and_promotion_flags_reach_the_params():
