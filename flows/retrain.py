@@ -34,6 +34,7 @@ from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
 from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
 from tasks.lm_evaluation import HELDOUT_FILE, SAMPLE_PROMPTS, evaluate_lm  # noqa: E402
 from tasks.registry import register  # noqa: E402
+from tasks.results import ExportCheck  # noqa: E402
 from tasks.runs import FAILED, RUNNING, RunWorkspace, mark_flow_run_crashed, prune, run_key  # noqa: E402
 from tasks.text_data import load_text_dataset, tokenize_for_task  # noqa: E402
 from tasks.tracking import (  # noqa: E402
@@ -156,15 +157,15 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         if trained.adapter:
             artifacts["adapter"] = trained.adapter
         for name, exported in exports.items():
-            if exported.get("passed", True):  # the whole directory: model.onnx and its .onnx.data travel together
-                artifacts[f"export/{name}"] = exported["path"]
+            if exported.passed:  # the whole directory: model.onnx and its .onnx.data travel together
+                artifacts[f"export/{name}"] = exported.path
         if trained.pending_metrics:
             replay_metrics(tracking_uri, trained.pending_metrics)
         export_metrics = {
             f"export_{name}_{key}": value
             for name, exported in exports.items()
-            for key, value in exported.items()
-            if key in ("max_abs_logit_diff", "metric_after", "speedup", "size_ratio") and value is not None
+            for key, value in exported.figures().items()
+            if key in ("max_abs_logit_diff", "metric_after", "speedup", "size_ratio")
         }
         log_to_run(
             tracking_uri,
@@ -220,8 +221,8 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         "metrics": evaluation.metrics,
         "checkpoint": trained.checkpoint,
         "evaluation_dir": evaluation.report_dir,
-        "exports": {k: v["path"] for k, v in exports.items() if v.get("passed", True)},
-        "export_checks": {k: {x: y for x, y in v.items() if x != "path"} for k, v in exports.items()},
+        "exports": {k: v.path for k, v in exports.items() if v.passed},
+        "export_checks": {k: v.figures() for k, v in exports.items()},
         "data": {"rows_read": data.rows_read, "dropped": dict(data.dropped), "labels": list(data.labels)},
         "registered_model": params.registered_model_name,
         **(
@@ -293,9 +294,9 @@ def _export(
     export_dir: Path,
     quantized_dir: Path,
     labelled: bool,
-) -> dict[str, Any]:
-    """The exports asked for, each checked against the eager model: {name: its check summary with ``path``}."""
-    exports: dict[str, Any] = {}
+) -> dict[str, ExportCheck]:
+    """The exports asked for, each checked against the eager model: {name: its ``ExportCheck``}."""
+    exports: dict[str, ExportCheck] = {}
     if "safetensors" in params.export_formats:
         exports["safetensors"] = export_safetensors(
             trained.checkpoint, str(export_dir / "safetensors"), params.max_shard_size, examples, task_name=params.task

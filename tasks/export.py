@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -13,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from modelcore.serialization.atomic import atomic_write_text
 from modelcore.task_registry import get_task
 from tasks.outputs import directory_bytes, task_output
+from tasks.results import ExportCheck
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ def export_safetensors(
     max_shard_size: str,
     check_texts: list[str],
     task_name: str = "text-classification",
-) -> dict[str, Any]:
+) -> ExportCheck:
     """Re-save ``checkpoint`` as sharded safetensors with an index, reload it and compare logits.
 
     Args:
@@ -34,7 +36,7 @@ def export_safetensors(
             the first ``LM_CHECK_TOKENS`` tokens of each check text).
 
     Returns:
-        ``{"path", "shards", "max_abs_logit_diff"}``.
+        An ``ExportCheck`` with the path, the shards and the largest logit difference.
 
     Raises:
         RuntimeError: when the reloaded export's logits differ from the checkpoint's.
@@ -55,10 +57,10 @@ def export_safetensors(
     if diff > PARITY_TOLERANCE:
         raise RuntimeError(f"{out}: safetensors export changed the logits by {diff:.3g}")
     shards = sorted(p.name for p in out.glob("*.safetensors"))
-    report = {"path": str(out), "shards": shards, "max_abs_logit_diff": diff}
-    atomic_write_text(out / "export_check.json", json.dumps(report, indent=2) + "\n")
+    check = ExportCheck(str(out), True, diff, shards=tuple(shards))
+    atomic_write_text(out / "export_check.json", json.dumps(check.figures(), indent=2) + "\n")
     logger.info("safetensors export: %d shard(s), max abs logit diff %.3g", len(shards), diff)
-    return report
+    return check
 
 
 LM_CHECK_TOKENS = 32
@@ -78,9 +80,9 @@ MAX_PERPLEXITY_INCREASE = 0.05  # a quantized language model may raise held-out 
 GREEDY_CHECK_TOKENS = 16
 
 
-def kept(summary: dict[str, Any], metric: str, what: str) -> bool:
+def kept(check: ExportCheck, metric: str, what: str) -> bool:
     """Whether an export's held-out metric stays within its budget (accuracy: 1 point; perplexity: +5%); logs why not."""
-    before, after = summary["metric_before"], summary["metric_after"]
+    before, after = check.metric_before, check.metric_after
     if after is None or before is None:
         logger.warning("%s: no held-out %s to check it by: not kept", what, metric)
         return False
@@ -128,7 +130,7 @@ def export_onnx(
     threads: int = 2,
     task_name: str = "text-classification",
     check_prompts: list[str] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, ExportCheck]:
     """ONNX export (fp32, attention fused for onnxruntime) and optionally its int8 quantization.
 
     Each comes with the exporter's ``report.json`` (size, max abs logit difference, held-out
@@ -147,7 +149,7 @@ def export_onnx(
         check_prompts: prompts for a causal LM's greedy check.
 
     Returns:
-        ``{"onnx": {...}, "onnx_int8": {...}}``, each with ``path``, ``passed`` and the report's figures.
+        ``{"onnx": ExportCheck, "onnx_int8": ExportCheck}``: each export with ``passed`` and its report's figures.
     """
     from modelcore.exporters import export_onnx as export_to_onnx
     from modelcore.exporters import quantize_onnx
@@ -158,31 +160,30 @@ def export_onnx(
     metric = spec.decides.name
     with task_output(out / "onnx", needed=directory_bytes(checkpoint)):
         fp32 = export_to_onnx(checkpoint, out / "onnx", task=spec.name, **common)
-    results = {"onnx": _summarize(fp32, passed=True)}
-    if spec.onnx_with_past:
-        results["onnx"]["passed"] = greedy_tokens_match(checkpoint, fp32, check_prompts or [])
+    passed = greedy_tokens_match(checkpoint, fp32, check_prompts or []) if spec.onnx_with_past else True
+    results = {"onnx": _check(fp32, passed)}
     if int8:
         # the same eager model, data and length as the fp32 report's "before": its metric is not evaluated twice
-        before = results["onnx"]["metric_before"]
+        before = results["onnx"].metric_before
         with task_output(out / "onnx_int8", needed=directory_bytes(checkpoint) // 3):
             quantized = quantize_onnx(fp32, out / "onnx_int8", reference=checkpoint, before_metric=before, **common)
-        summary = _summarize(quantized)
-        summary["passed"] = kept(summary, metric, "int8 ONNX export")
-        results["onnx_int8"] = summary
+        check = _check(quantized)
+        results["onnx_int8"] = dataclasses.replace(check, passed=kept(check, metric, "int8 ONNX export"))
     return results
 
 
-def _summarize(directory: Path, passed: bool | None = None) -> dict[str, Any]:
+def _check(directory: Path, passed: bool = False) -> ExportCheck:
+    """The figures of an export's ``report.json``."""
     report = json.loads((Path(directory) / "report.json").read_text(encoding="utf-8"))
-    return {
-        "path": str(directory),
-        "passed": passed,
-        "max_abs_logit_diff": report.get("max_abs_logit_diff"),
-        "metric_before": report["before"].get("metric"),
-        "metric_after": report["after"].get("metric"),
-        "size_ratio": report.get("size_ratio"),
-        "speedup": report.get("speedup"),
-    }
+    return ExportCheck(
+        path=str(directory),
+        passed=passed,
+        max_abs_logit_diff=report.get("max_abs_logit_diff"),
+        metric_before=report["before"].get("metric"),
+        metric_after=report["after"].get("metric"),
+        size_ratio=report.get("size_ratio"),
+        speedup=report.get("speedup"),
+    )
 
 
 @task(name="quantize", cache_policy=NO_CACHE)
@@ -193,14 +194,14 @@ def quantize(
     eval_data: str,
     max_length: int,
     task_name: str = "text-classification",
-) -> dict[str, Any]:
+) -> dict[str, ExportCheck]:
     """Quantize ``checkpoint`` with each method into ``output_dir/<method>``, each with its ``report.json``.
 
     A quantized checkpoint is kept only within its budget on ``eval_data`` (:func:`kept`: at most 1 point of
     accuracy; at most +5% perplexity for a causal LM), so each method is reported by its metric change.
 
     Returns:
-        ``{method: {"path", "passed", "max_abs_logit_diff", "metric_before", "metric_after", ...}}``.
+        ``{method: ExportCheck}``: each with ``passed`` and its report's figures.
     """
     from modelcore.quantization import quantize_checkpoint
 
@@ -211,7 +212,6 @@ def quantize(
             quantize_checkpoint(
                 checkpoint, out, method, eval_data=eval_data, batch_size=32, seq_len=max_length, threads=2, repeats=5
             )
-        summary = _summarize(out)
-        summary["passed"] = kept(summary, get_task(task_name).decides.name, method)
-        results[method] = summary
+        check = _check(out)
+        results[method] = dataclasses.replace(check, passed=kept(check, get_task(task_name).decides.name, method))
     return results

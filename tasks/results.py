@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,30 @@ class Evaluation:
 
     metrics: dict[str, float] = field(default_factory=dict)
     report_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """One export and how it compared with the eager model it came from.
+
+    Args:
+        path: the export's directory.
+        passed: whether it is kept (logged and registered beside the model).
+        max_abs_logit_diff: the largest logit difference from the eager model on the check inputs.
+        metric_before, metric_after: the task's deciding metric on held-out data, eager and exported.
+        size_ratio, speedup: exported size / eager size, eager latency / exported latency.
+        shards: the safetensors files of a sharded export.
+    """
+
+    path: str
+    passed: bool = True
+    max_abs_logit_diff: float | None = None
+    metric_before: float | None = None
+    metric_after: float | None = None
+    size_ratio: float | None = None
+    speedup: float | None = None
+    shards: tuple[str, ...] = ()
+
+    def figures(self) -> dict[str, Any]:
+        """Everything measured (not the path), for the run's summary."""
+        return {k: v for k, v in asdict(self).items() if k != "path" and v is not None and v != ()}
