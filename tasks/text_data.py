@@ -29,8 +29,13 @@ logger = logging.getLogger(__name__)
 TEXT_ASSETS = ("wikipedia-summaries",)  # dataset refs served by modelcore.assets
 
 
-def read_texts(ref: str, text_column: str) -> tuple[list[Any], int]:
-    """The raw values of ``text_column`` in ``ref`` (an asset or a csv/json/jsonl/parquet/txt file), and rows read."""
+def read_texts(
+    ref: str, text_column: str, table: tuple[list[dict[str, Any]], list[str]] | None = None
+) -> tuple[list[Any], int]:
+    """The raw values of ``text_column`` in ``ref`` (an asset or a csv/json/jsonl/parquet/txt file), and rows read.
+
+    ``table``: the file's ``(rows, columns)`` when the caller has read them already (they are not read twice).
+    """
     if ref == "wikipedia-summaries":
         from modelcore import assets
 
@@ -43,15 +48,14 @@ def read_texts(ref: str, text_column: str) -> tuple[list[Any], int]:
     if path.suffix.lower() == ".txt":
         lines = path.read_text(encoding="utf-8").split("\n\n")  # a blank line separates documents
         return lines, len(lines)
-    rows, available = read_rows(path)
+    rows, available = table if table is not None else read_rows(path)
     if text_column not in available:
         raise DatasetError(f"dataset {ref!r}: no column {text_column!r}; columns are {available}")
     return [row.get(text_column) for row in rows], len(rows)
 
 
-def read_chats(path: Path) -> tuple[dict[str, list], int] | None:
+def read_chats(rows: list[dict[str, Any]], available: list[str]) -> tuple[dict[str, list], int] | None:
     """The conversation columns of a table (``messages``, or ``prompt`` and ``response``), or None if it has none."""
-    rows, available = read_rows(path)
     columns = ["messages"] if "messages" in available else ["prompt", "response"]
     if not set(columns) <= set(available):
         return None
@@ -78,12 +82,13 @@ def load_text_dataset(
             that leaves one side empty.
     """
     path = Path(ref).expanduser()
-    chats = read_chats(path) if path.is_file() and path.suffix.lower() != ".txt" else None
+    table = read_rows(path) if path.is_file() and path.suffix.lower() != ".txt" else None
+    chats = read_chats(*table) if table is not None else None
     if chats is not None:
         columns, rows_read = chats
         _check_conversations(ref, columns)
         return _split(ref, columns, rows_read, "conversations", test_size, seed, max_examples)
-    values, rows_read = read_texts(ref, text_column)
+    values, rows_read = read_texts(ref, text_column, table)
     texts = [v.strip() for v in values if isinstance(v, str) and v.strip()]
     if not texts:
         raise DatasetError(f"dataset {ref!r}: column {text_column!r} holds no text once empty rows are dropped")
