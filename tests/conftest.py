@@ -24,13 +24,11 @@ def rotten_tomatoes():
 @pytest.fixture(scope="session")
 def mnist_digits():
     """30 real MNIST digits (3 of each class) from the MNIST-5k asset: (30, 28, 28) uint8 and their labels."""
-    import gzip
-
     import numpy as np
 
     from modelcore import assets
 
-    with gzip.open(assets.fetch("mnist-5k"), "rt") as file:
-        rows = np.loadtxt(file, delimiter=",", dtype=np.int64)  # 784 pixels then the label, sorted by label
-    picked = np.concatenate([np.flatnonzero(rows[:, -1] == label)[:3] for label in range(10)])
-    return rows[picked, :784].reshape(-1, 28, 28).astype(np.uint8), rows[picked, -1]
+    pixels, labels = assets.load_mnist()  # sorted by label
+    images, labels = np.frombuffer(pixels, np.uint8).reshape(-1, 28, 28), np.asarray(labels)
+    picked = np.concatenate([np.flatnonzero(labels == label)[:3] for label in range(10)])
+    return images[picked].copy(), labels[picked]

@@ -77,6 +77,30 @@ def test_rotten_tomatoes_is_clean(rotten_tomatoes):
     assert assets.ROTTEN_TOMATOES_LABELS == ("rotten", "fresh")
 
 
+def test_mnist_has_500_digits_of_each_class_as_28_by_28_bytes():
+    import numpy as np
+
+    pixels, labels = assets.load_mnist()
+    images = np.frombuffer(pixels, np.uint8).reshape(-1, 28, 28)
+    assert images.shape == (5000, 28, 28)
+    assert Counter(labels) == dict.fromkeys(range(10), 500)
+    assert labels == sorted(labels)  # the file is sorted by class
+    assert images[:, 0, 0].max() == 0 and images.max() == 255  # a black border, full-range strokes
+    assert 0.08 < (images > 127).mean() < 0.2  # ink covers about a tenth of a digit's pixels
+
+
+def test_mnist_row_with_a_bad_value_names_the_row(tmp_path, monkeypatch):
+    import gzip
+
+    bad = tmp_path / "mnist_5k.csv.gz"
+    with gzip.open(bad, "wt") as file:
+        file.write(",".join(["0"] * 784 + ["3"]) + "\n")
+        file.write(",".join(["0"] * 783 + ["300", "4"]) + "\n")
+    monkeypatch.setattr(assets, "fetch", lambda name: bad)
+    with pytest.raises(AssetError, match=r"mnist_5k.csv.gz: row 2"):
+        assets.load_mnist()
+
+
 def test_rotten_tomatoes_drops_plot_rows_and_keeps_file_order(rotten_tomatoes):
     with bz2.open(assets.fetch("rotten-tomatoes"), "rt", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
