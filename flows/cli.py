@@ -152,7 +152,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     pull = f"models:/{summary.get('registered_model')}@champion"
     env = "" if os.environ.get("MLFLOW_TRACKING_URI") == uri else f"MLFLOW_TRACKING_URI={uri} "
     task = summary.get("task", "text-classification")
-    pipeline_task, example = ("text-generation", "The river") if task == "causal-lm" else (task, "what a film")
+    examples = {"causal-lm": ("text-generation", "The river"), "image-classification": (task, "path/to/image.png")}
+    pipeline_task, example = examples.get(task, (task, "what a film"))
     code = f"import modelcore; print(modelcore.pipeline('{pipeline_task}', model='{pull}')('{example}'))"
     lines.append(f'  pull the champion:   {env}python -c "{code}"')
     return "\n".join(lines)

@@ -37,6 +37,27 @@ CAUSAL_LM_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Defaults of an image-classification run: a small ViT (vit_mnist_patch4_28, 0.8M parameters) trained from scratch
+# on the MNIST-5k digits (benchmarks/README: "ViT from scratch on MNIST-5k").
+IMAGE_CLASSIFICATION_DEFAULTS: dict[str, Any] = {
+    "base_model": "vit_mnist_patch4_28",
+    "dataset": "mnist-5k",
+    "registered_model_name": "mnist-vit",
+    "export_formats": ["safetensors"],
+    "training": {
+        "num_train_epochs": 15,
+        "per_device_train_batch_size": 64,
+        "learning_rate": 2e-3,
+        "weight_decay": 0.05,
+        "warmup_ratio": 0.1,
+        "lr_scheduler_type": "cosine",
+        "logging_steps": 25,
+        "save_steps": 200,
+    },
+}
+TASK_DEFAULTS = {"causal-lm": CAUSAL_LM_DEFAULTS, "image-classification": IMAGE_CLASSIFICATION_DEFAULTS}
+
+
 class TrainingSettings(BaseModel):
     """The training arguments users tune (names as in ``TrainingArguments``)."""
 
@@ -97,11 +118,27 @@ class RetrainParams(BaseModel):
     task: str = Field(
         "text-classification",
         description="what the model learns (a task of modelcore.task_registry): text-classification (a label per "
-        "text) or causal-lm (continue the base model on raw text, judged by held-out perplexity)",
+        "text), causal-lm (continue the base model on raw text, judged by held-out perplexity) or "
+        "image-classification (a label per image)",
     )
-    base_model: str = Field("minilm-l6", min_length=1, description="directory, asset name or models:/ URI")
-    dataset: str = Field("rotten-tomatoes", min_length=1, description="dataset asset name or csv/json/parquet path")
+    base_model: str = Field(
+        "minilm-l6",
+        min_length=1,
+        description="directory, asset name or models:/ URI; for image-classification also a modelcore.create_model "
+        "size (vit_mnist_patch4_28), trained from scratch",
+    )
+    dataset: str = Field(
+        "rotten-tomatoes",
+        min_length=1,
+        description="dataset asset name or csv/json/parquet path; for image-classification also a folder of class "
+        "sub-folders",
+    )
     text_column: str = Field("text", min_length=1, description="the dataset column holding the text")
+    image_column: str = Field(
+        "image",
+        min_length=1,
+        description="the table column holding the image (image-classification): a file path, base64 text or bytes",
+    )
     label_column: str = Field(
         "label", min_length=1, description="the dataset column holding the class (text-classification only)"
     )
@@ -146,15 +183,18 @@ class RetrainParams(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, values: Any) -> Any:
-        """A causal-lm run takes its task's defaults for the fields it leaves out."""
+        """A causal-lm or image-classification run takes its task's defaults for the fields it leaves out."""
         if isinstance(values, dict) and values.get("task") is not None:
             try:
                 name = get_task(str(values["task"])).name
             except UnknownTaskError:
                 return values  # the field validator names the bad task
-            if name == "causal-lm":
-                nested = {key: {**CAUSAL_LM_DEFAULTS[key], **(values.get(key) or {})} for key in ("training", "lora")}
-                return {**CAUSAL_LM_DEFAULTS, **values, **nested}
+            defaults = TASK_DEFAULTS.get(name)
+            if defaults is not None:
+                nested = {
+                    key: {**defaults[key], **(values.get(key) or {})} for key in ("training", "lora") if key in defaults
+                }
+                return {**defaults, **values, **nested}
         return values
 
     @field_validator("task")
@@ -177,6 +217,12 @@ class RetrainParams(BaseModel):
             )
         if self.lora.enabled and spec.auto_class != "AutoModelForCausalLM":
             raise ValueError(f"lora: the flow trains LoRA adapters for causal-lm runs, not for {spec.name}")
+        if spec.onnx_graph is None and {"onnx", "onnx_int8"} & set(self.export_formats):
+            raise ValueError(f"export_formats: task {spec.name} has no ONNX export; use ['safetensors']")
+        if spec.modality != "text" and self.quantization:
+            raise ValueError(
+                f"quantization: the quantized copies are checked on held-out text; task {spec.name} takes images"
+            )
         if spec.label_column is None and self.min_metric is not None:
             raise ValueError(
                 f"min_metric is a floor on accuracy-like metrics; task {spec.name} decides by "

@@ -2,6 +2,7 @@
 
     python -m flows.retrain                              # the embedded demo (MiniLM-L6 on Rotten Tomatoes)
     python -m flows.retrain --task causal-lm             # SmolLM2-135M continued on Wikipedia summaries
+    python -m flows.retrain --task image-classification  # a small ViT trained from scratch on MNIST-5k digits
     python -m flows.retrain --learning-rate 3e-5 --max-steps 100
     python -m flows.retrain --params-file params.yaml    # any RetrainParams fields, YAML or JSON
 
@@ -11,6 +12,7 @@ Embedded by default: Prefect runs without a server (a temporary local one, its h
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ from modelcore.task_registry import get_task  # noqa: E402
 from tasks.data import check_max_length, load_dataset, resolve_base_model, tokenize_cached  # noqa: E402
 from tasks.evaluation import PREDICTIONS_FILE, evaluate  # noqa: E402
 from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
+from tasks.image_data import load_image_dataset  # noqa: E402
 from tasks.lm_evaluation import HELDOUT_FILE, SAMPLE_PROMPTS, evaluate_lm  # noqa: E402
 from tasks.registry import register  # noqa: E402
 from tasks.results import ExportCheck  # noqa: E402
@@ -46,7 +49,7 @@ from tasks.tracking import (  # noqa: E402
     replay_metrics,
     start_run,
 )
-from tasks.training import fine_tune  # noqa: E402
+from tasks.training import fine_tune, is_architecture  # noqa: E402
 
 MODEL_ARTIFACT = "model"  # where register() uploads the pyfunc model in the run's artifacts
 INPUT_EXAMPLES = 5  # held-out texts stored as the model's input example and used for export checks
@@ -90,8 +93,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         timings[stage] = round(now - clock, 2)
         clock = now
 
-    labelled = get_task(params.task).label_column is not None  # a classifier; else a causal LM on text or chats
-    data = _load_data(params, labelled)
+    spec = get_task(params.task)
+    labelled = spec.label_column is not None  # a classifier; else a causal LM on text or chats
+    data = _load_data(params, labelled, spec.modality)
     lap("load_dataset")
     prune()
     workspace = RunWorkspace.claim(run_key(params.model_dump(), data.fingerprint))
@@ -133,9 +137,15 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     try:
         # resolved once: a models:/NAME@champion base read again later could pair one version's tokenizer with
         # the next version's weights if the alias moved during the run
-        base_model = resolve_base_model(params.base_model)
-        check_max_length(base_model, params.max_length)  # before any tokenizing or training
-        tokenized, cache_hit = _tokenize(params, data, base_model, labelled)
+        if spec.modality == "image" and is_architecture(params.base_model):
+            base_model = params.base_model
+            log.info("base model %s: a create_model size, trained from scratch", base_model)
+        else:
+            base_model = resolve_base_model(params.base_model)
+        if spec.modality == "text":
+            check_max_length(base_model, params.max_length)  # before any tokenizing or training
+        tokenized, cache_hit = _tokenize(params, data, base_model, labelled, spec.modality)
+        cache_state = "not used (images)" if spec.modality == "image" else "hit" if cache_hit else "miss"
         lap("tokenize_dataset")
         trained = fine_tune(
             base_model,
@@ -149,7 +159,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             lora=params.lora.model_dump(),
         )
         lap("fine_tune")
-        evaluation, examples = _evaluate(params, data, base_model, trained, work / "evaluation", labelled)
+        evaluation, examples = _evaluate(
+            params, data, base_model, trained, work / "evaluation", labelled, spec.modality
+        )
         lap("evaluate")
         exports = _export(params, trained, evaluation, examples, work / "export", work / "quantized", labelled)
         lap("export")
@@ -173,7 +185,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             metrics={f"eval_{k}": v for k, v in evaluation.metrics.items()}
             | {"train_loss": trained.train_loss}
             | export_metrics,
-            tags={"tokenization_cache": "hit" if cache_hit else "miss"},
+            tags={"tokenization_cache": cache_state},
             artifacts=artifacts,
             step=trained.global_step,
         )
@@ -217,7 +229,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         "mlflow_run_id": run_id,
         "tracking_uri": tracking_uri,
         "data_fingerprint": data.fingerprint,
-        "tokenization_cache": "hit" if cache_hit else "miss",
+        "tokenization_cache": cache_state,
         "metrics": evaluation.metrics,
         "checkpoint": trained.checkpoint,
         "evaluation_dir": evaluation.report_dir,
@@ -245,8 +257,20 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     return summary
 
 
-def _load_data(params: RetrainParams, labelled: bool) -> Any:
-    """The split dataset: labelled rows for a classifier, documents or conversations for a causal LM."""
+def _load_data(params: RetrainParams, labelled: bool, modality: str) -> Any:
+    """The split dataset: labelled rows (texts or images) for a classifier, documents or conversations for a causal
+    LM."""
+    if modality == "image":
+        return load_image_dataset(
+            params.dataset,
+            params.image_column,
+            params.label_column,
+            params.test_size,
+            params.split_seed,
+            label_map=params.label_map,
+            allow_similar_labels=params.allow_similar_labels,
+            max_examples=params.max_examples,
+        )
     if labelled:
         return load_dataset(
             params.dataset,
@@ -263,23 +287,26 @@ def _load_data(params: RetrainParams, labelled: bool) -> Any:
     )
 
 
-def _tokenize(params: RetrainParams, data: Any, base_model: str, labelled: bool) -> tuple[str, bool]:
-    """(tokenized directory, whether Prefect's cache was hit)."""
+def _tokenize(params: RetrainParams, data: Any, base_model: str, labelled: bool, modality: str) -> tuple[str, bool]:
+    """(tokenized directory, whether Prefect's cache was hit); images stay encoded, decoded per batch in training."""
+    if modality == "image":
+        return data.path, False
     if labelled:
         return tokenize_cached(data, base_model, params.max_length)
     return tokenize_for_task(data, base_model, params.max_length, params.task), False
 
 
 def _evaluate(
-    params: RetrainParams, data: Any, base_model: str, trained: Any, output_dir: Path, labelled: bool
+    params: RetrainParams, data: Any, base_model: str, trained: Any, output_dir: Path, labelled: bool, modality: str
 ) -> tuple[Any, list[str]]:
-    """The held-out evaluation, and the inputs that serve as the model's examples (export checks, input example)."""
+    """The held-out evaluation, and the inputs that serve as the model's examples (export checks, input example):
+    texts, or images as base64 files."""
     if labelled:
         evaluation = evaluate(
             trained.checkpoint, data.path, list(data.labels), params.max_length, str(output_dir),
-            train_log=trained.train_log,
+            train_log=trained.train_log, task_name=params.task,
         )  # fmt: skip
-        return evaluation, _input_examples(data.path)
+        return evaluation, _input_examples(data.path, modality)
     evaluation = evaluate_lm(
         trained.checkpoint, base_model, data.path, params.max_length, str(output_dir), train_log=trained.train_log
     )
@@ -326,11 +353,14 @@ def _greater_is_better(task_name: str, metric: str) -> bool:
     return next(m.greater_is_better for m in get_task(task_name).metrics if m.name == metric)
 
 
-def _input_examples(dataset_path: str) -> list[str]:
+def _input_examples(dataset_path: str, modality: str = "text") -> list[str]:
     import datasets
 
     test = datasets.load_from_disk(os.path.join(dataset_path, "test"))
-    return list(test.select(range(min(INPUT_EXAMPLES, len(test))))["text"])
+    first = test.select(range(min(INPUT_EXAMPLES, len(test))))
+    if modality == "image":
+        return [base64.b64encode(image).decode("ascii") for image in first["image"]]
+    return list(first["text"])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Each step is computed as transformers' PIL backend computes it, so pixel values match it exactly:
 
-1. load: a file path is opened with Pillow, EXIF-rotated and converted to RGB (as transformers' ``load_image``);
+1. load: a file path (or a file's encoded bytes) is opened with Pillow, EXIF-rotated and converted to RGB (as transformers' ``load_image``);
 2. layout: arrays are HWC or CHW (the axis of size 1, 3 or 4 is the channel axis; CHW when both are);
 3. convert to RGB: gray -> 3 equal channels, RGBA -> composited onto white (``do_convert_rgb``);
 4. resize: through Pillow (``resample``, bilinear by default) on uint8 pixels;
@@ -201,8 +201,8 @@ class ViTImageProcessor(BaseImageProcessor):
         """Process one image or a list of images.
 
         Args:
-            images: a file path, a PIL image, an array (HWC or CHW; 2-D for gray), a tensor, a list of those,
-                or a 4-D array / tensor holding a batch.
+            images: a file path, an image file's bytes, a PIL image, an array (HWC or CHW; 2-D for gray), a tensor, a
+                list of those, or a 4-D array / tensor holding a batch.
             return_tensors: ``"pt"`` for one (B, C, H, W) float32 tensor, ``"np"`` for one array, None for a
                 list of (C, H, W) arrays.
             **overrides: settings for this call only (``size=...``, ``do_resize=False``...).
@@ -296,22 +296,36 @@ def _as_list(images: Any) -> list[Any]:
 
 
 def _load_if_path(image: Any, index: int) -> Any:
-    """A file path opened as an RGB PIL image (EXIF orientation applied), as transformers' ``load_image``."""
+    """A file path, or the encoded bytes of an image file (PNG, JPEG...), opened as an RGB PIL image with its EXIF
+    orientation applied (as transformers' ``load_image``); anything else as it is."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        import io
+
+        return decode_image(io.BytesIO(image), f"image {index} ({len(image)} bytes)")
     if not isinstance(image, (str, os.PathLike)):
         return image
-    pil = _pil_image()
-    from PIL import ImageOps
-
     path = Path(image)
     if not path.is_file():
         raise FileNotFoundError(f"image {index}: {path}: no such image file")
+    return decode_image(path, f"image {index}: {path}")
+
+
+def decode_image(file: Any, where: str) -> Any:
+    """An image file (a path or a binary file object) decoded whole into an RGB PIL image, EXIF-rotated.
+
+    Raises:
+        DataError: naming ``where``: the data is damaged, truncated or not an image.
+    """
+    pil = _pil_image()
+    from PIL import ImageOps
+
     try:
-        with pil.open(path) as opened:
+        with pil.open(file) as opened:
             opened.load()  # decode now: a truncated or damaged file fails here, not later
             return ImageOps.exif_transpose(opened).convert("RGB")
     except (OSError, SyntaxError, ValueError, pil.DecompressionBombError) as err:
         raise DataError(
-            f"image {index}: {path}: cannot read the image ({type(err).__name__}: {err}); the file is damaged, "
+            f"{where}: cannot read the image ({type(err).__name__}: {err}); the file is damaged, "
             "truncated or not an image: re-export or re-download it"
         ) from err
 
@@ -386,4 +400,4 @@ def _collate(pixels: list[np.ndarray], return_tensors: str | None) -> Any:
     return torch.from_numpy(batch) if return_tensors == "pt" else batch
 
 
-__all__ = ["BaseImageProcessor", "BatchFeature", "PREPROCESSOR_CONFIG_NAME", "ViTImageProcessor"]
+__all__ = ["BaseImageProcessor", "BatchFeature", "PREPROCESSOR_CONFIG_NAME", "ViTImageProcessor", "decode_image"]

@@ -21,12 +21,19 @@ REPORT_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
-def score_checkpoint(checkpoint: str, texts: list[str], max_length: int) -> np.ndarray:
-    """Class probabilities of ``texts`` through ``modelcore.pipeline`` (the code path consumers use)."""
+def score_checkpoint(
+    checkpoint: str, inputs: list, max_length: int, task_name: str = "text-classification"
+) -> np.ndarray:
+    """Class probabilities of ``inputs`` (texts, or encoded images for an image task) through ``modelcore.pipeline``
+    (the code path consumers use)."""
     from modelcore.pipelines import pipeline
+    from modelcore.task_registry import get_task
 
-    pipe = pipeline("text-classification", model=checkpoint)
-    return pipe.predict_proba(texts, batch_size=EVAL_BATCH_SIZE, max_length=max_length)
+    spec = get_task(task_name)
+    pipe = pipeline(spec.pipeline_task, model=checkpoint)
+    if spec.modality == "image":
+        return pipe.predict_proba(inputs, batch_size=EVAL_BATCH_SIZE)
+    return pipe.predict_proba(inputs, batch_size=EVAL_BATCH_SIZE, max_length=max_length)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -37,12 +44,14 @@ def evaluate(
     max_length: int,
     output_dir: str,
     train_log: str | None = None,
+    task_name: str = "text-classification",
 ) -> Evaluation:
     """Score ``checkpoint`` on ``dataset_path/test`` and write the evaluation report.
 
     Writes to ``output_dir``: ``evaluation.json`` (metrics, confusion matrix, the majority-class
-    baseline, settings), ``predictions.jsonl`` (one line per held-out row: text, label, predicted,
-    probabilities), ``confusion_matrix.png`` and, when ``train_log`` is given, ``loss_curve.png``.
+    baseline, settings), ``predictions.jsonl`` (one line per held-out row: its text, or an image's source file or
+    row, label, predicted, probabilities), ``confusion_matrix.png`` and, when ``train_log`` is given,
+    ``loss_curve.png``.
 
     Returns:
         An ``Evaluation``: metrics ``accuracy``, ``f1_macro``, ``baseline_accuracy``, ``baseline_f1_macro``, and the report dir;
@@ -53,8 +62,13 @@ def evaluate(
 
     test = datasets.load_from_disk(str(Path(dataset_path) / "test"))
     train_labels = np.asarray(datasets.load_from_disk(str(Path(dataset_path) / "train"))["label"])
-    texts, gold = list(test["text"]), np.asarray(list(test["label"]))
-    probs = score_checkpoint(checkpoint, texts, max_length)
+    from modelcore.task_registry import get_task
+
+    image = get_task(task_name).modality == "image"
+    gold = np.asarray(list(test["label"]))
+    inputs = list(test["image"] if image else test["text"])
+    probs = score_checkpoint(checkpoint, inputs, max_length, task_name)
+    shown = list(test["source"]) if image else inputs  # what a predictions line names its input by
     predicted = probs.argmax(axis=1)
     result = classification_metrics(gold, predicted, len(labels))
     baseline = majority_baseline(train_labels, gold, len(labels))
@@ -62,7 +76,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "checkpoint": checkpoint,
-        "examples": len(texts),
+        "examples": len(inputs),
         "labels": list(labels),
         "max_length": max_length,
         "batch_size": EVAL_BATCH_SIZE,
@@ -70,9 +84,10 @@ def evaluate(
         "baseline": {"kind": "majority class", **baseline, "label_name": labels[baseline["label"]]},
     }
     atomic_write_text(out / REPORT_FILE, json.dumps(report, indent=2) + "\n")
+    key = "source" if image else "text"
     lines = (
-        json.dumps({"text": t, "label": int(g), "predicted": int(p), "probs": [float(x) for x in row]})
-        for t, g, p, row in zip(texts, gold, predicted, probs, strict=True)
+        json.dumps({key: t, "label": int(g), "predicted": int(p), "probs": [float(x) for x in row]})
+        for t, g, p, row in zip(shown, gold, predicted, probs, strict=True)
     )
     atomic_write_text(out / PREDICTIONS_FILE, "".join(line + "\n" for line in lines))
     plot_confusion(np.asarray(result["confusion_matrix"]), labels, out / "confusion_matrix.png")
@@ -87,7 +102,7 @@ def evaluate(
     logger.info(
         "evaluation on %d held-out rows: accuracy %.4f, macro F1 %.4f; always predicting %r (the majority "
         "training label): accuracy %.4f, macro F1 %.4f",
-        len(texts),
+        len(inputs),
         metrics["accuracy"],
         metrics["f1_macro"],
         labels[baseline["label"]],

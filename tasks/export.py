@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -29,9 +30,11 @@ def export_safetensors(
     check_texts: list[str],
     task_name: str = "text-classification",
 ) -> ExportCheck:
-    """Re-save ``checkpoint`` as sharded safetensors with an index, reload it and compare logits.
+    """Re-save ``checkpoint`` (and its tokenizer or image processor) as sharded safetensors with an index, reload it
+    and compare logits.
 
     Args:
+        check_texts: the inputs the logits are compared on: texts, or an image task's images as base64 files.
         task_name: the registered task: its pipeline loads the checkpoint (a causal LM's logits are compared on
             the first ``LM_CHECK_TOKENS`` tokens of each check text).
 
@@ -51,7 +54,8 @@ def export_safetensors(
         source.tokenizer.save_pretrained(out)
     exported = pipeline(spec.pipeline_task, model=out)
     if spec.label_column is not None:
-        diff = float(abs(source.predict_logits(check_texts) - exported.predict_logits(check_texts)).max())
+        inputs = [base64.b64decode(x) for x in check_texts] if spec.modality == "image" else check_texts
+        diff = float(abs(source.predict_logits(inputs) - exported.predict_logits(inputs)).max())
     else:
         diff = max(_lm_logit_diff(source, exported, text) for text in check_texts)
     if diff > PARITY_TOLERANCE:

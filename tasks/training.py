@@ -43,7 +43,8 @@ def fine_tune(
     ``output_dir/mlflow_pending_metrics.jsonl`` for the registration step to replay.
 
     Args:
-        base_model: a checkpoint source (directory, asset name, ``models:/`` URI).
+        base_model: a checkpoint source (directory, asset name, ``models:/`` URI); for an image task also a size of
+            ``modelcore.create_model`` (``vit_mnist_patch4_28``), trained from scratch.
         tokenized_path: output of ``tokenize_dataset``.
         labels: label names, index = label id (a task without a label column: empty).
         training: ``TrainingArguments`` fields (``output_dir`` is set here).
@@ -74,15 +75,24 @@ def fine_tune(
     auto_class = getattr(modelcore, spec.auto_class)
 
     out = Path(output_dir)
-    args = TrainingArguments(output_dir=str(out), report_to=[], **training)
+    image = spec.modality == "image"  # the collator decodes the images per batch: the Trainer keeps the columns
+    args = TrainingArguments(output_dir=str(out), report_to=[], **({"remove_unused_columns": False} if image else {}),
+                             **training)  # fmt: skip
     train = datasets.load_from_disk(str(Path(tokenized_path) / "train"))
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    torch.manual_seed(args.seed)  # before the model: the new head's init is part of the run
+    torch.manual_seed(args.seed)  # before the model: the new head's init (or a new model's) is part of the run
     if spec.label_column is not None:
         id2label = dict(enumerate(labels))
         head = {"num_labels": len(labels), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-        model = auto_class.from_pretrained(base_model, **head)
+        if image and is_architecture(base_model):
+            tokenizer, model = _new_image_model(base_model, head)
+        else:
+            tokenizer = spec.load_preprocessor(base_model)
+            # an image checkpoint's head (1000 ImageNet classes) is replaced by a new one of this run's classes
+            model = auto_class.from_pretrained(
+                base_model, **head, **({"ignore_mismatched_sizes": True} if image else {})
+            )
     else:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
         model = auto_class.from_pretrained(base_model, dtype="float32")  # a GGUF base is dequantized to train
     lora_config = None
     if lora and lora.get("enabled"):
@@ -128,6 +138,24 @@ def fine_tune(
         resumed_from=str(resume) if resume is not None else None,
         adapter=adapter,
     )
+
+
+def is_architecture(base_model: str) -> bool:
+    """Whether ``base_model`` names a size of ``modelcore.create_model`` (a model trained from scratch) rather than a
+    checkpoint: a registered name that is no existing path."""
+    from modelcore.factory import MODEL_REGISTRY
+
+    return base_model in MODEL_REGISTRY and not Path(base_model).exists()
+
+
+def _new_image_model(name: str, head: dict[str, Any]) -> tuple[Any, Any]:
+    """(image processor, randomly initialized classifier) of a ``create_model`` size, with this run's classes."""
+    from modelcore.factory import create_image_processor, create_model
+
+    model = create_model(name, num_classes=head["num_labels"])
+    model.config.id2label, model.config.label2id = head["id2label"], head["label2id"]
+    logger.info("training %s from scratch: %.2fM parameters", name, sum(p.numel() for p in model.parameters()) / 1e6)
+    return create_image_processor(name), model
 
 
 def _with_adapter_on_full_precision(auto_class: Any, base_model: str, lora: dict[str, Any], adapter: str) -> Any:

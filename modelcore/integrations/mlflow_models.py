@@ -91,7 +91,7 @@ def save_pyfunc(
     signature = ModelSignature(
         inputs=None, outputs=Schema([ColSpec(kind, name) for kind, name in columns]), params=params
     )
-    example = pd.DataFrame({spec.text_column: list(input_example)}) if input_example else None
+    example = pd.DataFrame({spec.input_column: list(input_example)}) if input_example else None
     mlflow.pyfunc.save_model(
         path=str(path),
         python_model=str(PYFUNC_CODE),

@@ -7,7 +7,8 @@ are loaded with :func:`modelcore.pipeline`, so ``mlflow.pyfunc.load_model`` and
 
 What a request holds and what comes back is the task's (``modelcore.task_registry``, the ``task`` of the
 model config): text classification takes a ``text`` column and returns ``label``, ``score`` and one
-``prob_<label>`` column per label; a causal LM takes prompts (``text``) or chats (``messages``) and the
+``prob_<label>`` column per label (image classification the same, from an ``image`` column of base64 image
+files or pixel arrays); a causal LM takes prompts (``text``) or chats (``messages``) and the
 generation parameters of its params schema, and returns ``generated_text``. A value of the wrong kind (a
 number, a null or a list where a string belongs) is refused with an ``INVALID_PARAMETER_VALUE`` error
 (HTTP 400 from ``mlflow models serve``) naming the field and the row, never scored as the text ``"None"``.
@@ -32,11 +33,12 @@ class ModelcorePyfunc(PythonModel):
         self.pipe = pipeline(self.task.pipeline_task, model=context.artifacts["checkpoint"])
 
     def predict(self, context, model_input, params=None):
+        from modelcore.errors import DataError
         from modelcore.task_registry.requests import RequestError
 
         try:
             return self.predict_rows(self.pipe, model_input, params or {}, self.settings)
-        except RequestError as error:
+        except (RequestError, DataError) as error:  # a bad request, or an image that cannot be read
             raise _invalid(str(error)) from None
 
 

@@ -38,8 +38,8 @@ class ImageClassificationPipeline(Pipeline):
         """Label each image.
 
         Args:
-            images: one image (a file path, a PIL image, an (H, W[, C]) array or a (C, H, W) tensor) or a list or
-                iterable of them.
+            images: one image (a file path, an image file's bytes, a PIL image, an (H, W[, C]) array or a (C, H, W)
+                tensor) or a list or iterable of them.
             top_k: labels per image, best first (at most the number of labels); None gives every label.
             batch_size: images per forward pass.
 
@@ -63,22 +63,26 @@ class ImageClassificationPipeline(Pipeline):
 
     def predict_proba(self, images: list[Any], batch_size: int | None = None) -> np.ndarray:
         """(N, num_labels) class probabilities (sigmoid for a multi-label model, else softmax)."""
+        logits = torch.from_numpy(self.predict_logits(images, batch_size))
+        multi = getattr(self.model.config, "problem_type", None) == "multi_label_classification"
+        return (torch.sigmoid(logits) if multi else logits.softmax(-1)).numpy()
+
+    def predict_logits(self, images: list[Any], batch_size: int | None = None) -> np.ndarray:
+        """(N, num_labels) float32 logits of the images, in order."""
         if not images:
             from modelcore.errors import DataError
 
             raise DataError("no images to classify: pass at least one")
         rows = []
-        for batch in chunks(images, self.batch_size_for(batch_size)):
+        for batch in chunks(list(images), self.batch_size_for(batch_size)):
             pixels = self.image_processor(batch, return_tensors="pt")["pixel_values"]
-            logits = self.forward({"pixel_values": pixels}).logits.float()
-            multi = getattr(self.model.config, "problem_type", None) == "multi_label_classification"
-            rows.append((torch.sigmoid(logits) if multi else logits.softmax(-1)).cpu().numpy())
+            rows.append(self.forward({"pixel_values": pixels}).logits.float().cpu().numpy())
         return np.concatenate(rows)
 
 
 def _is_single(images: Any) -> bool:
     """One image, as opposed to a list or iterable of images (a 4-D array or tensor is a batch)."""
-    if isinstance(images, (str, os.PathLike)):
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)):
         return True
     if isinstance(images, (np.ndarray, torch.Tensor)):
         return images.ndim < 4

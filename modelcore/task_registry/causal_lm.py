@@ -132,7 +132,7 @@ register_task(
         name="causal-lm",
         auto_class="AutoModelForCausalLM",
         pipeline_task="text-generation",
-        text_column="text",
+        input_column="text",
         label_column=None,
         metrics=(Metric("perplexity", greater_is_better=False), Metric("eval_loss", greater_is_better=False)),
         prepare=f"{__name__}:prepare",

@@ -21,7 +21,9 @@ from typing import Any
 TASK_MODULES = (
     "modelcore.task_registry.text_classification",
     "modelcore.task_registry.causal_lm",
+    "modelcore.task_registry.image_classification",
 )
+MODALITIES = ("text", "image")
 
 _TASKS: dict[str, TaskSpec] = {}
 _ALIASES: dict[str, str] = {}
@@ -57,12 +59,12 @@ class TaskSpec:
         name: the task's name (``RetrainParams.task``, ``export --task``).
         auto_class: the modelcore Auto class whose heads serve it (``AutoModelForSequenceClassification``).
         pipeline_task: the ``modelcore.pipeline`` task that serves a checkpoint of it.
-        text_column: the dataset column holding the text.
-        label_column: the column holding the targets; None when the text is its own target.
+        input_column: the dataset (and served request) column holding the input: ``text``, ``image``.
+        label_column: the column holding the targets; None when the input is its own target.
         metrics: what evaluation reports; the first decides.
-        prepare: (tokenizer, rows: dict of columns, max_length) -> dict of model-input columns.
-        collator: (tokenizer) -> a collate function for the Trainer.
-        evaluate: (model, tokenizer, rows, max_length) -> {metric: value} on held-out rows.
+        prepare: (preprocessor, rows: dict of columns, max_length) -> dict of model-input columns.
+        collator: (preprocessor) -> a collate function for the Trainer.
+        evaluate: (model, preprocessor, rows, max_length) -> {metric: value} on held-out rows.
         baseline: (train rows, test rows, base model source, max_length) -> {metric: value}, the floor a
             trained model must beat (the majority class; the base model's own perplexity).
         onnx_graph: (model, with_past) -> the exporter's ``GraphSpec``; None: not exportable to ONNX.
@@ -71,12 +73,15 @@ class TaskSpec:
         pyfunc_predict: (pipeline, request rows, params) -> a DataFrame; None: not served through MLflow.
         pyfunc_params: the request parameters the served model takes (MLflow's params schema).
         aliases: other names of the task.
+        modality: what the input is, ``"text"`` or ``"image"``: which preprocessor a checkpoint of the task carries
+            (a tokenizer or an image processor, see :meth:`load_preprocessor`). An image task's prepared rows keep
+            the encoded images; its collator decodes and processes them per batch (the Trainer keeps the columns).
     """
 
     name: str
     auto_class: str
     pipeline_task: str
-    text_column: str
+    input_column: str
     label_column: str | None
     metrics: tuple[Metric, ...]
     prepare: str
@@ -89,6 +94,18 @@ class TaskSpec:
     pyfunc_predict: str | None = None
     pyfunc_params: tuple[PyfuncParam, ...] = ()
     aliases: tuple[str, ...] = ()
+    modality: str = "text"
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"task {self.name!r}: modality must be one of {MODALITIES}, got {self.modality!r}")
+
+    def load_preprocessor(self, source: Any) -> Any:
+        """The checkpoint's preprocessor for this task: its tokenizer, or its image processor."""
+        import modelcore
+
+        auto = modelcore.AutoImageProcessor if self.modality == "image" else modelcore.AutoTokenizer
+        return auto.from_pretrained(source)
 
     @property
     def decides(self) -> Metric:

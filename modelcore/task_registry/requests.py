@@ -1,4 +1,4 @@
-"""The rows of a served model's request, checked: texts, or chat conversations.
+"""The rows of a served model's request, checked: texts, chat conversations, or images.
 
 MLflow's scoring server hands the model a DataFrame, a dict of columns or a list; these functions accept each
 shape and refuse values that are not what the field must hold, naming the field and the row (the MLflow flavor
@@ -11,6 +11,7 @@ from typing import Any
 
 TEXT_FIELD = "text"
 MESSAGES_FIELD = "messages"
+IMAGE_FIELD = "image"
 
 
 class RequestError(ValueError):
@@ -61,6 +62,51 @@ def request_conversations(model_input: Any) -> list[list[dict[str, str]]]:
             messages.append({"role": message["role"], "content": message["content"]})
         conversations.append(messages)
     return conversations
+
+
+def request_images(model_input: Any, field: str = IMAGE_FIELD) -> list[Any]:
+    """The images of ``field``, one per row: a base64 string of an image file (PNG, JPEG...; a ``data:`` URL too),
+    the file's bytes, or pixels as nested lists or an array ((H, W) gray, (H, W, C) or (C, H, W)).
+
+    Raises:
+        RequestError: no such field; a string that is not base64; pixels that are not numbers, ragged, or not 2-D
+            or 3-D; anything else (the message names field and row).
+    """
+    import base64
+    import binascii
+
+    import numpy as np
+
+    images = []
+    for row, value in enumerate(_column(model_input, field)):
+        value = _row_value(value, field, row)
+        if isinstance(value, str):
+            data = value.split(",", 1)[1] if value.startswith("data:") else value
+            try:
+                value = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise RequestError(
+                    f"{field!r} of row {row} must be an image file in base64 (or pixels as nested lists); "
+                    f"got a string that is not base64 ({value!r:.40})"
+                ) from None
+            if not value:
+                raise RequestError(f"{field!r} of row {row} is an empty string")
+        elif isinstance(value, (list, tuple)):
+            try:
+                value = np.asarray(value)
+            except ValueError:
+                raise RequestError(f"{field!r} of row {row}: ragged pixel rows (rows of different lengths)") from None
+            if value.dtype == object or not np.issubdtype(value.dtype, np.number) or value.ndim not in (2, 3):
+                raise RequestError(
+                    f"{field!r} of row {row} must hold numbers as (H, W), (H, W, C) or (C, H, W) pixels; got "
+                    f"shape {value.shape} of {value.dtype}"
+                )
+        elif not isinstance(value, (bytes, bytearray)):
+            raise RequestError(
+                f"{field!r} of row {row} must be an image file in base64 or pixels as nested lists; got {_kind(value)}"
+            )
+        images.append(value)
+    return images
 
 
 def has_field(model_input: Any, field: str) -> bool:

@@ -83,13 +83,17 @@ def pyfunc_outputs(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 def pyfunc_predict(pipe: Any, model_input: Any, params: dict[str, Any], settings: dict[str, Any]) -> Any:
     """The top label, its score and every label's probability for each request text."""
-    import pandas as pd
-
     texts = request_texts(model_input)
     probs = pipe.predict_proba(
         texts, batch_size=int(settings.get("batch_size", 64)), max_length=settings.get("max_length")
     )
-    id2label = pipe.model.config.id2label
+    return probability_frame(probs, pipe.model.config.id2label)
+
+
+def probability_frame(probs: np.ndarray, id2label: dict[int, str]) -> Any:
+    """A DataFrame of the top ``label``, its ``score`` and a ``prob_<label>`` column per label, a row per input."""
+    import pandas as pd
+
     names = [id2label.get(i, str(i)) for i in range(probs.shape[1])]
     best = probs.argmax(axis=1)
     frame = pd.DataFrame({"label": [names[i] for i in best], "score": probs.max(axis=1).astype(float)})
@@ -103,7 +107,7 @@ register_task(
         name="text-classification",
         auto_class="AutoModelForSequenceClassification",
         pipeline_task="text-classification",
-        text_column="text",
+        input_column="text",
         label_column="label",
         metrics=(Metric("accuracy"), Metric("f1_macro")),
         prepare=f"{__name__}:prepare",

@@ -29,16 +29,22 @@ def prepare_dataset(dataset: Any, model: torch.nn.Module, role: str, remove_unus
         role: "train_dataset" / "eval_dataset" / "test_dataset", used in error messages.
 
     Raises:
-        ValueError: the dataset is empty, or has no ``input_ids`` (or ``inputs_embeds``) column.
+        ValueError: the dataset is empty, or has no column of the model's main input (``input_ids`` or
+            ``inputs_embeds``, ``pixel_values``, ``input_features``) while ``remove_unused_columns`` is on.
     """
     if dataset is None:
         return None
     if len(dataset) == 0:
         raise ValueError(f"{role} is empty: nothing to train or evaluate on")
     columns = list(dataset.column_names) if is_hf_dataset(dataset) else list(_first(dataset, role))
-    if "input_ids" not in columns and "inputs_embeds" not in columns:
-        hint = " (tokenize the 'text' column first)" if "text" in columns else ""
-        raise ValueError(f"{role} has no 'input_ids' column{hint}; its columns are {columns}")
+    main_input = getattr(model, "main_input_name", "input_ids")
+    accepted = {main_input, "inputs_embeds"} if main_input == "input_ids" else {main_input}
+    if remove_unused_columns and not accepted & set(columns):
+        # with remove_unused_columns=False the collator builds the inputs (images decoded per batch)
+        hint = " (tokenize the 'text' column first)" if "text" in columns and main_input == "input_ids" else ""
+        if main_input != "input_ids":
+            hint = f" (or pass remove_unused_columns=False with a collator that builds {main_input!r})"
+        raise ValueError(f"{role} has no {main_input!r} column{hint}; its columns are {columns}")
     if remove_unused_columns and is_hf_dataset(dataset):
         unused = [c for c in columns if c not in model_input_names(model) and c != "length"]
         if unused:

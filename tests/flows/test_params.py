@@ -137,6 +137,26 @@ def test_a_causal_lm_run_takes_its_task_defaults_and_refuses_what_it_cannot_do()
         RetrainParams.model_validate({"lora": {"enabled": True}})
 
 
+def test_an_image_run_takes_its_task_defaults_and_refuses_exports_it_cannot_check():
+    params, _ = parse_params(RetrainParams, ["--task", "image-classification", "--num-train-epochs", "3"], prog="r")
+    assert (params.base_model, params.dataset, params.registered_model_name) == (
+        "vit_mnist_patch4_28",
+        "mnist-5k",
+        "mnist-vit",
+    )
+    assert params.training.num_train_epochs == 3 and params.training.lr_scheduler_type == "cosine"
+    assert params.promotion_metric == "accuracy" and params.export_formats == ["safetensors"]
+    for values, message in (
+        ({"export_formats": ["safetensors", "onnx"]}, "task image-classification has no ONNX export"),
+        ({"quantization": ["int8_dynamic"]}, "task image-classification takes images"),
+        ({"lora": {"enabled": True}}, "not for image-classification"),
+    ):
+        with pytest.raises(ValidationError, match=message):
+            RetrainParams.model_validate({"task": "image-classification", **values})
+    text = format_summary({"task": "image-classification", "metrics": {"accuracy": 0.97}, "registered_model": "v"})
+    assert "pipeline('image-classification', model='models:/v@champion')('path/to/image.png')" in text
+
+
 def test_lora_flags_carry_their_prefix():
     params, _ = parse_params(RetrainParams, ["--task", "causal-lm", "--lora-r", "4", "--no-lora-enabled"], prog="r")
     assert params.lora.r == 4 and not params.lora.enabled

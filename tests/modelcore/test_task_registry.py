@@ -1,8 +1,8 @@
-"""The task registry: lookups, and every registered task run end to end on a tiny model with real text.
+"""The task registry: lookups, and every registered task run end to end on a tiny model with real data.
 
-A task registered in ``modelcore.task_registry`` enrols itself here: tokenize real review snippets with its
-``prepare``, train 2 steps with its collator, evaluate, compute its baseline, export to ONNX when it declares a
-graph, and answer through its MLflow pyfunc when it declares one.
+A task registered in ``modelcore.task_registry`` enrols itself here: prepare real review snippets (a text task)
+or real MNIST digits (an image task) with its ``prepare``, train 2 steps with its collator, evaluate, compute its
+baseline, export to ONNX when it declares a graph, and answer through its MLflow pyfunc when it declares one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import modelcore
-from modelcore import AutoTokenizer, BertConfig, LlamaConfig, Trainer, TrainingArguments
+from modelcore import AutoTokenizer, BertConfig, LlamaConfig, Trainer, TrainingArguments, ViTConfig
 from modelcore.auto.registry import FAMILIES
 from modelcore.task_registry import (
     Metric,
@@ -38,13 +38,17 @@ def tiny_config(model_type: str, vocab_size: int, pad_token_id: int) -> object:
         return LlamaConfig(**common, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     if model_type == "bert":
         return BertConfig(**common, num_attention_heads=4, max_position_embeddings=64)
+    if model_type == "vit":
+        return ViTConfig(image_size=28, patch_size=7, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_labels=10)  # fmt: skip
     return None
 
 
 def family_for(spec: TaskSpec) -> str:
     """The first family with a head for ``spec`` that the suite can build."""
     for model_type, family in FAMILIES.items():
-        if spec.auto_class in family.models and tiny_config(model_type, 8, 0) is not None:
+        config = tiny_config(model_type, 8, 0)
+        if spec.auto_class in family.models and config is not None and _modality(config) == spec.modality:
             return model_type
     raise AssertionError(f"no family the suite can build serves task {spec.name!r} ({spec.auto_class})")
 
@@ -58,15 +62,45 @@ def rows(rotten_tomatoes) -> tuple[dict[str, list], dict[str, list]]:
     return as_columns(train), as_columns(test)
 
 
+def _modality(config: object) -> str:
+    return "image" if hasattr(config, "image_size") else "text"
+
+
+@pytest.fixture(scope="module")
+def images(mnist_digits) -> tuple[dict[str, list], dict[str, list]]:
+    """20 training and 10 held-out real digits (each class in both), as PNG files' bytes, as columns."""
+    import io
+
+    from PIL import Image
+
+    def png(pixels):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    digits, labels = mnist_digits  # 3 of each class, in class order
+    as_columns = lambda idx: {"image": [png(digits[i]) for i in idx], "label": [int(labels[i]) for i in idx]}  # noqa: E731
+    return as_columns([i for i in range(30) if i % 3 != 2]), as_columns(range(2, 30, 3))
+
+
 @pytest.mark.parametrize("spec", all_tasks(), ids=lambda spec: spec.name)
-def test_registered_task_trains_evaluates_exports_and_serves(spec, rows, minilm_dir, tmp_path):
+def test_registered_task_trains_evaluates_exports_and_serves(spec, rows, images, minilm_dir, tmp_path):
+    import base64
+
     import datasets
 
-    train, test = rows
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
     model_type = family_for(spec)
+    if spec.modality == "image":
+        from modelcore import ViTImageProcessor
+
+        (train, test), tokenizer = images, ViTImageProcessor(size={"height": 28, "width": 28})
+        request = [base64.b64encode(image).decode() for image in test["image"][:3]]
+    else:
+        (train, test), tokenizer = rows, AutoTokenizer.from_pretrained(minilm_dir)
+        request = test["text"][:3]
     torch.manual_seed(0)
-    config = tiny_config(model_type, len(tokenizer), tokenizer.pad_token_id)
+    text = spec.modality == "text"
+    config = tiny_config(model_type, len(tokenizer) if text else 8, tokenizer.pad_token_id if text else 0)
     model = getattr(modelcore, spec.auto_class).from_config(config)
     assert task_for_model(model) is spec
     base = tmp_path / "base"
@@ -75,8 +109,9 @@ def test_registered_task_trains_evaluates_exports_and_serves(spec, rows, minilm_
 
     dataset = datasets.Dataset.from_dict(spec.function("prepare")(tokenizer, train, MAX_LENGTH))
     args = TrainingArguments(
-        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, report_to=[], disable_tqdm=True
-    )
+        output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, report_to=[], disable_tqdm=True,
+        remove_unused_columns=spec.modality == "text",  # an image task's collator decodes the images
+    )  # fmt: skip
     trainer = Trainer(model, args, train_dataset=dataset, data_collator=spec.function("collator")(tokenizer))
     result = trainer.train()
     assert result.global_step == 2 and math.isfinite(result.training_loss)
@@ -109,7 +144,7 @@ def test_registered_task_trains_evaluates_exports_and_serves(spec, rows, minilm_
         params = {p.name: p.default for p in spec.pyfunc_params}
         if "max_new_tokens" in params:
             params["max_new_tokens"] = 4
-        frame = served.predict(pd.DataFrame({spec.text_column: test["text"][:3]}), params=params or None)
+        frame = served.predict(pd.DataFrame({spec.input_column: request}), params=params or None)
         expected = [name for _, name in spec.function("pyfunc_outputs")(dict(model.config.to_dict()))]
         assert list(frame.columns) == expected and len(frame) == 3
 

@@ -66,6 +66,9 @@ def test_paths_arrays_and_pil_images_give_the_same_labels(vit_dir, digits, tmp_p
     assert [row[0] for row in from_generator] == [row[0] for row in from_arrays]
     one = classify(paths[0], top_k=2)  # a single image: one list, not a list of lists
     assert isinstance(one, list) and len(one) == 2 and one[0]["label"] in LABELS.values()
+    files = [open(path, "rb").read() for path in paths]  # noqa: SIM115 - the files' bytes, as a request carries them
+    assert classify(files[0], top_k=2) == one  # one file's bytes: one image
+    np.testing.assert_allclose(classify.predict_proba(files), classify.predict_proba(paths), rtol=0, atol=0)
 
 
 def test_bad_images_are_named(vit_dir, tmp_path):
@@ -74,6 +77,8 @@ def test_bad_images_are_named(vit_dir, tmp_path):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     with pytest.raises(DataError, match="broken.png"):
         classify([str(broken)])
+    with pytest.raises(DataError, match=r"image 0 \(28 bytes\): cannot read the image"):
+        classify([broken.read_bytes()])  # a request's damaged file: named by its place and size
     with pytest.raises(DataError, match="no images"):
         classify([])
     with pytest.raises(DataError, match="channel"):

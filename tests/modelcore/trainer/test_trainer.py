@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -249,6 +250,31 @@ def test_dataset_without_input_ids_names_the_column(tmp_path, rotten_tomatoes):
     raw = datasets.Dataset.from_list(rotten_tomatoes[:8])
     with pytest.raises(ValueError, match=r"train_dataset has no 'input_ids' column \(tokenize the 'text' column"):
         Trainer(tiny_model(), make_args(tmp_path), train_dataset=raw)
+
+
+def test_an_image_model_takes_pixel_values_or_a_collator_that_builds_them(tmp_path, mnist_digits):
+    from modelcore import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    digits, labels = mnist_digits
+    model = ViTForImageClassification(
+        ViTConfig(image_size=28, patch_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=32, num_labels=10)
+    )  # fmt: skip
+    processor = ViTImageProcessor(size={"height": 28, "width": 28})
+    pixels = processor(list(digits), return_tensors="np")["pixel_values"]
+    processed = datasets.Dataset.from_dict({"pixel_values": pixels.tolist(), "label": labels.tolist()})
+    assert Trainer(model, make_args(tmp_path), train_dataset=processed).train().global_step == 2
+    raw = datasets.Dataset.from_dict({"image": [d.tolist() for d in digits], "label": labels.tolist()})
+    with pytest.raises(ValueError, match=r"no 'pixel_values' column \(or pass remove_unused_columns=False with a"):
+        Trainer(model, make_args(tmp_path), train_dataset=raw)
+
+    def collate(rows):
+        images = [np.asarray(row["image"], np.uint8) for row in rows]
+        return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"],
+                "labels": torch.tensor([row["label"] for row in rows])}  # fmt: skip
+
+    args = make_args(tmp_path, remove_unused_columns=False)
+    assert Trainer(model, args, train_dataset=raw, data_collator=collate).train().global_step == 2
 
 
 def test_dataset_without_labels(tmp_path, data, tokenizer):
