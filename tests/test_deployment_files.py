@@ -1,0 +1,27 @@
+"""The deployment files say what runs: the Prefect version installed, the schedule's zone in its description."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_prefect_version_named_is_the_one_installed():
+    import prefect
+
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    assert str(spec["prefect-version"]) == prefect.__version__
+    image = (ROOT / "infra" / "production" / "prefect-server.yaml").read_text()
+    assert f"prefecthq/prefect:{prefect.__version__}-python3.11" in image
+
+
+def test_a_scheduled_deployment_names_its_time_zone_where_the_ui_shows_it():
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    scheduled = [d for d in spec["deployments"] if d.get("schedules")]
+    assert scheduled
+    for deployment in scheduled:
+        for schedule in deployment["schedules"]:
+            assert schedule["timezone"] in deployment["description"]  # the run list shows the browser's zone
