@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,17 +157,50 @@ class ProgressCallback(TrainerCallback):
 
 
 class LoggingCallback(TrainerCallback):
-    """Sends every log dict to ``logging`` and appends it, as one JSON line, to ``output_dir/log.jsonl``."""
+    """Sends every log dict to ``logging`` as one readable line (step of the total, epoch, the numbers, the pace and
+    the time left) and appends it, as one JSON line, to ``output_dir/log.jsonl``."""
+
+    def __init__(self) -> None:
+        self.started: tuple[float, int] | None = None  # (monotonic time, step) when this training began
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = (time.monotonic(), state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": round(state.epoch, 4), **logs}
-        logger.info("%s", record)
+        logger.info("%s", progress_line(record, state.max_steps, self.started))
         path = Path(args.output_dir) / "log.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def progress_line(record: dict[str, Any], max_steps: int, started: tuple[float, int] | None = None) -> str:
+    """``step 50/945 (5%), epoch 0.79: loss 2.1923, learning_rate 0.001032, grad_norm 4.211 | 6.1 steps/s, 2m27s
+    left`` from a log record (the pace and time left once a step was timed)."""
+    step = record["step"]
+    head = f"step {step}/{max_steps} ({100 * step / max_steps:.0f}%)" if max_steps > 0 else f"step {step}"
+    numbers = ", ".join(f"{key} {_number(value)}" for key, value in record.items() if key not in ("step", "epoch"))
+    line = f"{head}, epoch {record.get('epoch', 0):.2f}: {numbers}"
+    if started is not None and step > started[1]:
+        rate = (step - started[1]) / max(time.monotonic() - started[0], 1e-9)
+        left = (max_steps - step) / rate if max_steps > step else 0.0
+        line += f" | {rate:.3g} steps/s, {_duration(left)} left"
+    return line
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 class EarlyStoppingCallback(TrainerCallback):

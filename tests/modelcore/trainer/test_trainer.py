@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -57,7 +58,8 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_training_lowers_the_loss_and_evaluates(tmp_path, data, tokenizer):
+def test_training_lowers_the_loss_and_evaluates(tmp_path, data, tokenizer, caplog):
+    caplog.set_level("INFO", logger="modelcore.trainer.callbacks")
     def accuracy(pred):
         return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
 
@@ -77,6 +79,10 @@ def test_training_lowers_the_loss_and_evaluates(tmp_path, data, tokenizer):
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert sum(losses[-6:]) / 6 < sum(losses[:6]) / 6
     assert (tmp_path / "log.jsonl").is_file()
+    # one readable line per logged step: where it is of the whole, the numbers, the pace and the time left
+    lines = [r.getMessage() for r in caplog.records if r.name == "modelcore.trainer.callbacks"]
+    assert any(re.fullmatch(r"step 24/48 \(50%\), epoch 2\.00: loss [\d.]+, .* \| [\d.]+ steps/s, \d+s left", m)
+               for m in lines), lines[:3]  # fmt: skip
     predictions = trainer.predict(data.select(range(10)))
     assert predictions.predictions.shape == (10, 2) and list(predictions.label_ids) == data["label"][:10]
 
