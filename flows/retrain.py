@@ -37,6 +37,7 @@ from tasks.export import export_onnx, export_safetensors, quantize  # noqa: E402
 from tasks.image_data import load_image_dataset  # noqa: E402
 from tasks.lm_evaluation import HELDOUT_FILE, SAMPLE_PROMPTS, evaluate_lm  # noqa: E402
 from tasks.registry import register  # noqa: E402
+from tasks.reporting import publish  # noqa: E402
 from tasks.results import ExportCheck  # noqa: E402
 from tasks.runs import FAILED, RUNNING, RunWorkspace, mark_flow_run_crashed, prune, run_key  # noqa: E402
 from tasks.text_data import load_text_dataset, tokenize_for_task  # noqa: E402
@@ -253,7 +254,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         else None,
         "timings_s": timings,
     }
-    log.info("retrain finished: %s", summary)
+    publish(summary)  # the run page: a markdown summary and evaluation tables as artifacts, and one readable line
     return summary
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
 import numpy as np
 import pytest
@@ -81,6 +82,10 @@ def test_an_image_run_trains_registers_and_serves_images(
     assert str(summary["version"]) == "1" and "champion" in summary["aliases"]
     assert summary["export_checks"]["safetensors"]["max_abs_logit_diff"] <= 1e-5
     assert AutoImageProcessor.from_pretrained(summary["checkpoint"]).size == {"height": 28, "width": 28}
+    artifacts = _artifacts()  # the run page: the summary and the evaluation's tables
+    assert f"**{NAME}** version 1" in artifacts["retrain-summary"].data
+    per_class = json.loads(artifacts["evaluation-per-class"].data)  # a table artifact's rows, as JSON
+    assert [row["class"] for row in per_class] == [str(d) for d in range(10)]
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", summary["tracking_uri"])  # as a consumer of the registry sets it
     uri = f"models:/{NAME}@champion"
@@ -107,6 +112,13 @@ def test_an_image_run_trains_registers_and_serves_images(
     Image.open(files[0]).convert("RGB").save(buffer, format="JPEG")  # another format, three channels: served alike
     rgb = served.predict(pd.DataFrame({"image": [base64.b64encode(buffer.getvalue()).decode()]}))
     assert rgb["label"][0] == frame["label"][0]
+
+
+def _artifacts() -> dict:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {a.key: a for a in client.read_latest_artifacts()}
 
 
 def test_an_empty_class_folder_fails_the_run_before_training(prefect_server, pipeline_home, digit_folder, tmp_path):
