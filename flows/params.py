@@ -12,7 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from modelcore.task_registry import UnknownTaskError, get_task
+from modelcore.task_registry import UnknownTaskError, all_tasks, get_task
+
+# The form's task choices: the registered tasks (aliases are accepted too, and become their task's name).
+TaskName = Literal[tuple(spec.name for spec in all_tasks())]  # type: ignore[valid-type]
 
 QUANTIZATION_METHODS = ("int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4")
 EXPORT_FORMATS = ("safetensors", "onnx", "onnx_int8")
@@ -58,10 +61,20 @@ IMAGE_CLASSIFICATION_DEFAULTS: dict[str, Any] = {
 TASK_DEFAULTS = {"causal-lm": CAUSAL_LM_DEFAULTS, "image-classification": IMAGE_CLASSIFICATION_DEFAULTS}
 
 
+def _bounds_in_descriptions(schema: dict[str, Any], model: type | None = None) -> None:
+    """Each property's limits appended to its description ("> 0, <= 1"), so a form that shows descriptions and
+    not the schema's bounds still tells the user what is accepted."""
+    symbols = (("exclusiveMinimum", ">"), ("minimum", ">="), ("exclusiveMaximum", "<"), ("maximum", "<="))
+    for field in schema.get("properties", {}).values():
+        bounds = [f"{op} {field[key]:g}" for key, op in symbols if isinstance(field.get(key), (int, float))]
+        if bounds and field.get("description"):
+            field["description"] += f" ({', '.join(bounds)})"
+
+
 class TrainingSettings(BaseModel):
     """The training arguments users tune (names as in ``TrainingArguments``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_bounds_in_descriptions)
 
     num_train_epochs: float = Field(1.0, gt=0, description="passes over the training split")
     max_steps: int = Field(
@@ -92,7 +105,7 @@ class TrainingSettings(BaseModel):
 class LoraSettings(BaseModel):
     """LoRA adapters (through peft) instead of full fine-tuning: only the adapters train, then merge for export."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_bounds_in_descriptions)
 
     enabled: bool = Field(False, description="train LoRA adapters on the target layers instead of every weight")
     r: int = Field(8, ge=1, le=256, description="the adapters' rank")
@@ -113,9 +126,9 @@ class LoraSettings(BaseModel):
 class RetrainParams(BaseModel):
     """Everything a retraining run needs; the defaults fine-tune MiniLM-L6 on Rotten Tomatoes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_bounds_in_descriptions)
 
-    task: str = Field(
+    task: TaskName = Field(
         "text-classification",
         description="what the model learns (a task of modelcore.task_registry): text-classification (a label per "
         "text), causal-lm (continue the base model on raw text, judged by held-out perplexity) or "
@@ -133,6 +146,22 @@ class RetrainParams(BaseModel):
         description="dataset asset name or csv/json/parquet path; for image-classification also a folder of class "
         "sub-folders",
     )
+    registered_model_name: str = Field(
+        "rotten-tomatoes-sentiment",
+        description="the MLflow registered model that gets the new version (created if new); consumers pull "
+        "models:/NAME@champion",
+    )
+    max_examples: int | None = Field(
+        None, ge=2, description="use at most this many rows (documents) after the seeded shuffle: a quicker run"
+    )
+    training: TrainingSettings = Field(
+        default_factory=TrainingSettings,
+        title="Training",
+        description="how long and how fast to train (fields left empty take the task's defaults)",
+    )
+    test_size: float = Field(0.2, gt=0, lt=1, description="held-out share after a seeded shuffle")
+    split_seed: int = Field(0, ge=0, description="seed of the shuffle before the train/test split")
+    max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
     text_column: str = Field("text", min_length=1, description="the dataset column holding the text")
     image_column: str = Field(
         "image",
@@ -150,25 +179,21 @@ class RetrainParams(BaseModel):
     allow_similar_labels: bool = Field(
         False, description="keep label names that look like typos of each other (fresh/Fresh/rotton) as classes"
     )
-    test_size: float = Field(0.2, gt=0, lt=1, description="held-out share after a seeded shuffle")
-    max_examples: int | None = Field(
-        None, ge=2, description="use at most this many rows (documents) after the seeded shuffle: a quicker run"
-    )
-    split_seed: int = Field(0, ge=0, description="seed of the shuffle before the train/test split")
-    max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
-    training: TrainingSettings = Field(default_factory=TrainingSettings)
-    lora: LoraSettings = Field(default_factory=LoraSettings, json_schema_extra={"flag_prefix": "lora"})
-    quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(
-        default_factory=list,
-        description="quantized copies to make and check on the held-out data (kept only within their metric budget)",
+    lora: LoraSettings = Field(
+        default_factory=LoraSettings,
+        title="LoRA",
+        description="train small adapters instead of every weight (causal-lm only)",
+        json_schema_extra={"flag_prefix": "lora"},
     )
     export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] = Field(
         default_factory=lambda: ["safetensors", "onnx", "onnx_int8"],
         description="each export is checked against the eager model (logits, held-out accuracy) before it is logged",
     )
+    quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(
+        default_factory=list,
+        description="quantized copies to make and check on the held-out data (kept only within their metric budget)",
+    )
     max_shard_size: str = Field("50MB", description="shard size of the safetensors export")
-    registered_model_name: str = Field("rotten-tomatoes-sentiment", description="MLflow registered model")
-    experiment_name: str = Field("retrain", min_length=1, description="MLflow experiment the run is logged to")
     promotion_metric: str | None = Field(
         None, description="the evaluation metric a new champion must improve (default: the task's deciding one)"
     )
@@ -179,6 +204,7 @@ class RetrainParams(BaseModel):
     register_model: bool = Field(
         True, description="register the trained model in MLflow (and maybe promote it); off: train and evaluate only"
     )
+    experiment_name: str = Field("retrain", min_length=1, description="MLflow experiment the run is logged to")
 
     @model_validator(mode="before")
     @classmethod
@@ -197,9 +223,12 @@ class RetrainParams(BaseModel):
                 return {**defaults, **values, **nested}
         return values
 
-    @field_validator("task")
+    @field_validator("task", mode="before")
     @classmethod
-    def _registered_task(cls, value: str) -> str:
+    def _registered_task(cls, value: Any) -> Any:
+        """An alias (sentiment-analysis, text-generation) becomes its task's name; an unknown name lists the tasks."""
+        if not isinstance(value, str):
+            return value
         try:
             return get_task(value).name
         except UnknownTaskError as error:

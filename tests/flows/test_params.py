@@ -169,6 +169,16 @@ def test_every_parameter_explains_itself():
     for model in (RetrainParams, TrainingSettings, LoraSettings):
         schema = model.model_json_schema()
         undocumented = [name for name, field in schema["properties"].items() if "description" not in field]
-        undocumented = [n for n in undocumented if n not in ("training", "lora")]  # nested models: their fields count
         assert undocumented == [], model.__name__
         assert not any(field.get("description", "").startswith(">") for field in schema["properties"].values())
+    schema = RetrainParams.model_json_schema()
+    training = schema["$defs"]["TrainingSettings"]["properties"]
+    # the bounds the flow enforces are told where the form shows text, not only in the schema
+    assert training["learning_rate"]["description"].endswith("(> 0, <= 1)")
+    assert schema["properties"]["test_size"]["description"].endswith("(> 0, < 1)")
+    assert schema["properties"]["task"]["enum"] == ["text-classification", "causal-lm", "image-classification"]
+    assert schema["properties"]["training"]["title"] == "Training" and schema["properties"]["lora"]["title"] == "LoRA"
+    # the common fields first: what to train, on what, under which name, how long
+    assert list(schema["properties"])[:6] == [
+        "task", "base_model", "dataset", "registered_model_name", "max_examples", "training"
+    ]  # fmt: skip
