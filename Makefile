@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install browser run test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -24,7 +24,14 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) -m flows.retrain $(ARGS)
 
-test: install
+# Debian's Chromium for the browser tests (tests/e2e/test_browser.py): the playwright package drives it and never
+# downloads a browser of its own. Installed with apt-get when missing (root, as on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	  echo "could not install chromium (apt-get needs root): the browser tests will fail, naming it"; }
+
+test: install browser
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_FILE = "evaluation.json"  # tasks.evaluation's report inside the evaluation directory
 BASELINE_PREFIX = "baseline_"
+ML_MODE = "workflowType=machine_learning"  # MLflow UI links open in its model-training mode
 
 
 def summary_line(summary: dict[str, Any]) -> str:
@@ -129,9 +130,11 @@ def mlflow_links(tracking_uri: str, run_id: str, name: str | None, version: Any)
 
     base = tracking_uri.rstrip("/")
     experiment = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
-    links = {"run": f"{base}/#/experiments/{experiment}/runs/{run_id}"}
+    # MLflow's UI keeps a per-browser mode, GenAI by default (traces dashboards, evaluation runs); the experiment's
+    # kind tag does not switch it, the link's workflowType does
+    links = {"run": f"{base}/#/experiments/{experiment}/runs/{run_id}?{ML_MODE}"}
     if name and version is not None:
-        links["version"] = f"{base}/#/models/{name}/versions/{version}"
+        links["version"] = f"{base}/#/models/{name}/versions/{version}?{ML_MODE}"
     return links
 
 

@@ -96,3 +96,20 @@ def configure_logging() -> None:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:
             logger.setLevel(level)
+    runs = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, ReturnedFailureFilter) for f in runs.filters):
+        runs.addFilter(ReturnedFailureFilter())
+
+
+class ReturnedFailureFilter(logging.Filter):
+    """Drops the engine's traceback of a flow that returned a Failed state.
+
+    A flow that returns ``Failed(message=...)`` (the retrain flow, on parameters it refuses) has logged its one line
+    naming the field; the flow-run process then logs "Engine execution exited with unexpected exception" with the
+    traceback of ``prefect.exceptions.FailedRun``, raised by the engine itself, which says nothing more and reads as
+    a crash. A flow that raised keeps its traceback: only ``FailedRun`` is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[0] if record.exc_info else None
+        return not (error is not None and error.__name__ == "FailedRun" and record.getMessage().startswith("Engine"))
