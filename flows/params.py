@@ -71,6 +71,9 @@ def _bounds_in_descriptions(schema: dict[str, Any], model: type | None = None) -
             field["description"] += f" ({', '.join(bounds)})"
 
 
+MIN_LOG_POINTS = 10  # the fewest loss points a run of max_steps logs: logging_steps shrinks to fit
+
+
 class TrainingSettings(BaseModel):
     """The training arguments users tune (names as in ``TrainingArguments``)."""
 
@@ -99,7 +102,17 @@ class TrainingSettings(BaseModel):
     save_steps: int = Field(100, ge=1, description="checkpoint every N steps; a retried run resumes from the last")
 
     def to_training_arguments(self) -> dict[str, Any]:
-        return {**self.model_dump(), "save_strategy": "steps", "save_total_limit": 1, "eval_strategy": "no"}
+        """The Trainer's arguments; a run of ``max_steps`` logs at least ``MIN_LOG_POINTS`` times (a curve, not a dot)."""
+        logging_steps = self.logging_steps
+        if self.max_steps > 0:
+            logging_steps = min(logging_steps, max(1, self.max_steps // MIN_LOG_POINTS))
+        return {
+            **self.model_dump(),
+            "logging_steps": logging_steps,
+            "save_strategy": "steps",
+            "save_total_limit": 1,
+            "eval_strategy": "no",
+        }
 
 
 class LoraSettings(BaseModel):

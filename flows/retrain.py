@@ -46,17 +46,18 @@ from tasks.tracking import (  # noqa: E402
     close_crashed_run,
     discard_artifacts,
     end_run,
+    log_dataset,
     log_to_run,
     replay_metrics,
     start_run,
 )
 from tasks.training import fine_tune, is_architecture  # noqa: E402
 
-MODEL_ARTIFACT = "model"  # where register() uploads the pyfunc model in the run's artifacts
+MODEL_ARTIFACT = "model"  # the name of the run's logged model (register() uploads the pyfunc model to it)
 INPUT_EXAMPLES = 5  # held-out texts stored as the model's input example and used for export checks
 
 
-@flow(name="retrain", retries=0)
+@flow(name="retrain", retries=0, validate_parameters=False)  # validated in the body: one line naming the field
 def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa: B008 (pydantic default is immutable here)
     """Fine-tune, evaluate, export and register one model version; move ``champion`` only on a gain.
 
@@ -122,7 +123,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
             tracking_uri,
             params.experiment_name,
             run_name=f"retrain-{flow_run.get_name() or flow_run_id}",
-            params=params.model_dump(),
+            # the training settings arrive as the Trainer's own arguments (learning_rate, ...), logged by its
+            # MLflow callback with the values it ran with: logged here too, each would appear twice
+            params=params.model_dump(exclude={"training"}),
             tags=tags,
         )
     except BaseException:
@@ -136,6 +139,7 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
     workspace.record(status=RUNNING, mlflow_run_id=run_id, flow_run_id=flow_run_id)
     lap("start_run")
     try:
+        log_dataset(tracking_uri, run_id, params.dataset, data.fingerprint, data.source, profile=_data_profile(data))
         # resolved once: a models:/NAME@champion base read again later could pair one version's tokenizer with
         # the next version's weights if the alias moved during the run
         if spec.modality == "image" and is_architecture(params.base_model):
@@ -174,8 +178,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
                 artifacts[f"export/{name}"] = exported.path
         if trained.pending_metrics:
             replay_metrics(tracking_uri, trained.pending_metrics)
+        # grouped by prefix, each group one section of MLflow's charts; train/ comes from the Trainer's callback
         export_metrics = {
-            f"export_{name}_{key}": value
+            f"export/{name}/{key}": value
             for name, exported in exports.items()
             for key, value in exported.figures().items()
             if key in ("max_abs_logit_diff", "metric_after", "speedup", "size_ratio")
@@ -183,12 +188,11 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
         log_to_run(
             tracking_uri,
             run_id,
-            metrics={f"eval_{k}": v for k, v in evaluation.metrics.items()}
-            | {"train_loss": trained.train_loss}
-            | export_metrics,
+            metrics={f"eval/{k.removeprefix('eval_')}": v for k, v in evaluation.metrics.items()} | export_metrics,
             tags={"tokenization_cache": cache_state},
             artifacts=artifacts,
             step=trained.global_step,
+            artifact_names={trained.checkpoint: MODEL_ARTIFACT} if params.register_model else None,
         )
         registration = None
         if params.register_model:
@@ -206,6 +210,9 @@ def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa:
                 greater_is_better=_greater_is_better(params.task, params.promotion_metric),
                 min_metric=params.min_metric,
                 task_name=params.task,
+                description=_version_description(params, data, evaluation.metrics, exports, trained.global_step),
+                model_description=_model_description(params),
+                step=trained.global_step,
             )
             lap("register")
         else:
@@ -347,6 +354,55 @@ def _export(
         )  # fmt: skip
         exports |= {f"quantized_{method}": result for method, result in quantized.items()}
     return exports
+
+
+def _data_profile(data: Any) -> dict[str, Any]:
+    """The figures shown beside the run's dataset in MLflow: rows per split, and the classes of a classifier."""
+    profile = {"train_rows": data.num_train, "test_rows": data.num_test, "rows_read": data.rows_read}
+    if getattr(data, "labels", None):
+        profile["labels"] = list(data.labels)
+    return profile
+
+
+def _model_description(params: RetrainParams) -> str:
+    """The registered model's description: what it is and how its champion is chosen."""
+    spec = get_task(params.task)
+    direction = "higher" if _greater_is_better(params.task, params.promotion_metric) else "lower"
+    return (
+        f"{params.task} model ({spec.modality}) trained by the retrain flow from {params.base_model} on "
+        f"{params.dataset}. Every version gets the alias `challenger`; `champion` moves to a version only when its "
+        f"held-out {params.promotion_metric} ({direction} is better) clears the baseline"
+        + (f" and min_metric {params.min_metric}" if params.min_metric is not None else "")
+        + f" and beats the champion's by more than {params.min_gain}. "
+        "Version tags: metric.<name>, baseline.<name>, data_fingerprint, promotion, promotion_reason."
+    )
+
+
+def _version_description(
+    params: RetrainParams, data: Any, metrics: dict[str, float], exports: dict[str, ExportCheck], steps: int
+) -> str:
+    """A version's description: what was trained, on which data, its held-out metrics and its export checks."""
+    lines = [
+        f"{params.task} model trained from {params.base_model} for {steps} steps "
+        f"(learning rate {params.training.learning_rate:g}, batch {params.training.per_device_train_batch_size}).",
+        f"Data: {params.dataset}, fingerprint {data.fingerprint}: {data.num_train} training and {data.num_test} "
+        "held-out rows.",
+        "Held-out metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) + ".",
+    ]
+    deciding = get_task(params.task).decides.name
+    checks = []
+    for name, check in exports.items():
+        figures = []
+        if check.max_abs_logit_diff is not None:
+            figures.append(f"max abs logit diff {check.max_abs_logit_diff:.2g}")
+        if check.metric_before is not None and check.metric_after is not None:
+            figures.append(f"{deciding} {check.metric_before:.4f} -> {check.metric_after:.4f}")
+        checks.append(
+            f"{name} {'kept' if check.passed else 'not kept'}" + (f" ({', '.join(figures)})" if figures else "")
+        )
+    if checks:
+        lines.append("Exports checked against the eager model: " + "; ".join(checks) + ".")
+    return "\n".join(lines)
 
 
 def _greater_is_better(task_name: str, metric: str) -> bool:

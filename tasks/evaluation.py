@@ -50,7 +50,7 @@ def evaluate(
 
     Writes to ``output_dir``: ``evaluation.json`` (metrics, confusion matrix, the majority-class
     baseline, settings), ``predictions.jsonl`` (one line per held-out row: its text, or an image's source file or
-    row, label, predicted, probabilities), ``confusion_matrix.png`` and, when ``train_log`` is given,
+    row, label, predicted, probabilities), ``confusion_matrix.png`` and, when ``train_log`` holds logged losses,
     ``loss_curve.png``.
 
     Returns:
@@ -132,23 +132,33 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], path: Path) -> None
     plt.close(fig)
 
 
-def plot_loss_curve(train_log: Path, path: Path) -> None:
-    import matplotlib
+def plot_loss_curve(train_log: Path, path: Path) -> bool:
+    """Plot the training loss of ``train_log`` (JSON lines with ``step`` and ``loss``) to ``path``.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Returns:
+        Whether a plot was written: a log without a loss (a run shorter than ``logging_steps``) writes none,
+        rather than empty axes, and removes an older plot at ``path``.
+    """
     points = []
     for line in train_log.read_text(encoding="utf-8").splitlines():
         record = json.loads(line) if line.strip() else {}
         if "loss" in record and "step" in record:
             points.append((record["step"], record["loss"]))
+    if not points:
+        logger.info("%s holds no training loss (fewer steps than logging_steps): no loss curve", train_log)
+        path.unlink(missing_ok=True)
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(5, 3))
-    if points:
-        ax.plot(*zip(*points, strict=True), marker=".")
+    ax.plot(*zip(*points, strict=True), marker=".")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+    return True

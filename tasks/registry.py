@@ -118,6 +118,9 @@ def register(
     greater_is_better: bool = True,
     min_metric: float | None = None,
     task_name: str = "text-classification",
+    description: str | None = None,
+    model_description: str | None = None,
+    step: int = 0,
 ) -> Registration:
     """Log ``checkpoint`` as a pyfunc model to ``run_id``, register it and set the aliases.
 
@@ -130,23 +133,36 @@ def register(
     registered task the served model answers for. Tags: ``metric.<name>`` per
     metric, ``baseline.<name>`` per baseline metric, ``promotion`` and ``promotion_reason``.
 
+    The model is logged as the run's ``LoggedModel`` (``mlflow_models.log_pyfunc``, at training step ``step``) and
+    the version registered from it. ``description`` (what was trained, on which data, its metrics and export checks)
+    goes on the version, followed by the promotion decision; ``model_description`` on the registered model, with
+    the tags ``task`` and ``promotion_metric``.
+
     Nothing is left half-registered: if anything fails after the version was created, the version
     is deleted again before the error propagates.
     """
     if promotion_metric not in metrics:
         raise KeyError(f"promotion metric {promotion_metric!r} is not among the evaluation metrics {sorted(metrics)}")
-    mlflow_models.log_pyfunc(
+    version_tags = {**tags, **_metric_tags(metrics)}
+    model_uri = mlflow_models.log_pyfunc(
         run_id,
         checkpoint,
         tracking_uri=tracking_uri,
+        tags=version_tags,
+        step=step,
         input_example=input_example,
         max_length=max_length,
         task=task_name,
     )
-    version_tags = {**tags, **_metric_tags(metrics)}
-    version = mlflow_models.register_version(name, run_id, tags=version_tags, tracking_uri=tracking_uri)
+    version = mlflow_models.register_version(
+        name, run_id, tags=version_tags, description=description, tracking_uri=tracking_uri, model_uri=model_uri
+    )
     client = mlflow_models.client(tracking_uri)
     try:
+        if model_description is not None:
+            client.update_registered_model(name, description=model_description)
+        client.set_registered_model_tag(name, "task", task_name)
+        client.set_registered_model_tag(name, "promotion_metric", promotion_metric)
         _wait_ready(client, name, version.version)
         current_version, current = champion_metric(name, promotion_metric, tracking_uri)
         promoted, reason = decide(
@@ -168,6 +184,8 @@ def register(
             client.set_registered_model_alias(name, CHAMPION, version.version)
         client.set_model_version_tag(name, version.version, "promotion", "promoted" if promoted else "not promoted")
         client.set_model_version_tag(name, version.version, "promotion_reason", reason)
+        decision = f"{'Champion' if promoted else 'Challenger, not champion'}: {reason}."
+        client.update_model_version(name, version.version, description="\n".join(filter(None, [description, decision])))
     except BaseException:
         logger.error("registration of %s version %s failed; deleting the version", name, version.version)
         client.delete_model_version(name, version.version)

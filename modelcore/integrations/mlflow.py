@@ -34,6 +34,12 @@ DEFAULT_MAX_METRICS_PER_BATCH = 1000
 
 TRUNCATION_MARKER = "..."
 CONFIG_PREFIX = "config"
+# MLflow's UI chooses an experiment's pages by this tag: model training (runs, charts), not GenAI (traces).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+METRIC_GROUPS = ("train", "eval", "test")  # MLflow's UI draws one chart section per prefix before the first "/"
+# The Trainer's end-of-training summary names its mean loss ``train_loss``; ``train/loss`` is the per-step curve.
+SUMMARY_NAMES = {"train_loss": "train/mean_loss"}
 
 # A key segment is secret if it names a password, secret, API/private/access key or credential, or
 # ends in the word "token" (hub_token, access_token). "pad_token_id" and "max_new_tokens" are not secrets.
@@ -118,6 +124,20 @@ def param_value(value: Any, max_length: int = DEFAULT_MAX_PARAM_VALUE_LENGTH) ->
     return text
 
 
+def metric_name(key: str) -> str:
+    """The grouped MLflow name of a Trainer log key: ``eval_loss`` -> ``eval/loss``, ``train_runtime`` ->
+    ``train/runtime``, ``loss`` -> ``train/loss``, ``train_loss`` (the run's mean) -> ``train/mean_loss``; a key
+    that already names its group (``export/onnx/speedup``) is kept."""
+    if "/" in key:
+        return key
+    if key in SUMMARY_NAMES:
+        return SUMMARY_NAMES[key]
+    for group in METRIC_GROUPS:
+        if key.startswith(group + "_"):
+            return f"{group}/{key.removeprefix(group + '_')}"
+    return f"train/{key}"
+
+
 def as_metric(value: Any) -> float | None:
     """``value`` as a float when it is a number (NaN and inf included), else None. Bools are not metrics."""
     if isinstance(value, bool):
@@ -144,7 +164,9 @@ class MLflowCallback(TrainerCallback):
       reused run already holds with another value is skipped with a warning naming it (MLflow
       refuses to overwrite params).
     * ``on_log`` / ``on_evaluate``: numeric values as metrics at ``step=state.global_step`` (NaN
-      and inf passed through; strings and bools skipped). A key logged with the same value at the
+      and inf passed through; strings and bools skipped), named by group with ``group_metrics``
+      (:func:`metric_name`: ``train/loss``, ``eval/accuracy``), so MLflow's UI shows one section per
+      group. A key logged with the same value at the
       same step is sent once, so metrics the Trainer passes both to ``on_log`` and ``on_evaluate``
       appear once. Metrics go to the run set up in ``on_train_begin``, which stays the target after
       training (a final ``trainer.evaluate()`` lands in it); before any training, to the active run
@@ -158,7 +180,8 @@ class MLflowCallback(TrainerCallback):
         tracking_uri: passed to ``mlflow.set_tracking_uri`` at the start of training. That is
             process-wide state: leave it None and set ``MLFLOW_TRACKING_URI`` instead where other
             code shares the process (a Prefect flow).
-        experiment_name: the experiment for runs this callback starts (created if missing), passed
+        experiment_name: the experiment for runs this callback starts (created if missing, as a model-training
+            experiment: ``mlflow.experimentKind`` ``custom_model_development``), passed
             as ``experiment_id`` to ``start_run``, so the process's active experiment is untouched.
             None uses ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID`` or MLflow's default.
         log_checkpoints: log every saved checkpoint directory as run artifacts.
@@ -169,6 +192,8 @@ class MLflowCallback(TrainerCallback):
             the end of training; :meth:`save_pending` writes what is still unsent to a file that
             :func:`replay_pending` sends later. Params that fail are logged with the same care.
         retry_after_s: how long to wait after a failure before talking to the server again.
+        group_metrics: name metrics ``train/...``, ``eval/...``, ``test/...`` (:func:`metric_name`); False logs
+            the Trainer's keys as they are (``loss``, ``eval_loss``).
     """
 
     def __init__(
@@ -179,6 +204,7 @@ class MLflowCallback(TrainerCallback):
         run_id: str | None = None,
         tolerate_errors: bool = False,
         retry_after_s: float = 30.0,
+        group_metrics: bool = True,
     ) -> None:
         if importlib.util.find_spec("mlflow") is None:
             raise ImportError("MLflowCallback needs mlflow: pip install 'modelcore[mlflow]'")
@@ -191,6 +217,7 @@ class MLflowCallback(TrainerCallback):
         self._step_logged: tuple[int, dict[str, float]] = (-1, {})
         self.tolerate_errors = tolerate_errors
         self.retry_after_s = retry_after_s
+        self.group_metrics = group_metrics
         self.pending: list[tuple[int, dict[str, float]]] = []  # (step, metrics) not yet accepted by the server
         self._down_since: float | None = None
         self._saved_uri: tuple[Any, str | None] | None = None
@@ -291,7 +318,11 @@ class MLflowCallback(TrainerCallback):
         experiment_id = None
         if self.experiment_name is not None:
             experiment = mlflow.get_experiment_by_name(self.experiment_name)
-            experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(self.experiment_name)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment
+                else mlflow.create_experiment(self.experiment_name, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+            )
         run = mlflow.start_run(run_name=args.run_name, experiment_id=experiment_id)
         self.run_id, self._started_run = run.info.run_id, True
         self._step_logged = (-1, {})
@@ -369,7 +400,7 @@ class MLflowCallback(TrainerCallback):
             if value is None:
                 logger.debug("MLflow: not logging %r=%r as a metric (not a number)", key, raw)
                 continue
-            name = sanitize_key(str(key), max_key)
+            name = sanitize_key(metric_name(str(key)) if self.group_metrics else str(key), max_key)
             if name in seen and _same(seen[name], value):
                 continue
             metrics[name] = seen[name] = value

@@ -3,9 +3,11 @@
 Nothing here touches MLflow's process-wide state (active run, tracking URI): every call goes
 through an explicit ``MlflowClient`` and run id, so a Prefect flow can call it from any task.
 
-The logged model (``<artifact_path>/``) is a pyfunc model from code (:mod:`.mlflow_pyfunc`) whose
-``artifacts/checkpoint/`` holds the Hugging Face layout (config.json, safetensors shards, tokenizer
-files). modelcore loads that checkpoint directly; plain MLflow loads it through the pyfunc.
+The logged model is an MLflow 3 ``LoggedModel`` of the run (named ``artifact_path``, listed as the run's output
+model), whose artifacts are a pyfunc model from code (:mod:`.mlflow_pyfunc`) with ``artifacts/checkpoint/``
+holding the Hugging Face layout (config.json, safetensors shards, tokenizer files). modelcore loads that
+checkpoint directly; plain MLflow loads it through the pyfunc (``models:/<model_id>``, ``runs:/<run_id>/model``,
+or a registered version).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def save_pyfunc(
     input_example: Sequence[str] | None = None,
     batch_size: int = 64,
     max_length: int | None = None,
+    mlflow_model: Any = None,
 ) -> Path:
     """Write an MLflow pyfunc model directory at ``path`` wrapping ``checkpoint``.
 
@@ -63,6 +66,7 @@ def save_pyfunc(
         task: the registered task the model serves (a name or alias: ``text-classification``, ``causal-lm``).
         input_example: a few texts stored as the input example (and used to check the model loads).
         batch_size, max_length: how the pyfunc batches and truncates.
+        mlflow_model: the ``mlflow.models.Model`` card to write (a logged model's, with its id); None: a new one.
 
     Returns:
         ``path``.
@@ -100,6 +104,7 @@ def save_pyfunc(
         signature=signature,
         input_example=example,
         pip_requirements=_requirements(),
+        mlflow_model=mlflow_model,
     )
     return Path(path)
 
@@ -109,17 +114,60 @@ def log_pyfunc(
     checkpoint: str | Path,
     artifact_path: str = "model",
     tracking_uri: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    step: int = 0,
     **save_kwargs: Any,
 ) -> str:
-    """Save the pyfunc model of ``checkpoint`` and upload it under ``artifact_path`` of run ``run_id``.
+    """Save the pyfunc model of ``checkpoint`` as a ``LoggedModel`` named ``artifact_path``, output of run ``run_id``.
+
+    What ``mlflow.pyfunc.log_model`` does, through an explicit client (no active run, no process-wide URI):
+    ``create_logged_model`` in the run's experiment, ``log_outputs`` (the run lists the model), the pyfunc
+    saved with the model's id in its MLmodel, ``log_model_artifacts``, then ``finalize_logged_model``: READY,
+    or FAILED with its partial artifacts deleted when the upload fails.
+
+    Args:
+        tags: tags of the logged model.
+        step: the training step the model comes from (the run output's step).
+        save_kwargs: passed to :func:`save_pyfunc`.
 
     Returns:
-        The model's ``runs:/<run_id>/<artifact_path>`` URI.
+        The model's ``models:/<model_id>`` URI.
     """
-    with tempfile.TemporaryDirectory(prefix="modelcore-pyfunc-") as tmp:
-        local = save_pyfunc(checkpoint, Path(tmp) / "model", **save_kwargs)
-        client(tracking_uri).log_artifacts(run_id, str(local), artifact_path)
-    return f"runs:/{run_id}/{artifact_path}"
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import Model
+
+    mlflow_client = client(tracking_uri)
+    run = mlflow_client.get_run(run_id)
+    model = mlflow_client.create_logged_model(
+        run.info.experiment_id,
+        name=artifact_path,
+        source_run_id=run_id,
+        tags={k: str(v) for k, v in (tags or {}).items()},
+        model_type=save_kwargs.get("task", "text-classification"),
+    )
+    try:
+        mlflow_client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=step)])
+        with tempfile.TemporaryDirectory(prefix="modelcore-pyfunc-") as tmp:
+            card = Model(artifact_path=model.artifact_location, run_id=run_id, model_id=model.model_id)
+            local = save_pyfunc(checkpoint, Path(tmp) / "model", mlflow_model=card, **save_kwargs)
+            mlflow_client.log_model_artifacts(model.model_id, str(local))
+    except BaseException:
+        _discard_model(mlflow_client, model)
+        raise
+    mlflow_client.finalize_logged_model(model.model_id, "READY")
+    logger.info("logged model %s (%s) of run %s", model.model_id, artifact_path, run_id)
+    return f"models:/{model.model_id}"
+
+
+def _discard_model(mlflow_client: Any, model: Any) -> None:
+    """Mark a logged model whose upload failed FAILED and delete what was uploaded; best effort."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        get_artifact_repository(model.artifact_location).delete_artifacts()
+        mlflow_client.finalize_logged_model(model.model_id, "FAILED")
+    except Exception as error:  # noqa: BLE001 - cleanup after a failure must not hide that failure
+        logger.warning("could not clean up the failed logged model %s: %s", model.model_id, error)
 
 
 def register_version(
@@ -129,8 +177,14 @@ def register_version(
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
     tracking_uri: str | None = None,
+    model_uri: str | None = None,
 ) -> Any:
-    """Register the model logged at ``runs:/<run_id>/<artifact_path>`` as a new version of ``name``.
+    """Register a model of run ``run_id`` as a new version of ``name``.
+
+    Args:
+        artifact_path: the name of the run's logged model (:func:`log_pyfunc`), or, for a model uploaded as plain
+            run artifacts, its path there.
+        model_uri: the ``models:/<model_id>`` of a logged model; None looks ``artifact_path`` up among the run's.
 
     Returns:
         The ``ModelVersion`` (its ``version`` is the new number).
@@ -142,9 +196,24 @@ def register_version(
         mlflow_client.get_registered_model(name)
     except MlflowException:
         mlflow_client.create_registered_model(name)
-    source = f"{mlflow_client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    run = mlflow_client.get_run(run_id)
+    if model_uri is not None:
+        logged = mlflow_client.get_logged_model(model_uri.removeprefix("models:/"))
+    else:
+        logged = _logged_model_of_run(mlflow_client, run, artifact_path)
+    # the logged model's artifact location itself as source: a models:/<id> source would be looked up with
+    # MLflow's process-wide tracking URI, not this client's
+    if logged is not None:
+        source, model_id = logged.artifact_location, logged.model_id
+    else:
+        source, model_id = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", None
     version = mlflow_client.create_model_version(
-        name, source, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}, description=description
+        name,
+        source,
+        run_id=run_id,
+        tags={k: str(v) for k, v in (tags or {}).items()},
+        description=description,
+        model_id=model_id,
     )
     logger.info("registered %s version %s from run %s", name, version.version, run_id)
     return version
@@ -192,7 +261,9 @@ def resolve_uri(uri: str, tracking_uri: str | None = None) -> Path:
             if len(parts) < 1:
                 raise RegistryError(f"{uri}: expected runs:/<run_id>/<path>")
             run = mlflow_client.get_run(parts[0])
-            artifact_uri = "/".join([run.info.artifact_uri.rstrip("/"), *parts[1:]])
+            logged = _logged_model_of_run(mlflow_client, run, parts[1]) if len(parts) > 1 else None
+            root = logged.artifact_location if logged is not None else run.info.artifact_uri
+            artifact_uri = "/".join([root.rstrip("/"), *parts[1 + (logged is not None) :]])
             key = f"run-{parts[0]}-{'-'.join(parts[1:])}"
     except MlflowException as error:
         raise RegistryError(f"{uri}: {error.message}") from error
@@ -279,6 +350,14 @@ def _rest_version(tracking_uri: str, name: str, alias: str | None, number: str |
         number = str(get("registered-models/alias", name=name, alias=alias)["model_version"]["version"])
     artifact_uri = get("model-versions/get-download-uri", name=name, version=number)["artifact_uri"]
     return number, artifact_uri
+
+
+def _logged_model_of_run(mlflow_client: Any, run: Any, name: str) -> Any | None:
+    """The newest READY logged model named ``name`` among the run's outputs (MLflow 3), or None."""
+    outputs = getattr(run, "outputs", None)
+    models = [mlflow_client.get_logged_model(o.model_id) for o in getattr(outputs, "model_outputs", None) or []]
+    ready = [m for m in models if m.name == name and str(m.status) == "READY"]
+    return max(ready, key=lambda m: m.creation_timestamp, default=None)
 
 
 def _model_version_source(mlflow_client: Any, uri: str, parts: list[str]) -> tuple[str, str]:

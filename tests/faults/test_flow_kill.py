@@ -116,7 +116,7 @@ def test_killed_flow_resumes_from_its_checkpoint_and_leaves_nothing_behind(
     assert runs[summary["mlflow_run_id"]].info.status == "FINISHED"
     assert runs[summary["mlflow_run_id"]].data.tags["resumed_from_run"] == record["mlflow_run_id"]
     # the resumed run trained the remaining steps only
-    steps = [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "loss")]
+    steps = [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "train/loss")]
     assert steps and min(steps) > resumed_step and max(steps) == MAX_STEPS
     assert [str(v.version) for v in registered_versions(uri, NAME)] == [str(summary["version"])]
 

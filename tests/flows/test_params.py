@@ -182,3 +182,14 @@ def test_every_parameter_explains_itself():
     assert list(schema["properties"])[:6] == [
         "task", "base_model", "dataset", "registered_model_name", "max_examples", "training"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("max_steps", "logging_steps", "expected"),
+    [(20, 50, 2), (6, 50, 1), (100, 50, 10), (1000, 50, 50), (20, 1, 1), (-1, 50, 50)],
+)
+def test_logging_steps_adapt_to_max_steps_so_a_short_run_draws_a_curve(max_steps, logging_steps, expected):
+    from flows.params import TrainingSettings
+
+    settings = TrainingSettings(max_steps=max_steps, logging_steps=logging_steps)
+    assert settings.to_training_arguments()["logging_steps"] == expected

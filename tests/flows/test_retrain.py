@@ -74,11 +74,11 @@ def test_two_runs_cache_tokens_gate_the_champion_and_a_fresh_process_reproduces_
     assert run.data.tags["data_fingerprint"] == first["data_fingerprint"]
     assert len(run.data.tags["git_sha"]) in (7, 40) or run.data.tags["git_sha"] == "unknown"
     assert "version.torch" in run.data.tags
-    assert run.data.params["training.learning_rate"] == "0.005"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [50, 100]
-    assert "eval_accuracy" in run.data.metrics
+    _assert_mlflow_pages(client, run, first)
+    # logging_steps 50 shrinks to 10 for a 100-step run: a curve of ten points
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == list(range(10, 101, 10))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"evaluation", "export", "model"} <= artifacts
+    assert {"evaluation", "export"} <= artifacts
     shards = {a.path for a in client.list_artifacts(run.info.run_id, "export/safetensors")}
     assert "export/safetensors/config.json" in shards
     # the ONNX export travels with its external weights (the dynamo exporter's .onnx.data)
@@ -133,6 +133,41 @@ def test_two_runs_cache_tokens_gate_the_champion_and_a_fresh_process_reproduces_
         PromoteParams(registered_model_name=NAME, reason="none given")
 
 
+def _assert_mlflow_pages(client, run, summary):
+    """What the MLflow UI shows of a run: a model-training experiment, the dataset, the logged model, grouped
+    metrics, params once, reports naming the run's artifacts, descriptions on the registered model and version."""
+    from mlflow.entities import LoggedModelStatus
+
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI mode
+    (dataset,) = run.inputs.dataset_inputs
+    assert (dataset.dataset.name, dataset.dataset.digest) == (run.data.tags["dataset"], summary["data_fingerprint"])
+    assert json.loads(dataset.dataset.profile)["test_rows"] == 80
+    (output,) = run.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    assert (model.name, model.source_run_id, model.status) == ("model", run.info.run_id, LoggedModelStatus.READY)
+    assert {a.path for a in client.list_logged_model_artifacts(model.model_id)} >= {"MLmodel", "artifacts"}
+    assert {key.split("/", 1)[0] for key in run.data.metrics} == {"train", "eval", "export"}
+    assert {"train/loss", "train/learning_rate", "eval/accuracy", "export/onnx/max_abs_logit_diff"} <= set(
+        run.data.metrics
+    )
+    params = run.data.params
+    assert params["learning_rate"] == "0.005" and not any(k.startswith("training.") for k in params)
+    assert len(params) < 120
+    # reports name the run's artifacts (model: the run's logged model), never the worker's files
+    for path in ("evaluation/evaluation.json", "export/onnx/report.json"):
+        text = Path(client.download_artifacts(run.info.run_id, path)).read_text()
+        assert str(Path(summary["checkpoint"]).parents[2]) not in text, path
+    onnx_report = json.loads(Path(client.download_artifacts(run.info.run_id, "export/onnx/report.json")).read_text())
+    assert (onnx_report["output"], onnx_report["source"]) == ("export/onnx", "model")
+    registered = client.get_registered_model(NAME)
+    assert "text-classification model" in registered.description and registered.tags["task"] == "text-classification"
+    version = client.get_model_version(NAME, str(summary["version"]))
+    assert version.source == model.artifact_location
+    for part in (summary["data_fingerprint"], "Held-out metrics: accuracy", "onnx kept", summary["promotion"]):
+        assert part in version.description, part
+
+
 def test_a_missing_column_fails_before_anything_is_registered(prefect_server, pipeline_home, tiny_checkpoint, real_csv):
     from flows.retrain import retrain
     from tasks import settings
@@ -184,6 +219,13 @@ def test_a_majority_class_run_is_not_champion_and_registration_can_be_off(
     assert (metrics["accuracy"], metrics["f1_macro"]) == (metrics["baseline_accuracy"], metrics["baseline_f1_macro"])
     assert (str(useless["version"]), useless["aliases"], useless["champion_version"]) == ("1", ["challenger"], None)
     assert "below the floor" in useless["promotion"] and "majority-class baseline 0.5625" in useless["promotion"]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri())
+    run = client.get_run(useless["mlflow_run_id"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert {key.split("/", 1)[0] for key in run.data.metrics} == {"train", "eval", "export"}
+    assert (Path(useless["evaluation_dir"]) / "loss_curve.png").stat().st_size > 0
     unregistered = retrain(
         _params(tiny_checkpoint, real_csv, training=short, export_formats=["safetensors"], register_model=False)
     )

@@ -42,3 +42,14 @@ def test_evaluate_reports_the_baseline_in_its_metrics_and_report(pipeline_home, 
         "accuracy": metrics["baseline_accuracy"],
         "f1_macro": metrics["baseline_f1_macro"],
     }
+
+
+def test_the_loss_curve_is_drawn_from_the_logged_losses_or_not_at_all(tmp_path):
+    from tasks.evaluation import plot_loss_curve
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (2, 4, 6)))
+    curve = tmp_path / "loss_curve.png"
+    assert plot_loss_curve(log, curve) and curve.stat().st_size > 0
+    log.write_text(json.dumps({"step": 6, "train_runtime": 1.0}) + "\n")  # a run shorter than logging_steps
+    assert not plot_loss_curve(log, curve) and not curve.exists()  # no empty axes, and no stale plot

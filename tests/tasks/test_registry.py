@@ -188,3 +188,49 @@ def test_run_params_are_flattened_and_secrets_dropped(pipeline_home):
     run_id = start_run.fn(uri, "params-test", "unit", params, {})
     logged = MlflowClient(tracking_uri=uri).get_run(run_id).data.params
     assert logged == {"training.learning_rate": "0.0001", "seed": "3"}
+
+
+def test_the_version_comes_from_the_run_logged_model_and_carries_descriptions(pipeline_home, tiny_checkpoint):
+    from mlflow.entities import LoggedModelStatus
+
+    uri = settings.tracking_uri()
+    run_id = start_run.fn(uri, "registry-test", "unit", {}, {})
+    registration = register.fn(
+        uri, run_id, str(tiny_checkpoint), "described", {"accuracy": 0.8}, "accuracy", 0.0,
+        tags={"data_fingerprint": "abc"}, input_example=TEXTS[:2], max_length=32,
+        description="trained on reviews, fingerprint abc", model_description="a sentiment classifier", step=7,
+    )  # fmt: skip
+    client = mlflow_models.client(uri)
+    (output,) = client.get_run(run_id).outputs.model_outputs  # the run page's logged model
+    assert output.step == 7
+    model = client.get_logged_model(output.model_id)
+    assert (model.name, model.source_run_id, model.status) == ("model", run_id, LoggedModelStatus.READY)
+    assert model.tags["data_fingerprint"] == "abc" and model.tags["metric.accuracy"] == "0.800000"
+    version = client.get_model_version("described", registration.version)
+    assert version.source == model.artifact_location and version.run_id == run_id
+    assert version.description.startswith("trained on reviews, fingerprint abc\nChampion: accuracy 0.8000")
+    registered = client.get_registered_model("described")
+    assert registered.description == "a sentiment classifier"
+    assert registered.tags == {"task": "text-classification", "promotion_metric": "accuracy"}
+    # runs:/<run>/model names the logged model, as in MLflow 3; modelcore and mlflow both resolve it
+    checkpoint = mlflow_models.resolve_uri(f"runs:/{run_id}/model", uri)
+    assert (checkpoint / "config.json").is_file() and checkpoint.parent.name == "artifacts"
+    assert checkpoint == mlflow_models.resolve_uri("models:/described/1", uri)
+
+
+def test_a_failed_model_upload_leaves_a_failed_logged_model_without_files(pipeline_home, tiny_checkpoint, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
+
+    uri = settings.tracking_uri()
+    run_id = start_run.fn(uri, "registry-test", "unit", {}, {})
+
+    def disk_full(self, model_id, local_dir, artifact_path=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(MlflowClient, "log_model_artifacts", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        mlflow_models.log_pyfunc(run_id, tiny_checkpoint, tracking_uri=uri, input_example=TEXTS[:1], max_length=32)
+    client = MlflowClient(tracking_uri=uri)
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    assert client.get_logged_model(output.model_id).status == LoggedModelStatus.FAILED

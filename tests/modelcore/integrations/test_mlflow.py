@@ -178,13 +178,38 @@ def test_metrics_are_logged_per_step(experiment, tmp_path):
     callback.on_evaluate(args, state, TrainerControl(), metrics=eval_metrics)  # ...and passes them here too
 
     client = MlflowClient()
-    history = client.get_metric_history(callback.run_id, "loss")
+    history = client.get_metric_history(callback.run_id, "train/loss")
     assert [(m.step, m.value) for m in history[:2]] == [(1, 2.0), (2, 1.5)]
     assert history[2].step == 3 and math.isnan(history[2].value)
-    assert [(m.step, m.value) for m in client.get_metric_history(callback.run_id, "eval_loss")] == [(3, 1.25)]
-    assert client.get_metric_history(callback.run_id, "eval_accuracy")[0].value == 0.75
+    assert [(m.step, m.value) for m in client.get_metric_history(callback.run_id, "eval/loss")] == [(3, 1.25)]
+    assert client.get_metric_history(callback.run_id, "eval/accuracy")[0].value == 0.75
     logged = mlflow.get_run(callback.run_id).data.metrics
-    assert "note" not in logged and "flag" not in logged
+    # grouped by prefix: MLflow's charts show one section per group
+    assert set(logged) == {"train/loss", "train/learning_rate", "train/epoch", "eval/loss", "eval/accuracy",
+                           "eval/runtime"}  # fmt: skip
+
+
+def test_metric_names_are_grouped_by_prefix():
+    from modelcore.integrations.mlflow import metric_name
+
+    assert [metric_name(k) for k in ("loss", "grad_norm", "eval_loss", "test_f1", "train_runtime")] == [
+        "train/loss",
+        "train/grad_norm",
+        "eval/loss",
+        "test/f1",
+        "train/runtime",
+    ]
+    assert metric_name("train_loss") == "train/mean_loss"  # the run's mean, not a point of the per-step curve
+    assert metric_name("export/onnx/speedup") == "export/onnx/speedup"
+
+
+def test_ungrouped_metrics_keep_the_trainer_names(experiment, tmp_path):
+    callback = MLflowCallback(group_metrics=False)
+    args = make_args(tmp_path)
+    state = begin(callback, args)
+    state.global_step = 1
+    callback.on_log(args, state, TrainerControl(), logs={"loss": 1.0, "eval_loss": 2.0})
+    assert set(mlflow.get_run(callback.run_id).data.metrics) == {"loss", "eval_loss"}
 
 
 def test_an_active_run_is_reused_and_not_ended(experiment, tmp_path):
@@ -198,7 +223,7 @@ def test_an_active_run_is_reused_and_not_ended(experiment, tmp_path):
         callback.close()  # a failure path must not end it either
         assert mlflow.active_run().info.run_id == outer.info.run_id
     run = mlflow.get_run(outer.info.run_id)
-    assert run.info.run_name == "outer" and run.data.metrics["loss"] == 1.0
+    assert run.info.run_name == "outer" and run.data.metrics["train/loss"] == 1.0
     assert len(only_runs(experiment)) == 1
 
 
@@ -253,7 +278,7 @@ def test_invalid_keys_are_sanitized(experiment, tmp_path):
     callback.on_log(args, state, TrainerControl(), logs={"acc@1": 0.5})
     run = mlflow.get_run(callback.run_id)
     assert run.data.params["weird key_"] == "1" and run.data.params["a/__/b"] == "2"
-    assert run.data.metrics["acc_1"] == 0.5
+    assert run.data.metrics["train/acc_1"] == 0.5
 
 
 def test_experiment_name_argument_picks_the_experiment_without_setting_it_globally(experiment, tmp_path):
@@ -262,6 +287,7 @@ def test_experiment_name_argument_picks_the_experiment_without_setting_it_global
     begin(callback, make_args(tmp_path))
     other = mlflow.get_experiment_by_name(name)
     assert mlflow.get_run(callback.run_id).info.experiment_id == other.experiment_id
+    assert other.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow's model-training pages
     callback.close("FINISHED")
     with mlflow.start_run() as run:  # the environment's experiment is still the default
         assert run.info.experiment_id == experiment
@@ -299,9 +325,10 @@ def test_trainer_with_report_to_mlflow(experiment, tmp_path):
 
     (run,) = only_runs(experiment)
     assert run.info.status == "FINISHED" and run.info.run_name == "unit"
-    history = MlflowClient().get_metric_history(run.info.run_id, "loss")
+    history = MlflowClient().get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [1, 2, 3, 4]
-    assert "eval_loss" in run.data.metrics  # the final evaluate lands in the training run
+    assert "eval/loss" in run.data.metrics  # the final evaluate lands in the training run
+    assert [m.step for m in MlflowClient().get_metric_history(run.info.run_id, "train/mean_loss")] == [4]
     assert run.data.params["max_steps"] == "4"
 
 
@@ -333,7 +360,7 @@ def test_a_failing_server_keeps_metrics_and_they_are_replayed(experiment, tmp_pa
     assert pending.is_file() and MlflowClient().get_run(run_id).info.status == "RUNNING"
     down["now"] = False
     assert replay_pending(pending) == 2 and not pending.exists()
-    history = MlflowClient().get_metric_history(run_id, "loss")
+    history = MlflowClient().get_metric_history(run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0), (3, 3.0)]
 
 
@@ -356,7 +383,7 @@ def test_a_server_that_comes_back_gets_the_pending_metrics(experiment, tmp_path,
         state.global_step = step
         callback.on_log(args, state, TrainerControl(), logs={"loss": float(step)})
     assert callback.pending == []
-    assert sorted(m.step for m in MlflowClient().get_metric_history(run_id, "loss")) == [1, 2]
+    assert sorted(m.step for m in MlflowClient().get_metric_history(run_id, "train/loss")) == [1, 2]
 
 
 def test_errors_other_than_the_connection_still_raise(experiment, tmp_path, monkeypatch):
