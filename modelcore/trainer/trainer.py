@@ -348,9 +348,17 @@ class Trainer:
 
         acc, args = self.accelerator, self.args
         model = self.model.to(acc.device).eval()
-        # Sorted by length for speed; results are put back in dataset order.
-        sampler = LengthGroupedSampler(
-            lengths_of(dataset), batch_size=args.per_device_eval_batch_size, seed=0, mega_batch_mult=len(dataset)
+        # Sorted by length for speed; results are put back in dataset order. Inputs without a length (images,
+        # audio features) go in dataset order.
+        try:
+            lengths = lengths_of(dataset)
+        except KeyError:
+            lengths = None
+        size = args.per_device_eval_batch_size
+        sampler = (
+            LengthGroupedSampler(lengths, batch_size=size, seed=0, mega_batch_mult=len(dataset))
+            if lengths is not None
+            else [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
         )
         start = time.perf_counter()
         order, logits, labels, loss_sum, count = [], [], [], 0.0, 0

@@ -60,6 +60,7 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_training_lowers_the_loss_and_evaluates(tmp_path, data, tokenizer, caplog):
     caplog.set_level("INFO", logger="modelcore.trainer.callbacks")
+
     def accuracy(pred):
         return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
 
@@ -280,7 +281,11 @@ def test_an_image_model_takes_pixel_values_or_a_collator_that_builds_them(tmp_pa
                 "labels": torch.tensor([row["label"] for row in rows])}  # fmt: skip
 
     args = make_args(tmp_path, remove_unused_columns=False)
-    assert Trainer(model, args, train_dataset=raw, data_collator=collate).train().global_step == 2
+    trainer = Trainer(model, args, train_dataset=raw, data_collator=collate)
+    assert trainer.train().global_step == 2
+    predicted = trainer.predict(raw)  # no lengths to sort by: dataset order
+    assert predicted.predictions.shape == (30, 10) and list(predicted.label_ids) == labels.tolist()
+    assert 0 < trainer.evaluate(raw)["eval_loss"] < 10
 
 
 def test_dataset_without_labels(tmp_path, data, tokenizer):
