@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +45,14 @@ def _fields(
     return leaves
 
 
+def _without_none(annotation: Any) -> Any:
+    """``X`` for ``X | None`` (and ``Optional[X]``); anything else as it is."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
 def build_parser(model: type[BaseModel], prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=(model.__doc__ or "").strip())
     parser.add_argument(
@@ -51,11 +60,12 @@ def build_parser(model: type[BaseModel], prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
     for path, info, flag in _fields(model):
-        origin = typing.get_origin(info.annotation)
+        annotation = _without_none(info.annotation)  # an empty field (None) takes the task's default
+        origin = typing.get_origin(annotation)
         kwargs: dict[str, Any] = {"dest": ".".join(path), "default": argparse.SUPPRESS, "help": info.description}
-        if info.annotation is not bool:
+        if annotation is not bool:
             kwargs["metavar"] = path[-1].upper()
-        if info.annotation is bool:
+        if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif origin is list:
             kwargs["nargs"] = "*"

@@ -19,8 +19,31 @@ TaskName = Literal[tuple(spec.name for spec in all_tasks())]  # type: ignore[val
 
 QUANTIZATION_METHODS = ("int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4")
 EXPORT_FORMATS = ("safetensors", "onnx", "onnx_int8")
-# Defaults of a run of the causal-lm task where the run leaves them out: SmolLM2-135M (dequantized from its
-# GGUF) continued on Wikipedia article summaries. The text-classification defaults are the fields' own.
+# What a run takes for each field it leaves empty, per task. The form (Prefect's UI fills every field with its
+# schema default) and the CLI leave these fields empty (None) by default, so choosing a task in the form is all it
+# takes to get that task's model, data and training settings; a value given wins.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 1.0,
+    "max_steps": -1,
+    "per_device_train_batch_size": 32,
+    "learning_rate": 5e-5,
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.0,
+    "lr_scheduler_type": "linear",
+    "logging_steps": 50,
+    "save_steps": 100,
+}
+# text-classification: MiniLM-L6 fine-tuned on Rotten Tomatoes (the embedded demo).
+TEXT_CLASSIFICATION_DEFAULTS: dict[str, Any] = {
+    "base_model": "minilm-l6",
+    "dataset": "rotten-tomatoes",
+    "max_length": 64,
+    "registered_model_name": "rotten-tomatoes-sentiment",
+    "export_formats": ["safetensors", "onnx", "onnx_int8"],
+    "lora": {"enabled": False},
+    "training": TRAINING_DEFAULTS,
+}
+# causal-lm: SmolLM2-135M (dequantized from its GGUF) continued on Wikipedia article summaries with LoRA.
 CAUSAL_LM_DEFAULTS: dict[str, Any] = {
     "base_model": "smollm2-135m-gguf",
     "dataset": "wikipedia-summaries",
@@ -30,6 +53,7 @@ CAUSAL_LM_DEFAULTS: dict[str, Any] = {
     "export_formats": ["safetensors"],
     "lora": {"enabled": True},
     "training": {
+        **TRAINING_DEFAULTS,
         "max_steps": 40,
         "per_device_train_batch_size": 8,
         "learning_rate": 1e-3,
@@ -38,19 +62,20 @@ CAUSAL_LM_DEFAULTS: dict[str, Any] = {
         "save_steps": 20,
     },
 }
-
-
-# Defaults of an image-classification run: a small ViT (vit_mnist_patch4_28, 0.8M parameters) trained from scratch
-# on the MNIST-5k digits (benchmarks/README: "ViT from scratch on MNIST-5k").
+# image-classification: a small ViT (vit_mnist_patch4_28, 0.8M parameters) trained from scratch on the MNIST-5k
+# digits (benchmarks/README: "ViT from scratch on MNIST-5k").
 IMAGE_CLASSIFICATION_DEFAULTS: dict[str, Any] = {
     "base_model": "vit_mnist_patch4_28",
     "dataset": "mnist-5k",
+    "max_length": 64,  # unused: images are not tokenized
     "registered_model_name": "mnist-vit",
     "export_formats": ["safetensors"],
+    "lora": {"enabled": False},
     "training": {
-        "num_train_epochs": 15,
+        **TRAINING_DEFAULTS,
+        "num_train_epochs": 20,
         "per_device_train_batch_size": 64,
-        "learning_rate": 2e-3,
+        "learning_rate": 1e-3,
         "weight_decay": 0.05,
         "warmup_ratio": 0.1,
         "lr_scheduler_type": "cosine",
@@ -58,7 +83,22 @@ IMAGE_CLASSIFICATION_DEFAULTS: dict[str, Any] = {
         "save_steps": 200,
     },
 }
-TASK_DEFAULTS = {"causal-lm": CAUSAL_LM_DEFAULTS, "image-classification": IMAGE_CLASSIFICATION_DEFAULTS}
+TASK_DEFAULTS = {
+    "text-classification": TEXT_CLASSIFICATION_DEFAULTS,
+    "causal-lm": CAUSAL_LM_DEFAULTS,
+    "image-classification": IMAGE_CLASSIFICATION_DEFAULTS,
+}
+
+
+def _task_defaults_note(*path: str) -> str:
+    """ "; empty: X (text-classification), Y (causal-lm), ..." for the field at ``path`` of the defaults tables."""
+    values = []
+    for task, defaults in TASK_DEFAULTS.items():
+        value: Any = defaults
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        values.append(f"{'all' if value is None else value} ({task})")
+    return "; empty: the task's default, " + ", ".join(values)
 
 
 def _bounds_in_descriptions(schema: dict[str, Any], model: type | None = None) -> None:
@@ -66,7 +106,8 @@ def _bounds_in_descriptions(schema: dict[str, Any], model: type | None = None) -
     not the schema's bounds still tells the user what is accepted."""
     symbols = (("exclusiveMinimum", ">"), ("minimum", ">="), ("exclusiveMaximum", "<"), ("maximum", "<="))
     for field in schema.get("properties", {}).values():
-        bounds = [f"{op} {field[key]:g}" for key, op in symbols if isinstance(field.get(key), (int, float))]
+        typed = [field, *field.get("anyOf", [])]  # an optional field keeps its bounds in the non-null branch
+        bounds = [f"{op} {t[key]:g}" for t in typed for key, op in symbols if isinstance(t.get(key), (int, float))]
         if bounds and field.get("description"):
             field["description"] += f" ({', '.join(bounds)})"
 
@@ -79,17 +120,44 @@ class TrainingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_bounds_in_descriptions)
 
-    num_train_epochs: float = Field(1.0, gt=0, description="passes over the training split")
-    max_steps: int = Field(
-        -1, ge=-1, description="stop after this many optimizer steps (overrides epochs); -1: run the epochs"
+    num_train_epochs: float | None = Field(
+        None, gt=0, description="passes over the training split" + _task_defaults_note("training", "num_train_epochs")
     )
-    per_device_train_batch_size: int = Field(32, ge=1, le=4096, description="examples per optimizer step and process")
+    max_steps: int | None = Field(
+        None,
+        ge=-1,
+        description="stop after this many optimizer steps (overrides epochs); -1: run the epochs"
+        + _task_defaults_note("training", "max_steps"),
+    )
+    per_device_train_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="examples per optimizer step and process"
+        + _task_defaults_note("training", "per_device_train_batch_size"),
+    )
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="micro-batches summed per optimizer step")
-    learning_rate: float = Field(5e-5, gt=0, le=1.0, description="peak learning rate of AdamW (after warm-up)")
-    weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay (not on biases and norms)")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent ramping the rate up from 0")
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
-        "linear", description="how the rate moves after warm-up"
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1.0,
+        description="peak learning rate of AdamW (after warm-up)" + _task_defaults_note("training", "learning_rate"),
+    )
+    weight_decay: float | None = Field(
+        None,
+        ge=0,
+        le=1.0,
+        description="AdamW weight decay (not on biases and norms)" + _task_defaults_note("training", "weight_decay"),
+    )
+    warmup_ratio: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="share of the steps spent ramping the rate up from 0"
+        + _task_defaults_note("training", "warmup_ratio"),
+    )
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] | None = Field(
+        None, description="how the rate moves after warm-up" + _task_defaults_note("training", "lr_scheduler_type")
     )
     max_grad_norm: float = Field(1.0, ge=0, description="clip the gradient norm to this; 0: no clipping")
     bf16: bool = Field(False, description="bf16 autocast (fast only where the CPU has AMX, or on GPU)")
@@ -98,16 +166,29 @@ class TrainingSettings(BaseModel):
         False, description="recompute activations in the backward pass: less memory for longer sequences, ~30% slower"
     )
     seed: int = Field(0, ge=0, description="seeds the new head's init, the shuffling and dropout")
-    logging_steps: int = Field(50, ge=1, description="log the loss and learning rate every N steps")
-    save_steps: int = Field(100, ge=1, description="checkpoint every N steps; a retried run resumes from the last")
+    logging_steps: int | None = Field(
+        None,
+        ge=1,
+        description="log the loss and learning rate every N steps" + _task_defaults_note("training", "logging_steps"),
+    )
+    save_steps: int | None = Field(
+        None,
+        ge=1,
+        description="checkpoint every N steps; a retried run resumes from the last"
+        + _task_defaults_note("training", "save_steps"),
+    )
 
     def to_training_arguments(self) -> dict[str, Any]:
-        """The Trainer's arguments; a run of ``max_steps`` logs at least ``MIN_LOG_POINTS`` times (a curve, not a dot)."""
-        logging_steps = self.logging_steps
-        if self.max_steps > 0:
-            logging_steps = min(logging_steps, max(1, self.max_steps // MIN_LOG_POINTS))
+        """The Trainer's arguments (a field left empty outside a ``RetrainParams``: text-classification's default); a
+        run of ``max_steps`` logs at least ``MIN_LOG_POINTS`` times (a curve, not a dot)."""
+        values = {
+            key: TRAINING_DEFAULTS.get(key) if value is None else value for key, value in self.model_dump().items()
+        }
+        logging_steps = values["logging_steps"]
+        if values["max_steps"] > 0:
+            logging_steps = min(logging_steps, max(1, values["max_steps"] // MIN_LOG_POINTS))
         return {
-            **self.model_dump(),
+            **values,
             "logging_steps": logging_steps,
             "save_strategy": "steps",
             "save_total_limit": 1,
@@ -120,7 +201,11 @@ class LoraSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_bounds_in_descriptions)
 
-    enabled: bool = Field(False, description="train LoRA adapters on the target layers instead of every weight")
+    enabled: bool | None = Field(
+        None,
+        description="train LoRA adapters on the target layers instead of every weight"
+        + _task_defaults_note("lora", "enabled"),
+    )
     r: int = Field(8, ge=1, le=256, description="the adapters' rank")
     alpha: int = Field(16, ge=1, description="scale numerator: the update is alpha / r * B @ A")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapters' input")
@@ -147,25 +232,28 @@ class RetrainParams(BaseModel):
         "text), causal-lm (continue the base model on raw text, judged by held-out perplexity) or "
         "image-classification (a label per image)",
     )
-    base_model: str = Field(
-        "minilm-l6",
+    base_model: str | None = Field(
+        None,
         min_length=1,
         description="directory, asset name or models:/ URI; for image-classification also a modelcore.create_model "
-        "size (vit_mnist_patch4_28), trained from scratch",
+        "size (vit_mnist_patch4_28), trained from scratch" + _task_defaults_note("base_model"),
     )
-    dataset: str = Field(
-        "rotten-tomatoes",
+    dataset: str | None = Field(
+        None,
         min_length=1,
         description="dataset asset name or csv/json/parquet path; for image-classification also a folder of class "
-        "sub-folders",
+        "sub-folders" + _task_defaults_note("dataset"),
     )
-    registered_model_name: str = Field(
-        "rotten-tomatoes-sentiment",
+    registered_model_name: str | None = Field(
+        None,
         description="the MLflow registered model that gets the new version (created if new); consumers pull "
-        "models:/NAME@champion",
+        "models:/NAME@champion" + _task_defaults_note("registered_model_name"),
     )
     max_examples: int | None = Field(
-        None, ge=2, description="use at most this many rows (documents) after the seeded shuffle: a quicker run"
+        None,
+        ge=2,
+        description="use at most this many rows (documents) after the seeded shuffle: a quicker run"
+        + _task_defaults_note("max_examples"),
     )
     training: TrainingSettings = Field(
         default_factory=TrainingSettings,
@@ -174,7 +262,9 @@ class RetrainParams(BaseModel):
     )
     test_size: float = Field(0.2, gt=0, lt=1, description="held-out share after a seeded shuffle")
     split_seed: int = Field(0, ge=0, description="seed of the shuffle before the train/test split")
-    max_length: int = Field(64, ge=8, le=8192, description="tokens per example (truncation)")
+    max_length: int | None = Field(
+        None, ge=8, le=8192, description="tokens per example (truncation)" + _task_defaults_note("max_length")
+    )
     text_column: str = Field("text", min_length=1, description="the dataset column holding the text")
     image_column: str = Field(
         "image",
@@ -198,9 +288,10 @@ class RetrainParams(BaseModel):
         description="train small adapters instead of every weight (causal-lm only)",
         json_schema_extra={"flag_prefix": "lora"},
     )
-    export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] = Field(
-        default_factory=lambda: ["safetensors", "onnx", "onnx_int8"],
-        description="each export is checked against the eager model (logits, held-out accuracy) before it is logged",
+    export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] | None = Field(
+        None,
+        description="each export is checked against the eager model (logits, held-out accuracy) before it is logged"
+        + _task_defaults_note("export_formats"),
     )
     quantization: list[Literal["int8_dynamic", "bnb_8bit", "bnb_nf4", "bnb_fp4"]] = Field(
         default_factory=list,
@@ -222,19 +313,25 @@ class RetrainParams(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _task_defaults(cls, values: Any) -> Any:
-        """A causal-lm or image-classification run takes its task's defaults for the fields it leaves out."""
-        if isinstance(values, dict) and values.get("task") is not None:
-            try:
-                name = get_task(str(values["task"])).name
-            except UnknownTaskError:
-                return values  # the field validator names the bad task
-            defaults = TASK_DEFAULTS.get(name)
-            if defaults is not None:
-                nested = {
-                    key: {**defaults[key], **(values.get(key) or {})} for key in ("training", "lora") if key in defaults
-                }
-                return {**defaults, **values, **nested}
-        return values
+        """The fields a run leaves empty (absent or None) take its task's defaults (``TASK_DEFAULTS``); the nested
+        training and LoRA settings field by field."""
+        if not isinstance(values, dict):
+            return values
+        try:
+            name = get_task(str(values.get("task") or "text-classification")).name
+        except UnknownTaskError:
+            return values  # the field validator names the bad task
+        filled = dict(values)
+        for key, default in TASK_DEFAULTS[name].items():
+            given = filled.get(key)
+            if isinstance(default, dict):
+                if isinstance(given, BaseModel):
+                    given = given.model_dump()
+                given = {k: v for k, v in (given or {}).items() if v is not None}
+                filled[key] = {**default, **given}
+            elif given is None:
+                filled[key] = default
+        return filled
 
     @field_validator("task", mode="before")
     @classmethod

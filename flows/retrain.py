@@ -53,35 +53,40 @@ from tasks.tracking import (  # noqa: E402
 )
 from tasks.training import fine_tune, is_architecture  # noqa: E402
 
+# The default of the flow's parameter, and so of the deployment form: every task-dependent field empty, filled in
+# by the chosen task's defaults when the run validates it (a validated instance would put text-classification's
+# values into every field of the form, and a run that picks another task would keep them).
+EMPTY_PARAMS = RetrainParams.model_construct()
 MODEL_ARTIFACT = "model"  # the name of the run's logged model (register() uploads the pyfunc model to it)
 INPUT_EXAMPLES = 5  # held-out texts stored as the model's input example and used for export checks
 
 
 @flow(name="retrain", retries=0, validate_parameters=False)  # validated in the body: one line naming the field
-def retrain(params: RetrainParams = RetrainParams()) -> dict[str, Any]:  # noqa: B008 (pydantic default is immutable here)
+def retrain(params: RetrainParams = EMPTY_PARAMS) -> dict[str, Any]:
     """Fine-tune, evaluate, export and register one model version; move ``champion`` only on a gain.
 
     A run of the same parameters on the same data as an earlier run that did not finish (its process
     was killed, or an error stopped it) resumes from that run's newest training checkpoint; a killed
     run's MLflow run is marked FAILED and its Prefect flow run crashed (``tasks.runs``).
 
-    Parameters that arrive unvalidated (a deployment run with Prefect's validation off, or the API) are validated
-    first: a bad value fails the run at once with one line naming the field, before any work.
+    The parameters are validated first, whatever their form (a dict from a deployment run, the UI or the API; an
+    instance): a bad value fails the run at once with one line naming the field, before any work, and the fields
+    left empty take the task's defaults.
 
     Returns:
         A summary: MLflow run id, data fingerprint, metrics, exports, registered version, aliases,
         whether the tokenization cache was hit, what the run resumed from, and the stage timings.
     """
     log = get_run_logger()
-    if not isinstance(params, RetrainParams):  # a run started with Prefect's parameter validation off (UI, API)
-        try:
-            params = RetrainParams.model_validate(params)
-        except ValidationError as error:
-            message = "bad parameters: " + "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in error.errors()
-            )
-            log.error(message)
-            return Failed(message=message)
+    # a dict from a deployment, or an instance with empty fields (the default): the task fills them in
+    try:
+        params = RetrainParams.model_validate(params.model_dump() if isinstance(params, RetrainParams) else params)
+    except ValidationError as error:
+        message = "bad parameters: " + "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in error.errors()
+        )
+        log.error(message)
+        return Failed(message=message)
     warmup.wait()  # the imports and store creation begun while Prefect's server started (python -m flows.retrain)
     tracking_uri = settings.tracking_uri()
     check_tracking_server(tracking_uri)  # a server that is down fails the run before any work

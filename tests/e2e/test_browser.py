@@ -78,7 +78,11 @@ def _property(scope, label: str):
 
 
 def _type(scope, label: str, value: object) -> None:
-    box = _property(scope, label).locator(".p-label__body").locator("textarea, input").first
+    body = _property(scope, label).locator(".p-label__body").first
+    box = body.locator("textarea, input").first
+    if not box.is_visible():  # an optional field left empty (the task's default): pick its type to get the input
+        body.get_by_role("button").first.click()
+        box = body.locator("textarea, input").first
     box.fill(str(value))
     box.press("Tab")  # number inputs take their value on blur
     if box.input_value() != str(value):  # a number input that re-rendered under the fill: type it key by key
@@ -163,7 +167,7 @@ def test_a_run_typed_into_the_form_completes_and_its_pages_show_it(
 
     ml = _mlflow_page(context, link)  # the summary's link to the MLflow run, in model-training mode
     expect(ml.get_by_text(re.compile(rf"reviews\.csv \({fingerprint}\)"))).to_be_visible()  # the run's dataset
-    expect(ml.get_by_role("link", name=NAME)).to_be_visible()  # its registered model
+    expect(ml.get_by_role("link", name=NAME).first).to_be_visible()  # its registered model
     ml.screenshot(path=shots / "3-mlflow-run.png")
     ml.get_by_text("Model metrics", exact=True).click()
     ml.get_by_placeholder("Search metric charts").fill("train/loss")
@@ -190,20 +194,20 @@ def test_a_run_typed_into_the_form_completes_and_its_pages_show_it(
 def test_a_value_the_flow_would_refuse_is_refused_by_the_form(stack, deployments, context, shots):  # noqa: F811
     from playwright.sync_api import expect
 
+    body = {"flow_runs": {"deployment_id": {"any_": [deployments["manual"]["id"]]}}}
+    before = len(stack.api.post("flow_runs/filter", json=body).json())
     page = context.new_page()
     _open_custom_run(stack, page)
+    rate = _property(_property(page, "Training"), "Learning Rate")
     _type(_property(page, "Training"), "Learning Rate", -1)
     page.get_by_role("button", name="Submit", exact=True).click()
-    refusal = page.get_by_text(re.compile(r"params\.training\.learning_rate.*minimum of 0")).first
-    expect(refusal).to_be_visible()
+    # the form checks the schema itself: the field is marked and Submit sends nothing (its description beside the
+    # input gives the bounds, "> 0, <= 1"); the server would refuse it too, naming params.training.learning_rate
+    expect(rate.get_by_text("-1 is not valid")).to_be_visible()
+    rate.scroll_into_view_if_needed()
     page.screenshot(path=shots / "8-refused-value.png")
-    body = {
-        "flow_runs": {
-            "deployment_id": {"any_": [deployments["manual"]["id"]]},
-            "state": {"type": {"any_": ["SCHEDULED", "PENDING", "RUNNING"]}},
-        }
-    }
-    assert stack.api.post("flow_runs/filter", json=body).json() == []  # nothing was queued
+    assert "(> 0, <= 1)" in rate.inner_text()
+    assert len(stack.api.post("flow_runs/filter", json=body).json()) == before  # nothing was created
 
 
 def test_unvalidated_bad_values_fail_the_run_at_once_naming_the_field(stack, deployments, context, shots):  # noqa: F811
@@ -229,3 +233,31 @@ def test_unvalidated_bad_values_fail_the_run_at_once_naming_the_field(stack, dep
 
     expect(page.get_by_text(re.compile("bad parameters: training.learning_rate")).first).to_be_visible()
     page.screenshot(path=shots / "9-unvalidated-run-failed.png")
+
+
+def test_choosing_a_task_is_all_the_form_needs(stack, deployments, context, shots):  # noqa: F811
+    """Every task-dependent field is empty in the form (its description names each task's default), so picking
+    image-classification and submitting gives a run of that task's model, data and training settings."""
+    from flows.params import RetrainParams
+
+    pool = f"work_pools/{stack.config.work_pool}"
+    assert stack.api.patch(pool, json={"is_paused": True}).status_code == 204  # the run is created, not run
+    try:
+        page = context.new_page()
+        _open_custom_run(stack, page)
+        _property(page, "Task").locator(".p-select-button__control").click()
+        page.keyboard.press("ArrowDown")  # opens the list (a click focuses the select only)
+        page.get_by_role("option", name="image-classification", exact=True).click()
+        page.screenshot(path=shots / "10-task-chosen.png")
+        flow_run_id = _submit(page)
+        sent = stack.api.get(f"flow_runs/{flow_run_id}").json()["parameters"]["params"]
+        params = RetrainParams.model_validate(sent)
+        assert (params.task, params.base_model, params.dataset) == (
+            "image-classification",
+            "vit_mnist_patch4_28",
+            "mnist-5k",
+        )
+        assert params.training.learning_rate == 1e-3 and params.export_formats == ["safetensors"]
+        assert stack.api.delete(f"flow_runs/{flow_run_id}").status_code == 204
+    finally:
+        stack.api.patch(pool, json={"is_paused": False})

@@ -184,7 +184,8 @@ def test_the_yaml_registers_a_nightly_schedule_and_a_manual_form(stack, deployme
     assert schema["properties"]["params"]["$ref"] == "#/definitions/RetrainParams"
     assert schema["definitions"]["RetrainParams"]["additionalProperties"] is False
     rate = schema["definitions"]["TrainingSettings"]["properties"]["learning_rate"]
-    assert rate["exclusiveMinimum"] == 0 and rate["default"] == 5e-5
+    assert rate["anyOf"][0]["exclusiveMinimum"] == 0 and rate["default"] is None  # empty: the task's default
+    assert "5e-05 (text-classification), 0.001 (causal-lm)" in rate["description"]
 
     # the scheduler has put the next nightly runs on the calendar, at 02:00 Berlin time
     body = {"flow_runs": {"deployment_id": {"any_": [nightly["id"]]}}, "sort": "EXPECTED_START_TIME_ASC"}
