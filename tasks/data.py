@@ -9,6 +9,7 @@ import logging
 import math
 import random
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,33 +175,55 @@ def load_dataset(
     if len(labels) < 2:
         raise DatasetError(f"dataset {ref!r}: column {label_column!r} has a single label {labels}; need at least 2")
     examples = [{"text": r["text"], "label": i} for r, i in zip(rows, ids, strict=True)]
+    return split_labelled(ref, examples, labels, test_size, seed, max_examples, rows_read, dropped)
+
+
+def split_labelled(
+    ref: str,
+    examples: list[dict[str, Any]],
+    labels: tuple[str, ...],
+    test_size: float,
+    seed: int,
+    max_examples: int | None,
+    rows_read: int,
+    dropped: tuple[tuple[str, int], ...],
+    unit: str = "rows",
+    fingerprint: Callable[..., str] | None = None,
+) -> DatasetRef:
+    """Labelled examples shuffled with ``seed``, cut to ``max_examples``, split (the test side rounds up), stored
+    under their fingerprint and logged with the rows per label in each split.
+
+    Args:
+        examples: ``{"label": id, ...}`` per example, in source order (texts, or an image task's encoded images).
+        unit: what an example is, for messages ("rows", "images").
+        fingerprint: (examples, labels, test_size, seed, cut) -> the split's id; default: over the examples' JSON.
+
+    Raises:
+        DatasetError: a split that leaves one side empty.
+    """
     random.Random(seed).shuffle(examples)
     if max_examples is not None:
         examples = examples[:max_examples]
     # the test split rounds up, as in scikit-learn and datasets (12,752 rows at 0.2: 10,201 / 2,551)
     cut = len(examples) - math.ceil(test_size * len(examples))
     if cut <= 0 or cut >= len(examples):
-        raise DatasetError(f"dataset {ref!r}: {len(examples)} rows leave an empty split at test_size={test_size}")
-    fingerprint = _fingerprint(examples, labels, test_size, seed, cut)
-    target = _store_split(ref, fingerprint, labels, examples, cut)
+        raise DatasetError(f"dataset {ref!r}: {len(examples)} {unit} leave an empty split at test_size={test_size}")
+    digest = (fingerprint or _fingerprint)(examples, labels, test_size, seed, cut)
+    target = _store_split(ref, digest, labels, examples, cut)
     train_counts = _label_counts(examples[:cut], len(labels))
     test_counts = _label_counts(examples[cut:], len(labels))
     logger.info(
-        "dataset %s: %d rows read, %d used (%d train / %d test), fingerprint %s",
-        ref,
-        rows_read,
-        len(examples),
-        cut,
-        len(examples) - cut,
-        fingerprint,
-    )
+        "dataset %s: %d %s read, %d used (%d train / %d test), fingerprint %s",
+        ref, rows_read, unit, len(examples), cut, len(examples) - cut, digest,
+    )  # fmt: skip
     logger.info(
-        "dataset %s: labels (train / test rows): %s",
+        "dataset %s: labels (train / test %s): %s",
         ref,
+        unit,
         ", ".join(f"{name} {a} / {b}" for name, a, b in zip(labels, train_counts, test_counts, strict=True)),
     )
     return DatasetRef(
-        str(target), fingerprint, labels, cut, len(examples) - cut, ref, rows_read, dropped, train_counts, test_counts
+        str(target), digest, tuple(labels), cut, len(examples) - cut, ref, rows_read, dropped, train_counts, test_counts
     )
 
 

@@ -14,8 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import math
-import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.data import DatasetRef, _label_counts, _store_split
+from tasks.data import DatasetRef, split_labelled
 from tasks.labels import apply_label_map, check_similar_labels, from_csv_text, label_names
 from tasks.readers import DatasetError, is_missing, read_rows
 
@@ -99,29 +97,9 @@ def load_image_dataset(
         {"image": item["image"], "label": label, "source": item["source"]}
         for item, label in zip(items, ids, strict=True)
     ]
-    random.Random(seed).shuffle(examples)
-    if max_examples is not None:
-        examples = examples[:max_examples]
-    cut = len(examples) - math.ceil(test_size * len(examples))
-    if cut <= 0 or cut >= len(examples):
-        raise DatasetError(f"dataset {ref!r}: {len(examples)} images leave an empty split at test_size={test_size}")
-    fingerprint = _fingerprint(examples, labels, test_size, seed, cut)
-    target = _store_split(ref, fingerprint, labels, examples, cut)
-    train_counts = _label_counts(examples[:cut], len(labels))
-    test_counts = _label_counts(examples[cut:], len(labels))
-    logger.info(
-        "dataset %s: %d images read, %d used (%d train / %d test), fingerprint %s",
-        ref, rows_read, len(examples), cut, len(examples) - cut, fingerprint,
-    )  # fmt: skip
-    logger.info(
-        "dataset %s: classes (train / test images): %s",
-        ref,
-        ", ".join(f"{name} {a} / {b}" for name, a, b in zip(labels, train_counts, test_counts, strict=True)),
+    return split_labelled(
+        ref, examples, tuple(labels), test_size, seed, max_examples, rows_read, dropped, "images", _fingerprint
     )
-    return DatasetRef(
-        str(target), fingerprint, tuple(labels), cut, len(examples) - cut, ref, rows_read, dropped,
-        train_counts, test_counts,
-    )  # fmt: skip
 
 
 def _mnist() -> list[dict[str, Any]]:
