@@ -248,8 +248,21 @@ def test_choosing_a_task_is_all_the_form_needs(stack, deployments, context, shot
         _property(page, "Task").locator(".p-select-button__control").click()
         page.keyboard.press("ArrowDown")  # opens the list (a click focuses the select only)
         page.get_by_role("option", name="image-classification", exact=True).click()
+        page.keyboard.press("Escape")  # the list closed, nothing over the form
         page.screenshot(path=shots / "10-task-chosen.png")
-        flow_run_id = _submit(page)
+        body = {
+            "flow_runs": {"deployment_id": {"any_": [deployments["manual"]["id"]]}},
+            "sort": "EXPECTED_START_TIME_DESC",
+        }
+        before = {run["id"] for run in stack.api.post("flow_runs/filter", json=body).json()}
+        page.get_by_role("button", name="Submit", exact=True).click()
+        deadline = time.monotonic() + 60  # the run created by the form, read from the API (not the toast)
+        while not (new := [r for r in stack.api.post("flow_runs/filter", json=body).json() if r["id"] not in before]):
+            if time.monotonic() > deadline:
+                page.screenshot(path=shots / "10-task-submit-failed.png", full_page=True)
+                pytest.fail("the form created no flow run within 60 s")
+            time.sleep(0.5)
+        flow_run_id = new[0]["id"]
         sent = stack.api.get(f"flow_runs/{flow_run_id}").json()["parameters"]["params"]
         params = RetrainParams.model_validate(sent)
         assert (params.task, params.base_model, params.dataset) == (
