@@ -211,7 +211,7 @@ def run_child(library: str, seed: int, workdir: Path, recipe: dict) -> dict:
     import torch
 
     torch.set_num_threads(THREADS)
-    tensors = torch.load(workdir / "tensors.pt")
+    tensors = torch.load(workdir / "tensors.pt", weights_only=True)  # our own file, still never unpickled
     ours = library == "modelcore"
     train = DigitRows(tensors["train_pixel_values"], tensors["train_labels"], with_input_ids=ours)
     heldout = DigitRows(tensors["heldout_pixel_values"], tensors["heldout_labels"], with_input_ids=ours)

@@ -72,12 +72,12 @@ def test_links_only_for_an_mlflow_server():
 
 
 def test_publish_puts_the_artifacts_on_the_flow_run(summary, caplog):
+    import logging
+
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.testing.utilities import prefect_test_harness
-
-    import logging
 
     caplog.set_level("INFO", logger="tasks.reporting")
     logging.getLogger("tasks.reporting").addHandler(caplog.handler)  # Prefect's logging setup stops propagation
