@@ -84,6 +84,9 @@ class TrainingArguments:
     adam_epsilon: float = 1e-8
     max_grad_norm: float | None = 1.0  # 0 or None: no clipping
     optim: str = "adamw_torch_fused"
+    # > 0: the Trainer's loss is the label-smoothed cross-entropy of the logits (labels -100 skipped, next-token
+    # for causal LMs), as transformers' LabelSmoother computes it, instead of the model's own loss
+    label_smoothing_factor: float = 0.0
 
     # ------------------------------------------------------------- schedule
     lr_scheduler_type: str = "linear"
@@ -174,6 +177,7 @@ class TrainingArguments:
         if self.max_grad_norm is not None:
             _require(self, "max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 or None disables clipping)")
         _require_one_of(self, "optim", OPTIMIZERS)
+        _require(self, "label_smoothing_factor", 0 <= self.label_smoothing_factor < 1, "in [0, 1) (0: off)")
 
         _require_one_of(self, "lr_scheduler_type", LR_SCHEDULERS)
         _require(self, "warmup_ratio", 0 <= self.warmup_ratio <= 1, "in [0, 1]")

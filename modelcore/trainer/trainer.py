@@ -6,6 +6,8 @@ Features and their exact semantics:
   micro-batches make one optimizer step (the last window of an epoch may be shorter). Random
   batches by default, in transformers' order for a seed; with ``group_by_length`` batches hold
   sequences of similar length, drawn from shuffled mega-batches. Order is a pure function of (seed, epoch).
+* **Loss**: the model's own; with ``label_smoothing_factor`` > 0, the label-smoothed cross-entropy of its logits
+  (``label_smoothed_loss``, transformers' ``LabelSmoother``), for training and for the evaluation loss.
 * **Precision**: ``bf16`` / ``fp16`` autocast through accelerate; weights and optimizer stay fp32.
 * **Optimizer**: AdamW (fused by default), no weight decay on biases and norm weights;
   linear / cosine / constant schedules with warmup; gradient clipping at ``max_grad_norm``.
@@ -49,6 +51,28 @@ from modelcore.trainer.data import check_labels, make_loader, prepare_dataset
 from modelcore.trainer.optim import create_optimizer, create_scheduler
 
 logger = logging.getLogger(__name__)
+
+
+def label_smoothed_loss(
+    logits: torch.Tensor, labels: torch.Tensor, factor: float, shift_labels: bool = False
+) -> torch.Tensor:
+    """Cross-entropy against a target of ``1 - factor`` on the label plus ``factor`` spread evenly over all V
+    classes, averaged over the labels that are not -100: what transformers' ``LabelSmoother`` computes.
+
+    Args:
+        logits: (..., V) scores.
+        labels: (...) class ids, or -100 for no loss.
+        factor: the smoothing, in [0, 1).
+        shift_labels: position t's logits against label t + 1 (causal LMs, whose labels align with the inputs).
+
+    Returns:
+        The scalar loss (fp32).
+    """
+    if shift_labels:
+        logits, labels = logits[..., :-1, :], labels[..., 1:]
+    logits = logits.reshape(-1, logits.shape[-1]).float()  # (N, V)
+    labels = labels.reshape(-1).to(logits.device)  # (N,)
+    return torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, label_smoothing=factor)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -154,13 +178,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The loss of one micro-batch; subclasses (distillation) override this."""
+        """The loss of one micro-batch; subclasses (distillation) override this.
+
+        With ``label_smoothing_factor`` > 0 the model runs without its labels and the loss is
+        :func:`label_smoothed_loss` of its logits, as transformers' ``LabelSmoother`` replaces the model's loss.
+        """
+        if self.args.label_smoothing_factor > 0 and "labels" in inputs:
+            labels = inputs["labels"]
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            return self._smoothed_loss(model, outputs.logits, labels)
         outputs = model(**inputs)
         if getattr(outputs, "loss", None) is None:
             raise ValueError(
                 f"{type(model).__name__} returned no loss: the batch has no labels (keys: {sorted(inputs)})"
             )
         return outputs.loss
+
+    def _smoothed_loss(self, model: torch.nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        causal_lm = type(self.accelerator.unwrap_model(model)).__name__.endswith("ForCausalLM")  # as transformers
+        return label_smoothed_loss(logits, labels, self.args.label_smoothing_factor, shift_labels=causal_lm)
 
     # ------------------------------------------------------------------ train
     def train(self, resume_from_checkpoint: bool | str | None = None) -> TrainOutput:
@@ -367,7 +403,9 @@ class Trainer:
             with acc.autocast():
                 outputs = model(**batch)
             if getattr(outputs, "loss", None) is not None:
-                loss_sum += float(outputs.loss) * len(indices)
+                smoothed = self.args.label_smoothing_factor > 0  # the eval loss is the training loss, as transformers
+                loss = self._smoothed_loss(model, outputs.logits, batch["labels"]) if smoothed else outputs.loss
+                loss_sum += float(loss) * len(indices)
                 count += len(indices)
             order.extend(indices)
             logits.extend(outputs.logits.float().cpu().unbind(0))
