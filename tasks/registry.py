@@ -5,14 +5,23 @@ majority-class baseline's, ``data_fingerprint``, ``git_sha``, and after a decisi
 (``promoted`` / ``not promoted``) with ``promotion_reason`` (the numbers it was decided on). A new
 champion must clear a floor (above the baseline, at least ``min_metric``) and beat the champion.
 A champion change records ``previous_champion`` on the registered model, which is what
-``promote(rollback=True)`` goes back to.
+``promote(rollback=True)`` goes back to, and on the new champion's version (the chain of champions).
+
+Concurrent runs (several workers retraining the same model) cannot both win: reading the champion,
+deciding and moving the alias happen under :func:`promotion_lock`, one holder per registered model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import logging
+import os
+import re
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import task
@@ -101,6 +110,140 @@ def champion_metric(name: str, metric: str, tracking_uri: str) -> tuple[str | No
     return version.version, (float(value) if value is not None else None)
 
 
+LOCK_TIMEOUT_S = 600.0  # a promotion holds the lock for a second or two; waiting longer means a stuck holder
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def promotion_lock(name: str, tracking_uri: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[str]:
+    """Hold the lock that serializes champion moves of registered model ``name``; yields which lock it is.
+
+    A lock only excludes writers that take it, so it lives where every writer of the registry meets:
+
+    * ``sqlite:///...`` (the embedded store): ``flock`` on ``<database>.promotion.lock``. Every writer of a
+      SQLite file is on this host, and the kernel drops the lock with its process (a killed run leaves nothing
+      held).
+    * ``postgresql://...``: a session advisory lock (``pg_advisory_lock``) in that database, on one connection
+      that is closed afterwards; PostgreSQL drops it with the session.
+    * ``http(s)://`` (a tracking server, cluster mode): the store behind the server is out of sight, so the lock
+      is Prefect's global concurrency limit ``modelcore-registry-<name>`` (limit 1, created when missing) on the
+      Prefect server of ``PREFECT_API_URL``, which every worker of the pool shares. A holder renews its lease;
+      a crashed holder's slot is freed when the lease expires (300 s).
+    * a tracking server and no Prefect server: nothing is shared between processes; a warning says so and
+      only threads of this process are serialized.
+
+    Prefect's limit is not used for the local stores: in the embedded mode each process has its own temporary
+    Prefect server (a plain-Python call outside a flow would start one, seconds each) whose limit sits in a
+    Prefect database rather than beside the tracking store, while the store's own lock covers every writer.
+
+    Raises:
+        TimeoutError: the lock was not free within ``timeout`` seconds.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        database = tracking_uri.removeprefix("sqlite:///").split("?")[0]
+        with _file_lock(f"{database}.promotion.lock", timeout):
+            yield "file"
+    elif tracking_uri.startswith(("postgresql:", "postgresql+")):
+        with _postgres_lock(tracking_uri, name, timeout):
+            yield "postgres"
+    elif os.environ.get("PREFECT_API_URL"):
+        with _prefect_lock(name, timeout):
+            yield "prefect"
+    else:
+        logger.warning(
+            "%s: no lock shared between processes for the champion of a tracking server without a Prefect server "
+            "(PREFECT_API_URL unset); concurrent promotions from other processes are not serialized",
+            name,
+        )
+        with _THREAD_LOCKS.setdefault(name, threading.Lock()):
+            yield "thread"
+
+
+@contextlib.contextmanager
+def _file_lock(path: str, timeout: float) -> Iterator[None]:
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    with open(path, "a") as handle:  # one open file per holder: flock excludes threads of one process too
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"promotion lock {path} still held after {timeout:.0f} s") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit advisory-lock key for ``name``."""
+    return int.from_bytes(hashlib.sha256(f"modelcore-registry:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _postgres_lock(uri: str, name: str, timeout: float) -> Iterator[None]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"SET lock_timeout = {int(timeout * 1000)}"))
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": _lock_key(name)})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": _lock_key(name)})
+    finally:
+        engine.dispose()
+
+
+def prefect_limit_name(name: str) -> str:
+    """The Prefect global concurrency limit that guards ``name`` (Prefect's names refuse some characters)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:60]
+    return f"modelcore-registry-{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+@contextlib.contextmanager
+def _prefect_lock(name: str, timeout: float) -> Iterator[None]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    limit = prefect_limit_name(name)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(limit)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run created it a moment ago
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
+    # strict: a limit deleted in between is an error, never a silent pass without the lock
+    with concurrency(limit, occupy=1, timeout_seconds=timeout, strict=True):
+        yield
+
+
+def _move_champion(client: Any, name: str, version: str, previous: str | None, chain: bool) -> None:
+    """Point ``champion`` at ``version`` (under :func:`promotion_lock`) and check it by reading it back.
+
+    ``chain`` records ``previous_champion`` on the version too: the champion it beat, for the history.
+    """
+    if previous is not None and str(previous) != str(version):
+        client.set_registered_model_tag(name, "previous_champion", str(previous))
+        if chain:
+            client.set_model_version_tag(name, version, "previous_champion", str(previous))
+    client.set_registered_model_alias(name, CHAMPION, version)
+    now = client.get_model_version_by_alias(name, CHAMPION).version
+    if str(now) != str(version):
+        raise RuntimeError(
+            f"{name}: champion is version {now} right after it was moved to {version}: a writer that does not take "
+            "the promotion lock (tasks.registry.promotion_lock) moved it"
+        )
+
+
 @task(
     name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5, retry_condition_fn=retry_unless_disk_full
 )
@@ -154,6 +297,7 @@ def register(
         max_length=max_length,
         task=task_name,
     )
+    _ensure_registered_model(mlflow_models.client(tracking_uri), name)
     version = mlflow_models.register_version(
         name, run_id, tags=version_tags, description=description, tracking_uri=tracking_uri, model_uri=model_uri
     )
@@ -164,24 +308,23 @@ def register(
         client.set_registered_model_tag(name, "task", task_name)
         client.set_registered_model_tag(name, "promotion_metric", promotion_metric)
         _wait_ready(client, name, version.version)
-        current_version, current = champion_metric(name, promotion_metric, tracking_uri)
-        promoted, reason = decide(
-            metrics[promotion_metric],
-            current,
-            min_gain,
-            greater_is_better,
-            baseline=metrics.get(BASELINE_PREFIX + promotion_metric),
-            baseline_name=_baseline_name(task_name),
-            min_metric=min_metric,
-            metric=promotion_metric,
-        )
-        if current_version is not None:
-            reason += f" (champion: version {current_version})"
-        client.set_registered_model_alias(name, CHALLENGER, version.version)
-        if promoted:
+        with promotion_lock(name, tracking_uri):  # read, decide and move as one step: one winner per moment
+            current_version, current = champion_metric(name, promotion_metric, tracking_uri)
+            promoted, reason = decide(
+                metrics[promotion_metric],
+                current,
+                min_gain,
+                greater_is_better,
+                baseline=metrics.get(BASELINE_PREFIX + promotion_metric),
+                baseline_name=_baseline_name(task_name),
+                min_metric=min_metric,
+                metric=promotion_metric,
+            )
             if current_version is not None:
-                client.set_registered_model_tag(name, "previous_champion", current_version)
-            client.set_registered_model_alias(name, CHAMPION, version.version)
+                reason += f" (champion: version {current_version})"
+            client.set_registered_model_alias(name, CHALLENGER, version.version)
+            if promoted:
+                _move_champion(client, name, version.version, current_version, chain=True)
         client.set_model_version_tag(name, version.version, "promotion", "promoted" if promoted else "not promoted")
         client.set_model_version_tag(name, version.version, "promotion_reason", reason)
         decision = f"{'Champion' if promoted else 'Challenger, not champion'}: {reason}."
@@ -196,6 +339,17 @@ def register(
         "%s version %s: %s: %s", name, version.version, "champion" if promoted else "challenger, not champion", reason
     )
     return Registration(name, version.version, promoted, reason, champion, aliases)
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    """Create ``name`` unless it exists; two runs registering a new model at once both get past the check."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def _baseline_name(task_name: str) -> str:
@@ -244,23 +398,23 @@ def set_champion(tracking_uri: str, name: str, version: str | None, reason: str,
 
     client = mlflow_models.client(tracking_uri)
     try:
-        model = client.get_registered_model(name)
+        client.get_registered_model(name)
     except MlflowException as error:
         raise ValueError(f"registered model {name!r} does not exist") from error
-    current = model.aliases.get(CHAMPION)
-    if rollback:
-        version = model.tags.get("previous_champion")
+    with promotion_lock(name, tracking_uri):
+        model = client.get_registered_model(name)  # read again under the lock
+        current = model.aliases.get(CHAMPION)
+        if rollback:
+            version = model.tags.get("previous_champion")
+            if version is None:
+                raise ValueError(f"registered model {name!r} has no previous champion to roll back to")
         if version is None:
-            raise ValueError(f"registered model {name!r} has no previous champion to roll back to")
-    if version is None:
-        raise ValueError("set_champion needs a version, or rollback=True")
-    try:
-        client.get_model_version(name, version)
-    except MlflowException as error:
-        raise ValueError(f"registered model {name!r} has no version {version}") from error
-    if current is not None and str(current) != str(version):
-        client.set_registered_model_tag(name, "previous_champion", str(current))
-    client.set_registered_model_alias(name, CHAMPION, version)
+            raise ValueError("set_champion needs a version, or rollback=True")
+        try:
+            client.get_model_version(name, version)
+        except MlflowException as error:
+            raise ValueError(f"registered model {name!r} has no version {version}") from error
+        _move_champion(client, name, str(version), None if current is None else str(current), chain=False)
     client.set_model_version_tag(name, version, "promotion", "promoted manually" if not rollback else "rolled back to")
     client.set_model_version_tag(name, version, "promotion_reason", reason)
     logger.info("%s: champion %s -> %s (%s)", name, current, version, reason)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -234,3 +236,64 @@ def test_a_failed_model_upload_leaves_a_failed_logged_model_without_files(pipeli
     client = MlflowClient(tracking_uri=uri)
     (output,) = client.get_run(run_id).outputs.model_outputs
     assert client.get_logged_model(output.model_id).status == LoggedModelStatus.FAILED
+
+
+def _champion_chain(client, name: str) -> list[str]:
+    """The champion, then the champion it beat (version tag ``previous_champion``), and so on back."""
+    chain = [str(client.get_model_version_by_alias(name, CHAMPION).version)]
+    while (previous := client.get_model_version(name, chain[-1]).tags.get("previous_champion")) is not None:
+        chain.append(previous)
+    return chain
+
+
+def test_concurrent_registrations_leave_one_champion_and_a_monotone_chain(pipeline_home, tiny_checkpoint, monkeypatch):
+    """Six threads register at once; reading the champion is slowed down so that, without the promotion lock,
+    several would read the same champion and each move the alias believing it won."""
+    import threading
+
+    from tasks import registry
+
+    uri = settings.tracking_uri()
+    real_champion_metric = registry.champion_metric
+
+    def slow_champion_metric(*args):
+        found = real_champion_metric(*args)
+        time.sleep(0.3)  # the window between reading the champion and moving the alias
+        return found
+
+    monkeypatch.setattr(registry, "champion_metric", slow_champion_metric)
+    accuracies = [0.70, 0.80, 0.75, 0.90, 0.85, 0.60]  # 0.60 is below the baseline 0.65: never champion
+    barrier = threading.Barrier(len(accuracies))
+    results, errors = {}, []
+
+    def one(accuracy: float) -> None:
+        try:
+            barrier.wait(timeout=60)
+            results[accuracy] = _register(uri, tiny_checkpoint, accuracy, name="raced", baseline=(0.65, 0.4))
+        except BaseException as error:  # reported below, with the others
+            errors.append(error)
+
+    threads = [threading.Thread(target=one, args=(a,)) for a in accuracies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors, errors
+    assert len(results) == len(accuracies)
+
+    client = mlflow_models.client(uri)
+    versions = {str(v.version): v for v in client.search_model_versions("name='raced'")}
+    assert len(versions) == len(accuracies)
+    accuracy_of = {version: float(v.tags["metric.accuracy"]) for version, v in versions.items()}
+    champion = str(client.get_model_version_by_alias("raced", CHAMPION).version)
+    assert accuracy_of[champion] == 0.90
+    assert str(results[0.90].version) == champion and results[0.90].promoted
+    assert not results[0.60].promoted and "below the floor" in results[0.60].reason
+    # every promotion beat the champion of its moment: the chain of champions only goes up, and each
+    # version that believes it was promoted is on it (two winners of one moment would share a predecessor)
+    chain = _champion_chain(client, "raced")
+    scores = [accuracy_of[version] for version in reversed(chain)]
+    assert scores == sorted(scores) and len(set(scores)) == len(scores), list(zip(chain, scores, strict=True))
+    promoted = {version for version, v in versions.items() if v.tags["promotion"] == "promoted"}
+    assert promoted == set(chain)
+    assert {str(r.version) for r in results.values() if r.promoted} == promoted
