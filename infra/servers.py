@@ -1,16 +1,25 @@
-"""Local servers for the pipeline: Prefect server + a process worker, and MLflow server, on loopback with SQLite.
+"""Servers for the pipeline on loopback: Prefect server + process workers, and MLflow server, in two modes.
+
+* ``local`` (the default): SQLite underneath both servers, one worker;
+* ``cluster`` (``MODELCORE_INFRA_MODE=cluster`` or ``--mode cluster``): PostgreSQL (Debian's server, its own
+  data directory under the home, see ``infra/postgres.py``) underneath both servers, MLflow artifacts through
+  the server's proxied artifact store, and a work pool served by ``MODELCORE_WORKERS`` workers with a pool
+  concurrency limit (``MODELCORE_POOL_LIMIT``) that Prefect enforces.
 
     python -m infra.servers start          # idempotent: a service that answers its health check is left alone
     python -m infra.servers status         # health of each service; exit status 1 when one is down
-    python -m infra.servers stop           # worker first, then the servers: SIGINT, then SIGKILL after a grace
+    python -m infra.servers stop           # workers first, then the servers, then PostgreSQL: SIGINT, then SIGKILL
     eval "$(python -m infra.servers env)"  # PREFECT_API_URL, MLFLOW_TRACKING_URI, ... for this shell
+    python -m infra.servers --mode cluster start   # every verb takes --mode (else MODELCORE_INFRA_MODE)
 
 Everything lives under the pipeline home (``MODELCORE_PIPELINE_HOME``, default ``./.pipeline``):
 
 * ``infra/<service>.pid`` and ``infra/<service>.log``: process ids (with start times, so a reused pid is
-  never signalled) and logs of the processes started here;
+  never signalled) and logs of the processes started here (``infra-cluster/`` in cluster mode);
 * ``prefect-server/``: ``PREFECT_HOME`` of the server and the worker (the server's SQLite is ``prefect.db``);
-* ``mlflow-server.db`` and ``mlartifacts-server/``: MLflow's SQLite store and the artifacts it serves.
+* ``mlflow-server.db`` and ``mlartifacts-server/``: MLflow's SQLite store and the artifacts it serves;
+* cluster mode: ``postgres/`` (data directory, socket, password), ``prefect-cluster/`` (``PREFECT_HOME``) and
+  ``mlartifacts-cluster/`` (the artifacts MLflow serves).
 
 Settings (environment; hosts are loopback unless set otherwise):
 
@@ -18,7 +27,9 @@ Settings (environment; hosts are loopback unless set otherwise):
 * ``MODELCORE_MLFLOW_HOST`` / ``MODELCORE_MLFLOW_PORT``: 127.0.0.1 / 5000
 * ``MODELCORE_WORK_POOL``: ``modelcore-process`` (the pool ``deployments/prefect.yaml`` targets; created
   by the worker, type ``process``, when missing); ``MODELCORE_WORKER_NAME``: ``modelcore-worker``;
-  ``MODELCORE_WORKER_LIMIT``: 1 concurrent flow run; ``PREFECT_WORKER_QUERY_SECONDS``: 10.
+  ``MODELCORE_WORKER_LIMIT``: 1 concurrent flow run per worker; ``PREFECT_WORKER_QUERY_SECONDS``: 10.
+* cluster mode: ``MODELCORE_PG_HOST`` / ``MODELCORE_PG_PORT``: 127.0.0.1 / 5433; ``MODELCORE_WORKERS``: 3
+  workers (``<worker name>-1`` ...); ``MODELCORE_POOL_LIMIT``: 2 concurrent flow runs in the pool.
 
 On a loaded 2-core machine MLflow needs ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` and one worker to
 start in seconds rather than minutes; the worker stops before the Prefect server it polls (infra/README.md
@@ -44,8 +55,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from infra import postgres
+
 REPO = Path(__file__).resolve().parents[1]  # the deployments' pull step runs flow code from here (MODELCORE_REPO)
-SERVICES = ("mlflow", "prefect-server", "prefect-worker")
+SERVICES = ("mlflow", "prefect-server", "prefect-worker")  # local mode; cluster mode: see services()
+MODES = ("local", "cluster")
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
@@ -66,6 +80,11 @@ class Config:
     worker_name: str = "modelcore-worker"
     worker_limit: int = 1
     worker_query_seconds: float = 10.0
+    mode: str = "local"
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5433  # beside a system PostgreSQL's 5432
+    workers: int = 3  # cluster mode
+    pool_limit: int = 2  # cluster mode: flow runs at once in the pool, whatever the workers could take
     start_timeout_s: float = 240.0  # servers take 10-20 s alone, much longer on a busy machine
     stop_timeout_s: float = 20.0  # grace after SIGINT before SIGKILL
 
@@ -82,15 +101,38 @@ class Config:
             worker_name=env.get("MODELCORE_WORKER_NAME", cls.worker_name),
             worker_limit=int(env.get("MODELCORE_WORKER_LIMIT", cls.worker_limit)),
             worker_query_seconds=float(env.get("PREFECT_WORKER_QUERY_SECONDS", cls.worker_query_seconds)),
+            mode=env.get("MODELCORE_INFRA_MODE", cls.mode),
+            pg_host=env.get("MODELCORE_PG_HOST", cls.pg_host),
+            pg_port=int(env.get("MODELCORE_PG_PORT", cls.pg_port)),
+            workers=int(env.get("MODELCORE_WORKERS", cls.workers)),
+            pool_limit=int(env.get("MODELCORE_POOL_LIMIT", cls.pool_limit)),
         )
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"infra mode {self.mode!r} (MODELCORE_INFRA_MODE) is not one of {MODES}")
+        if self.workers < 1 or self.pool_limit < 1:
+            raise ValueError(f"MODELCORE_WORKERS ({self.workers}) and MODELCORE_POOL_LIMIT ({self.pool_limit}) >= 1")
+
+    @property
+    def cluster(self) -> bool:
+        return self.mode == "cluster"
 
     @property
     def state_dir(self) -> Path:
-        return self.home / "infra"
+        return self.home / ("infra-cluster" if self.cluster else "infra")
 
     @property
     def prefect_home(self) -> Path:
-        return self.home / "prefect-server"
+        return self.home / ("prefect-cluster" if self.cluster else "prefect-server")
+
+    @property
+    def postgres_root(self) -> Path:
+        return self.home / "postgres"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / ("mlartifacts-cluster" if self.cluster else "mlartifacts-server")
 
     @property
     def prefect_api_url(self) -> str:
@@ -118,6 +160,7 @@ def client_env(config: Config) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": config.mlflow_url,
         "MODELCORE_PIPELINE_HOME": str(config.home),
         "MODELCORE_REPO": str(REPO),
+        "MODELCORE_INFRA_MODE": config.mode,
     }
 
 
@@ -134,13 +177,19 @@ def executable(name: str) -> str:
 
 
 def _mlflow_command(config: Config) -> tuple[list[str], dict[str, str], Path]:
+    # the job runner (huey consumers for MLflow's GenAI jobs) makes start-up take minutes here
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    if config.cluster:  # the URL carries the password: the environment, never the command line (ps, the log)
+        env["MLFLOW_BACKEND_STORE_URI"] = postgres.url(config.postgres_root, config.pg_host, config.pg_port, "mlflow")
+        store = ["--default-artifact-root", "mlflow-artifacts:/"]
+    else:
+        store = ["--backend-store-uri", f"sqlite:///{config.home / 'mlflow-server.db'}"]
     command = [
         executable("mlflow"),
         "server",
-        "--backend-store-uri",
-        f"sqlite:///{config.home / 'mlflow-server.db'}",
+        *store,
         "--artifacts-destination",
-        str(config.home / "mlartifacts-server"),
+        str(config.artifacts_dir),
         "--serve-artifacts",
         "--host",
         config.mlflow_host,
@@ -149,8 +198,6 @@ def _mlflow_command(config: Config) -> tuple[list[str], dict[str, str], Path]:
         "--workers",
         "1",
     ]
-    # the job runner (huey consumers for MLflow's GenAI jobs) makes start-up take minutes here
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return command, env, config.home
 
 
@@ -168,10 +215,25 @@ def _prefect_server_command(config: Config) -> tuple[list[str], dict[str, str], 
     # SQLite waits this long for a lock before the API answers 503; the default 10 s is too short when
     # the scheduler, the worker's polls and a deploy write at once on a busy two-core machine
     env = client_env(config) | {"PREFECT_SERVER_DATABASE_TIMEOUT": "60"}
+    if config.cluster:
+        root = config.postgres_root
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres.url(
+            root, config.pg_host, config.pg_port, "prefect", driver="postgresql+asyncpg"
+        )
     return command, env, config.home
 
 
-def _prefect_worker_command(config: Config) -> tuple[list[str], dict[str, str], Path]:
+def _postgres_command(config: Config) -> tuple[list[str], dict[str, str], Path]:
+    postgres.prepare(config.postgres_root)
+    command = postgres.server_command(config.postgres_root, config.pg_host, config.pg_port)
+    return command, {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}, config.postgres_root / "data"
+
+
+def _postgres_health(config: Config) -> tuple[bool, str]:
+    return postgres.is_ready(config.postgres_root, config.pg_host, config.pg_port)
+
+
+def _prefect_worker_command(config: Config, worker_name: str) -> tuple[list[str], dict[str, str], Path]:
     command = [
         executable("prefect"),
         "worker",
@@ -181,7 +243,7 @@ def _prefect_worker_command(config: Config) -> tuple[list[str], dict[str, str], 
         "--type",
         "process",  # creates the pool, of this type, when it is missing
         "--name",
-        config.worker_name,
+        worker_name,
         "--limit",
         str(config.worker_limit),
     ]
@@ -214,7 +276,7 @@ def _prefect_server_health(config: Config) -> tuple[bool, str]:
     return _http_ok(f"{config.prefect_api_url}/health")
 
 
-def _prefect_worker_health(config: Config, since: float = 0.0) -> tuple[bool, str]:
+def _prefect_worker_health(config: Config, worker_name: str, since: float = 0.0) -> tuple[bool, str]:
     """The worker is ONLINE in its pool (it heartbeats to the server), and heartbeated after ``since``."""
     try:
         pool = urllib.parse.quote(config.work_pool, safe="")
@@ -224,13 +286,13 @@ def _prefect_worker_health(config: Config, since: float = 0.0) -> tuple[bool, st
     except (urllib.error.URLError, OSError) as error:
         return False, f"Prefect server not reachable: {getattr(error, 'reason', error)}"
     for worker in workers or []:
-        if worker.get("name") != config.worker_name:
+        if worker.get("name") != worker_name:
             continue
         beat = _timestamp(worker.get("last_heartbeat_time"))
         if worker.get("status") == "ONLINE" and beat >= since:
-            return True, f"worker {config.worker_name!r} online in pool {config.work_pool!r}"
-        return False, f"worker {config.worker_name!r} is {worker.get('status', 'unknown').lower()}"
-    return False, f"no worker {config.worker_name!r} in pool {config.work_pool!r}"
+            return True, f"worker {worker_name!r} online in pool {config.work_pool!r}"
+        return False, f"worker {worker_name!r} is {worker.get('status', 'unknown').lower()}"
+    return False, f"no worker {worker_name!r} in pool {config.work_pool!r}"
 
 
 def _timestamp(value: str | None) -> float:
@@ -248,27 +310,90 @@ class Service:
     health: Callable[[Config], tuple[bool, str]]
     url: Callable[[Config], str]
     port: Callable[[Config], tuple[str, int] | None]
+    port_setting: str = ""  # the variable that moves it, for the "port is taken" error
+    user: Callable[[], str | None] = lambda: None  # the OS user it runs as (None: ours)
 
 
-REGISTRY: dict[str, Service] = {
-    "mlflow": Service(
-        "mlflow", _mlflow_command, _mlflow_health, lambda c: c.mlflow_url, lambda c: (c.mlflow_host, c.mlflow_port)
-    ),
-    "prefect-server": Service(
-        "prefect-server",
-        _prefect_server_command,
-        _prefect_server_health,
-        lambda c: c.prefect_ui_url,
-        lambda c: (c.prefect_host, c.prefect_port),
-    ),
-    "prefect-worker": Service(
-        "prefect-worker",
-        _prefect_worker_command,
-        _prefect_worker_health,
-        lambda c: f"pool {c.work_pool}",
-        lambda c: None,
-    ),
-}
+def worker_services(config: Config) -> dict[str, str]:
+    """``{service name: the worker's name in its pool}``: one worker locally, ``config.workers`` in cluster mode."""
+    if not config.cluster:
+        return {"prefect-worker": config.worker_name}
+    return {f"prefect-worker-{i}": f"{config.worker_name}-{i}" for i in range(1, config.workers + 1)}
+
+
+def services(config: Config) -> tuple[str, ...]:
+    """The services of ``config.mode``, in start order."""
+    return (*(("postgres",) if config.cluster else ()), "mlflow", "prefect-server", *worker_services(config))
+
+
+def registry(config: Config) -> dict[str, Service]:
+    """The :class:`Service` of each of :func:`services`."""
+    found = {
+        "mlflow": Service(
+            "mlflow",
+            _mlflow_command,
+            _mlflow_health,
+            lambda c: c.mlflow_url,
+            lambda c: (c.mlflow_host, c.mlflow_port),
+            "MODELCORE_MLFLOW_PORT",
+        ),
+        "prefect-server": Service(
+            "prefect-server",
+            _prefect_server_command,
+            _prefect_server_health,
+            lambda c: c.prefect_ui_url,
+            lambda c: (c.prefect_host, c.prefect_port),
+            "MODELCORE_PREFECT_PORT",
+        ),
+    }
+    if config.cluster:
+        found["postgres"] = Service(
+            "postgres",
+            _postgres_command,
+            _postgres_health,
+            lambda c: f"postgresql://{_client_host(c.pg_host)}:{c.pg_port}",
+            lambda c: (c.pg_host, c.pg_port),
+            "MODELCORE_PG_PORT",
+            postgres.server_user,
+        )
+    for name, worker in worker_services(config).items():
+        found[name] = Service(
+            name,
+            lambda c, worker=worker: _prefect_worker_command(c, worker),
+            lambda c, worker=worker: _prefect_worker_health(c, worker),
+            lambda c: f"pool {c.work_pool}",
+            lambda c: None,
+        )
+    return found
+
+
+def _is_worker(name: str) -> bool:
+    return name.startswith("prefect-worker")
+
+
+def ensure_pool(config: Config) -> dict[str, Any]:
+    """Cluster mode: the process work pool, with ``config.pool_limit`` as Prefect's pool concurrency limit.
+
+    Created (with the process worker's default job template, as ``prefect worker start --type process`` would)
+    when missing, else its limit is set; the server then hands out no more than that many runs at once,
+    however many workers poll. Returns the pool as the API reads it.
+    """
+    from prefect.workers.process import ProcessWorker
+
+    pool = urllib.parse.quote(config.work_pool, safe="")
+    body = {
+        "name": config.work_pool,
+        "type": "process",
+        "base_job_template": ProcessWorker.get_default_base_job_template(),
+        "concurrency_limit": config.pool_limit,
+    }
+    try:
+        _http_json("POST", f"{config.prefect_api_url}/work_pools/", body, timeout=30)
+    except urllib.error.HTTPError as error:
+        if error.code != 409:  # 409: it exists; only its limit is ours to set
+            raise ServerError(f"creating work pool {config.work_pool!r}: the server answered {error.code}") from error
+        _http_json("PATCH", f"{config.prefect_api_url}/work_pools/{pool}", {"concurrency_limit": config.pool_limit})
+    return _http_json("GET", f"{config.prefect_api_url}/work_pools/{pool}")
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -298,6 +423,8 @@ def _spawn(config: Config, service: Service) -> Any:
     import psutil
 
     command, extra_env, cwd = service.command(config)
+    user = service.user()
+    as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.prefect_home.mkdir(parents=True, exist_ok=True)
     with open(log_file(config, service.name), "ab") as log:
@@ -311,6 +438,7 @@ def _spawn(config: Config, service: Service) -> Any:
             env={**os.environ, **extra_env},
             cwd=cwd,
             start_new_session=True,  # its own process group: stop signals it with all its children
+            **as_user,
         )
     _CHILDREN[child.pid] = child  # keeps the Popen object, so Python does not warn that it is still running
     process = psutil.Process(child.pid)
@@ -386,16 +514,19 @@ def terminate(processes: Sequence[Any], timeout: float) -> dict[int, tuple[float
 
 # ---------------------------------------------------------------------------------------------- verbs
 def start(
-    config: Config, services: Sequence[str] = SERVICES, log: Callable[[str], None] = print
+    config: Config, services: Sequence[str] | None = None, log: Callable[[str], None] = print
 ) -> dict[str, dict[str, Any]]:
     """Start what is not running yet and wait until every service answers its health check.
 
-    The two servers start at once; the worker starts as soon as the Prefect server is up. A service
-    that fails to start has its log's last lines in the error, and what this call started is stopped.
+    Cluster mode starts PostgreSQL first (``initdb`` the first time) and creates its role and databases.
+    The two servers start at once; the workers start as soon as the Prefect server is up (in cluster mode
+    after the pool and its concurrency limit are set). A service that fails to start has its log's last
+    lines in the error, and what this call started is stopped.
 
     Args:
-        config: ports, hosts and the pipeline home.
-        services: a subset of :data:`SERVICES` (the worker needs the Prefect server).
+        config: mode, ports, hosts and the pipeline home.
+        services: a subset of :func:`services` (default: all; workers need the Prefect server, the servers
+            PostgreSQL in cluster mode).
         log: where progress lines go.
 
     Returns:
@@ -404,18 +535,19 @@ def start(
     Raises:
         ServerError: a port is taken by another program, or a service did not become healthy.
     """
-    _check_names(services)
+    services = _check_names(config, services)
     config.state_dir.mkdir(parents=True, exist_ok=True)
+    table = registry(config)
     report: dict[str, dict[str, Any]] = {}
     started: dict[str, tuple[Any, float]] = {}
 
     def launch(name: str) -> None:
         if name not in services:
             return
-        service = REGISTRY[name]
+        service = table[name]
         healthy, _ = service.health(config)
         process = _process(config, name)
-        if healthy and (name != "prefect-worker" or process is not None):
+        if healthy and (not _is_worker(name) or process is not None):
             report[name] = {"state": "running", "seconds": 0.0, "url": service.url(config), "pid": _pid(process)}
             log(f"{name}: already running ({service.url(config)})")
             return
@@ -425,21 +557,23 @@ def start(
         address = service.port(config)
         if address is not None and _port_taken(*address):
             raise ServerError(
-                f"{name}: port {address[1]} on {address[0]} is taken by another program; "
-                f"set MODELCORE_{name.split('-')[0].upper()}_PORT"
+                f"{name}: port {address[1]} on {address[0]} is taken by another program; set {service.port_setting}"
             )
-        started[name] = (_spawn(config, service), time.time())
+        try:
+            started[name] = (_spawn(config, service), time.time())
+        except postgres.PostgresError as error:
+            raise ServerError(str(error)) from error
         log(f"{name}: starting (log: {log_file(config, name)})")
 
     def wait(name: str) -> None:
         if name not in started:
             return
         process, since = started[name]
-        service = REGISTRY[name]
+        service = table[name]
         deadline = time.monotonic() + config.start_timeout_s
         while True:
-            if name == "prefect-worker":
-                healthy, detail = _prefect_worker_health(config, since=since - 5)
+            if _is_worker(name):
+                healthy, detail = _prefect_worker_health(config, worker_services(config)[name], since=since - 5)
             else:
                 healthy, detail = service.health(config)
             if healthy:
@@ -456,13 +590,30 @@ def start(
                 )
             time.sleep(0.5)
 
+    workers = list(worker_services(config))
     try:
+        if config.cluster:
+            launch("postgres")
+            wait("postgres")
+            if "postgres" in services:
+                postgres.bootstrap(config.postgres_root, config.pg_port)  # idempotent: role, password, databases
+                postgres.write_pgpass(config.postgres_root, _client_host(config.pg_host), config.pg_port)
         launch("mlflow")
         launch("prefect-server")
         wait("prefect-server")
-        launch("prefect-worker")
+        if config.cluster and any(name in services for name in workers):
+            pool = ensure_pool(config)
+            log(f"work pool {pool['name']!r}: type {pool['type']}, concurrency limit {pool['concurrency_limit']}")
+        for name in workers:
+            launch(name)
         wait("mlflow")
-        wait("prefect-worker")
+        for name in workers:
+            wait(name)
+    except postgres.PostgresError as error:
+        terminate([process for process, _ in started.values()], config.stop_timeout_s)
+        for name in started:
+            _pid_file(config, name).unlink(missing_ok=True)
+        raise ServerError(str(error)) from error
     except BaseException:
         terminate([process for process, _ in started.values()], config.stop_timeout_s)
         for name in started:
@@ -472,29 +623,31 @@ def start(
 
 
 def stop(
-    config: Config, services: Sequence[str] = SERVICES, log: Callable[[str], None] = print
+    config: Config, services: Sequence[str] | None = None, log: Callable[[str], None] = print
 ) -> dict[str, dict[str, Any]]:
-    """Stop the processes :func:`start` started: the worker first, then both servers at once.
+    """Stop the processes :func:`start` started: the workers first, then both servers at once, then PostgreSQL.
 
-    The worker goes before the Prefect server, so that it never polls a server that is gone.
+    The workers go before the Prefect server, so that they never poll a server that is gone; PostgreSQL
+    goes last (SIGINT is its "fast" shutdown: sessions are closed, the data is checkpointed).
 
     Returns:
         ``{service: {"state": "stopped" | "not running" | "not ours", "seconds", "forced"}}``;
         ``forced`` means SIGKILL was needed after the grace period.
     """
-    _check_names(services)
+    services = _check_names(config, services)
+    table = registry(config)
     report: dict[str, dict[str, Any]] = {}
-    for group in (("prefect-worker",), ("prefect-server", "mlflow")):
+    for group in (tuple(worker_services(config)), ("prefect-server", "mlflow"), ("postgres",)):
         running = {}
         for name in (n for n in group if n in services):
             process = _process(config, name)
             if process is not None:
                 running[name] = process
                 continue
-            healthy = name != "prefect-worker" and REGISTRY[name].health(config)[0]
+            healthy = not _is_worker(name) and table[name].health(config)[0]
             report[name] = {"state": "not ours" if healthy else "not running", "seconds": 0.0, "forced": False}
             if healthy:
-                log(f"{name}: answers at {REGISTRY[name].url(config)} but was not started here; left alone")
+                log(f"{name}: answers at {table[name].url(config)} but was not started here; left alone")
             _pid_file(config, name).unlink(missing_ok=True)
         if not running:
             continue
@@ -507,20 +660,25 @@ def stop(
     return report
 
 
-def _check_names(services: Sequence[str]) -> None:
-    unknown = set(services) - set(SERVICES)
+def _check_names(config: Config, names: Sequence[str] | None) -> tuple[str, ...]:
+    known = services(config)
+    if names is None:
+        return known
+    unknown = set(names) - set(known)
     if unknown:
-        raise ValueError(f"unknown services {sorted(unknown)}; choose from {SERVICES}")
+        raise ValueError(f"unknown services {sorted(unknown)} in {config.mode} mode; choose from {known}")
+    return tuple(names)
 
 
 def status(config: Config) -> dict[str, dict[str, Any]]:
     """``{service: {"healthy", "detail", "url", "pid"}}``; ``pid`` is None for a process not started here."""
     report = {}
-    for name in SERVICES:
-        service = REGISTRY[name]
+    table = registry(config)
+    for name in services(config):
+        service = table[name]
         healthy, detail = service.health(config)
         process = _process(config, name)
-        if name == "prefect-worker" and process is None and _pid_file(config, name).exists():
+        if _is_worker(name) and process is None and _pid_file(config, name).exists():
             # the server keeps a dead worker ONLINE until its heartbeats are overdue: the pid file knows better
             healthy, detail = False, f"the process in {_pid_file(config, name)} is gone ({detail})"
         elif process is None and healthy:
@@ -537,12 +695,19 @@ def _pid(process: Any | None) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.servers", description=__doc__.split("\n\n")[0])
     parser.add_argument("verb", choices=("start", "stop", "status", "env"))
-    parser.add_argument("services", nargs="*", help=f"start/stop only these of {', '.join(SERVICES)} (default: all)")
+    parser.add_argument("services", nargs="*", help="start/stop only these services (default: all of the mode)")
+    parser.add_argument("--mode", choices=MODES, help="local (SQLite) or cluster (PostgreSQL, N workers); default: "
+                        "MODELCORE_INFRA_MODE, else local")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    if set(args.services) - set(SERVICES):
-        parser.error(f"unknown services {sorted(set(args.services) - set(SERVICES))}; choose from {SERVICES}")
-    config = Config.from_env()
+    environ = dict(os.environ) | ({"MODELCORE_INFRA_MODE": args.mode} if args.mode else {})
+    try:
+        config = Config.from_env(environ)
+    except ValueError as error:
+        parser.error(str(error))
+    if set(args.services) - set(services(config)):
+        parser.error(f"unknown services {sorted(set(args.services) - set(services(config)))} in {config.mode} mode; "
+                     f"choose from {services(config)}")  # fmt: skip
     quiet = args.json or args.verb == "env"
     say: Callable[[str], None] = (lambda _: None) if quiet else (lambda line: print(line, flush=True))
     if args.verb == "env":
@@ -551,9 +716,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.verb == "start":
-            report = start(config, args.services or SERVICES, log=say)
+            report = start(config, args.services or None, log=say)
         elif args.verb == "stop":
-            report = stop(config, args.services or SERVICES, log=say)
+            report = stop(config, args.services or None, log=say)
         else:
             report = status(config)
     except ServerError as error:
@@ -565,10 +730,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, entry in report.items():
             mark = "up  " if entry["healthy"] else "DOWN"
             pid = f"pid {entry['pid']}" if entry["pid"] else "no pid file"
-            print(f"{mark} {name:<15} {entry['url']:<28} {pid:<12} {entry['detail']}")
+            print(f"{mark} {name:<16} {entry['url']:<28} {pid:<12} {entry['detail']}")
+    if args.verb in ("stop", "status") and not args.json:
+        other = dataclasses.replace(config, mode="local" if config.cluster else "cluster")
+        running = [name for name in services(other) if _process(other, name) is not None]
+        if running:
+            say(f"note: {other.mode} mode runs {', '.join(running)} in this home (--mode {other.mode})")
     if args.verb == "start":
         say(f"Prefect UI: {config.prefect_ui_url}   MLflow UI: {config.mlflow_url}")
-        say('for this shell: eval "$(python -m infra.servers env)"')
+        mode = " --mode cluster" if config.cluster else ""
+        say(f'for this shell: eval "$(python -m infra.servers{mode} env)"')
     if args.verb == "status":
         return 0 if all(entry["healthy"] for entry in report.values()) else 1
     return 0
