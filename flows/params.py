@@ -221,6 +221,25 @@ class LoraSettings(BaseModel):
     )
 
 
+class DistributedSettings(BaseModel):
+    """Training across machines: one torchrun agent per node, data-parallel (``tasks.distributed``)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_bounds_in_descriptions)
+
+    nodes: int = Field(1, ge=1, le=64, description="machines to train on; 1: in the flow's own process (as always)")
+    nproc_per_node: int = Field(
+        1, ge=1, le=64, description="training processes per node; the global batch is nodes x this x the batch size"
+    )
+    max_restarts: int = Field(
+        3, ge=0, le=100, description="times a job may start again after a failure (a lost node), from its checkpoint"
+    )
+    platform: Literal["netns"] = Field(
+        "netns",
+        description="what starts one agent per node: netns, network namespaces on this machine (needs root; the "
+        "stand-in of a cluster's Job, see infra/DISTRIBUTED.md)",
+    )
+
+
 class RetrainParams(BaseModel):
     """Everything a retraining run needs; the defaults fine-tune MiniLM-L6 on Rotten Tomatoes."""
 
@@ -287,6 +306,12 @@ class RetrainParams(BaseModel):
         title="LoRA",
         description="train small adapters instead of every weight (causal-lm only)",
         json_schema_extra={"flag_prefix": "lora"},
+    )
+    distributed: DistributedSettings = Field(
+        default_factory=DistributedSettings,
+        title="Distributed",
+        description="train on several nodes at once (data-parallel, torchrun); one node: in process",
+        json_schema_extra={"flag_prefix": "distributed"},
     )
     export_formats: list[Literal["safetensors", "onnx", "onnx_int8"]] | None = Field(
         None,

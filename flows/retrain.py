@@ -167,6 +167,8 @@ def retrain(params: RetrainParams = EMPTY_PARAMS) -> dict[str, Any]:
             run_id=run_id,
             task_name=params.task,
             lora=params.lora.model_dump(),
+            distributed=params.distributed.model_dump(),
+            job_id=flow_run_id,
         )
         lap("fine_tune")
         evaluation, examples = _evaluate(
@@ -261,6 +263,12 @@ def retrain(params: RetrainParams = EMPTY_PARAMS) -> dict[str, Any]:
             else {"registration": "skipped (register_model=False)"}
         ),
         "train_runtime_s": trained.train_runtime,
+        "training": {
+            "nodes": trained.nodes,
+            "restarts": trained.restarts,
+            "resumed_from_step": _step_of(trained.resumed_from),
+            "time_lost_s": trained.time_lost_s,
+        },
         "resumed_from": {"mlflow_run_id": previous.mlflow_run_id, "checkpoint": trained.resumed_from}
         if previous is not None
         else None,
@@ -268,6 +276,11 @@ def retrain(params: RetrainParams = EMPTY_PARAMS) -> dict[str, Any]:
     }
     publish(summary)  # the run page: a markdown summary and evaluation tables as artifacts, and one readable line
     return summary
+
+
+def _step_of(checkpoint: str | None) -> int:
+    """The step of a ``checkpoint-N`` directory; 0 for none (training began at the start)."""
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0
 
 
 def _load_data(params: RetrainParams, labelled: bool, modality: str) -> Any:

@@ -80,6 +80,14 @@ def summary_markdown(summary: dict[str, Any], links: dict[str, str] | None = Non
             "",
             f"Resumed from {resumed.get('checkpoint') or 'the start'} (MLflow run {resumed.get('mlflow_run_id')}).",
         ]
+    training = summary.get("training") or {}
+    if training.get("nodes", 1) > 1 or training.get("restarts"):
+        lines += [
+            "",
+            f"Trained on {training.get('nodes', 1)} node(s); {training.get('restarts', 0)} restart(s), the last "
+            f"resuming at step {training.get('resumed_from_step', 0)}; {training.get('time_lost_s', 0.0):.1f} s lost "
+            "to restarts.",
+        ]
     if summary.get("timings_s"):
         lines += ["", "## Stages (seconds)", "", "| stage | s |", "|---|---|"]
         lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in summary["timings_s"].items()]

@@ -19,6 +19,10 @@ class TrainResult:
         pending_metrics: metrics the tracking server missed, to replay; None when none.
         resumed_from: the checkpoint training resumed from; None for a fresh start.
         adapter: a LoRA run's adapters in peft's layout; None otherwise.
+        nodes: machines the training ran on (``tasks.distributed``); 1: in the task's process.
+        restarts: times training started again after a failure (a lost node, failed workers), each from the newest
+            checkpoint.
+        time_lost_s: seconds the restarts cost: from reaching the step each resumed at to training going again.
     """
 
     checkpoint: str
@@ -29,6 +33,9 @@ class TrainResult:
     pending_metrics: str | None = None
     resumed_from: str | None = None
     adapter: str | None = None
+    nodes: int = 1
+    restarts: int = 0
+    time_lost_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ def fine_tune(
     run_id: str | None = None,
     task_name: str = "text-classification",
     lora: dict[str, Any] | None = None,
+    distributed: dict[str, Any] | None = None,
+    job_id: str | None = None,
 ) -> TrainResult:
     """Fine-tune ``base_model`` for ``task_name`` (a registered task) on ``tokenized_path/train``.
 
@@ -53,15 +56,44 @@ def fine_tune(
         task_name: the task's Auto class builds the model, its collator batches the rows.
         lora: ``LoraSettings`` fields; when ``enabled``, only LoRA adapters train (peft); they are saved in peft's
             layout under ``output_dir/adapter`` and merged into the base weights of the final checkpoint.
+        distributed: ``DistributedSettings`` fields; with ``nodes`` > 1 training runs as a torchrun job across that
+            many nodes (``tasks.distributed``), and its metrics come back as ``pending_metrics``; None or one node:
+            in this process.
+        job_id: the distributed job's rendezvous id (the flow run's id); default: one derived from ``output_dir``.
 
     Returns:
         A ``TrainResult``: the checkpoint, the log, steps, loss and runtime, pending metrics, what training
-        resumed from, and a LoRA run's adapter directory.
+        resumed from, a LoRA run's adapter directory, and a distributed run's nodes, restarts and time lost.
 
     Raises:
         DiskFullError: a checkpoint did not fit (naming its path and the bytes needed); the task is not
             retried then, and no partial checkpoint is left.
+        PlatformError: a distributed run cannot start here, or a node failed past its restarts.
     """
+    if distributed and int(distributed.get("nodes", 1)) > 1:
+        from tasks.distributed import train_across_nodes
+
+        spec = dict(base_model=base_model, tokenized_path=tokenized_path, labels=labels, training=training,
+                    output_dir=output_dir, task_name=task_name, lora=lora)  # fmt: skip
+        job = job_id or "train-" + hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:12]
+        return train_across_nodes(spec, distributed, job, tracking_uri, run_id)
+    return train_here(base_model, tokenized_path, labels, training, output_dir, tracking_uri, run_id, task_name, lora)
+
+
+def train_here(
+    base_model: str,
+    tokenized_path: str,
+    labels: list[str],
+    training: dict[str, Any],
+    output_dir: str,
+    tracking_uri: str | None = None,
+    run_id: str | None = None,
+    task_name: str = "text-classification",
+    lora: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """``fine_tune``'s training in this process (or in each rank of a torchrun job: ``train_distributed.py``);
+    ``callbacks``: more Trainer callbacks."""
     import datasets
     import torch
 
@@ -103,7 +135,7 @@ def fine_tune(
 
             model = quantize(model, lora["base_quantization"])  # QLoRA: the frozen base held quantized
         lora_config = add_lora(model, lora["target_modules"], lora["r"], lora["alpha"], lora["dropout"])
-    callbacks = []
+    callbacks = list(callbacks or [])
     if run_id is not None:
         callbacks.append(MLflowCallback(tracking_uri=tracking_uri, run_id=run_id, tolerate_errors=True))
     trainer = Trainer(
