@@ -162,6 +162,18 @@ def test_lora_flags_carry_their_prefix():
     assert params.lora.r == 4 and not params.lora.enabled
 
 
+def test_distributed_training_is_one_node_unless_asked_and_its_flags_carry_their_prefix():
+    assert RetrainParams().distributed.model_dump() == {
+        "nodes": 1, "nproc_per_node": 1, "max_restarts": 3, "platform": "netns"
+    }  # fmt: skip
+    params, _ = parse_params(RetrainParams, ["--distributed-nodes", "2", "--distributed-max-restarts", "1"], prog="r")
+    assert (params.distributed.nodes, params.distributed.max_restarts) == (2, 1)
+    with pytest.raises(ValidationError, match="distributed.nodes"):
+        RetrainParams.model_validate({"distributed": {"nodes": 0}})
+    with pytest.raises(ValidationError, match="distributed.platform"):
+        RetrainParams.model_validate({"distributed": {"platform": "slurm"}})
+
+
 def test_every_parameter_explains_itself():
     """The Prefect form shows these: a field without a description is a field users guess at."""
     from flows.params import LoraSettings, TrainingSettings
