@@ -21,13 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = ROOT / "infra" / "production"
 KUBERNETES_VERSION = "1.33.0"  # the oldest minor version still supported upstream when this was written
 MANIFESTS = sorted(p for p in PRODUCTION.glob("*.yaml") if p.name != "kustomization.yaml")
+ALTERNATIVES = sorted((PRODUCTION / "alternatives").glob("*.yaml"))  # the other ways, not in the base
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MANIFESTS + ALTERNATIVES, ids=lambda p: p.name)
 def test_every_manifest_is_a_valid_kubernetes_resource(path):
     documents = _documents(path)
     assert documents, f"{path.name} holds no resource"
@@ -70,7 +71,7 @@ def _render(value: Any, variables: dict[str, Any]) -> Any:
 
 
 def test_the_kubernetes_work_pool_template_renders_a_valid_job():
-    template = json.loads((PRODUCTION / "k8s-base-job-template.json").read_text(encoding="utf-8"))
+    template = json.loads((PRODUCTION / "alternatives" / "k8s-base-job-template.json").read_text(encoding="utf-8"))
     properties = template["variables"]["properties"]
     variables = {name: spec.get("default") for name, spec in properties.items()}
     variables.update(
@@ -85,3 +86,88 @@ def test_the_kubernetes_work_pool_template_renders_a_valid_job():
     job["metadata"]["name"] = "retrain-abc-1"  # the API server's generateName
     job["spec"]["template"]["spec"]["containers"][0]["args"] = ["prefect", "flow-run", "execute"]  # split by Prefect
     kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+
+
+def _resources(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in _documents(path)}
+
+
+def _container(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = doc["spec"]["template"]["spec"]
+    return next(c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name)
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_the_work_pool_is_the_one_cluster_mode_serves():
+    """Pool name, type, limit, worker count and per-worker limit are cluster mode's defaults."""
+    from infra.servers import Config
+
+    config = Config(home=Path("/tmp/unused"), mode="cluster")
+    manifest = _resources(PRODUCTION / "prefect-worker.yaml")
+    pool = manifest["ConfigMap", "prefect-pool"]["data"]
+    assert pool == {"POOL": config.work_pool, "POOL_LIMIT": str(config.pool_limit)}
+    workers = manifest["Deployment", "prefect-worker"]
+    assert workers["spec"]["replicas"] == config.workers
+    command = " ".join(_container(workers, "worker")["args"])
+    assert '--pool "$POOL" --type process' in command and f"--limit {config.worker_limit}" in command
+    assert 'set-concurrency-limit "$POOL" "$POOL_LIMIT"' in " ".join(_container(workers, "pool")["args"])
+    env = _env(_container(workers, "worker"))
+    assert env["PREFECT_WORKER_QUERY_SECONDS"] == f"{config.worker_query_seconds:g}"
+    assert env["MODELCORE_INFRA_MODE"] == "cluster"
+    deployments = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text(encoding="utf-8"))
+    pools = {d["work_pool"]["name"] for d in deployments["deployments"]}
+    assert pools == {config.work_pool} or pools == {"{{ $MODELCORE_WORK_POOL }}"}, pools
+
+
+def test_postgres_is_the_major_version_cluster_mode_runs():
+    from infra import postgres
+
+    try:
+        major = postgres.bin_dir().parent.name  # /usr/lib/postgresql/<major>/bin
+    except Exception as error:  # not installed on this machine: nothing to compare with
+        pytest.skip(f"no local PostgreSQL: {error}")
+    statefulset = _resources(PRODUCTION / "postgres.yaml")["StatefulSet", "postgres"]
+    assert _container(statefulset, "postgres")["image"] == f"postgres:{major}"
+    init = _resources(PRODUCTION / "postgres.yaml")["ConfigMap", "postgres-init"]["data"]["10-databases.sql"]
+    assert sorted(re.findall(r"CREATE DATABASE (\w+);", init)) == sorted(postgres.DATABASES)
+    secret = _resources(PRODUCTION / "secrets.example.yaml")["Secret", "modelcore-postgres"]["stringData"]
+    assert secret["POSTGRES_USER"] == postgres.ROLE
+    assert secret["PREFECT_API_DATABASE_CONNECTION_URL"].startswith("postgresql+asyncpg://")
+    assert secret["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql")
+
+
+def test_mlflow_and_prefect_servers_are_started_as_cluster_mode_starts_them(tmp_path, monkeypatch):
+    from infra import servers
+
+    monkeypatch.setattr(servers.postgres, "url", lambda *a, **k: "postgresql://u:p@h:1/db")
+    config = servers.Config(home=tmp_path, mode="cluster")
+    local, local_env, _ = servers._mlflow_command(config)
+    mlflow = _resources(PRODUCTION / "mlflow.yaml")["Deployment", "mlflow"]
+    args = " ".join(_container(mlflow, "mlflow")["args"])
+    for flag in ("--serve-artifacts", "--artifacts-destination", "--default-artifact-root mlflow-artifacts:/"):
+        assert flag in " ".join(local) and flag in args, flag
+    assert "--backend-store-uri" not in " ".join(local)  # from the environment, as in the manifest
+    env = _env(_container(mlflow, "mlflow"))
+    assert set(local_env) <= set(env), set(local_env) - set(env)
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == local_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]
+
+    local, local_env, _ = servers._prefect_server_command(config)
+    prefect = _resources(PRODUCTION / "prefect-server.yaml")["Deployment", "prefect-server"]
+    container = _container(prefect, "prefect-server")
+    assert container["command"][:3] == ["prefect", "server", "start"] == [Path(local[0]).name, *local[1:3]]
+    assert (
+        "PREFECT_API_DATABASE_CONNECTION_URL" in _env(container) and "PREFECT_API_DATABASE_CONNECTION_URL" in local_env
+    )
+
+
+def test_the_image_has_this_python_and_torch():
+    import sys
+
+    import torch
+
+    dockerfile = (PRODUCTION / "Dockerfile").read_text(encoding="utf-8")
+    assert f"FROM python:{sys.version_info.major}.{sys.version_info.minor}-" in dockerfile
+    assert f"torch=={torch.__version__.split('+')[0]}" in dockerfile
