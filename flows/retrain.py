@@ -129,8 +129,9 @@ def retrain(params: RetrainParams = EMPTY_PARAMS) -> dict[str, Any]:
             params.experiment_name,
             run_name=f"retrain-{flow_run.get_name() or flow_run_id}",
             # the training settings arrive as the Trainer's own arguments (learning_rate, ...), logged by its
-            # MLflow callback with the values it ran with: logged here too, each would appear twice
-            params=params.model_dump(exclude={"training"}),
+            # MLflow callback with the values it ran with: logged here too, each would appear twice; a run on several
+            # nodes logs its distributed.* settings with the job (tasks.distributed), a run in process has none
+            params=params.model_dump(exclude={"training", "distributed"}),
             tags=tags,
         )
     except BaseException:
