@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast lint bench clean
+.PHONY: install browser postgres run test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -31,7 +31,15 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 	  echo "could not install chromium (apt-get needs root): the browser tests will fail, naming it"; }
 
-test: install browser
+# Debian's PostgreSQL for the cluster mode of infra/ (infra/servers.py --mode cluster, tests/e2e/test_cluster.py):
+# only its binaries are used (/usr/lib/postgresql/<version>/bin), with a data directory under the pipeline home
+# and port 5433; a system cluster the package may set up is left alone. Installed with apt-get when missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { echo "installing Debian's postgresql for the cluster mode"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 || \
+	  echo "could not install postgresql (apt-get needs root): the cluster tests will fail, naming it"; }
+
+test: install browser postgres
 	$(PY) -m pytest -q
 
 test-fast: install

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import os
 import re
 import threading
 import time
@@ -127,7 +126,7 @@ def promotion_lock(name: str, tracking_uri: str, timeout: float = LOCK_TIMEOUT_S
       that is closed afterwards; PostgreSQL drops it with the session.
     * ``http(s)://`` (a tracking server, cluster mode): the store behind the server is out of sight, so the lock
       is Prefect's global concurrency limit ``modelcore-registry-<name>`` (limit 1, created when missing) on the
-      Prefect server of ``PREFECT_API_URL``, which every worker of the pool shares. A holder renews its lease;
+      Prefect server of ``PREFECT_API_URL`` (or the profile), which every worker of the pool shares. A holder renews its lease;
       a crashed holder's slot is freed when the lease expires (300 s).
     * a tracking server and no Prefect server: nothing is shared between processes; a warning says so and
       only threads of this process are serialized.
@@ -146,7 +145,7 @@ def promotion_lock(name: str, tracking_uri: str, timeout: float = LOCK_TIMEOUT_S
     elif tracking_uri.startswith(("postgresql:", "postgresql+")):
         with _postgres_lock(tracking_uri, name, timeout):
             yield "postgres"
-    elif os.environ.get("PREFECT_API_URL"):
+    elif _prefect_api_url():
         with _prefect_lock(name, timeout):
             yield "prefect"
     else:
@@ -157,6 +156,13 @@ def promotion_lock(name: str, tracking_uri: str, timeout: float = LOCK_TIMEOUT_S
         )
         with _THREAD_LOCKS.setdefault(name, threading.Lock()):
             yield "thread"
+
+
+def _prefect_api_url() -> str | None:
+    """The Prefect server of this process (``PREFECT_API_URL``, a profile, a test harness), None when embedded."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
 
 
 @contextlib.contextmanager
@@ -346,6 +352,12 @@ def _ensure_registered_model(client: Any, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
     try:
+        client.get_registered_model(name)
+        return
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    try:  # (an attempt on every run would leave a unique-key ERROR in a PostgreSQL store's log each time)
         client.create_registered_model(name)
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":

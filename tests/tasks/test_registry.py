@@ -297,3 +297,37 @@ def test_concurrent_registrations_leave_one_champion_and_a_monotone_chain(pipeli
     promoted = {version for version, v in versions.items() if v.tags["promotion"] == "promoted"}
     assert promoted == set(chain)
     assert {str(r.version) for r in results.values() if r.promoted} == promoted
+
+
+def test_with_a_tracking_server_the_lock_is_a_prefect_concurrency_limit():
+    """The lock for an MLflow server: Prefect's global concurrency limit, taken from plain Python outside a flow,
+    one holder at a time, created on first use with limit 1 and free again afterwards."""
+    import contextvars
+    import threading
+
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    from tasks import registry
+
+    with prefect_test_harness(server_startup_timeout=120):
+        inside: list[int] = []
+        seen: list[tuple[str, int]] = []
+
+        def hold() -> None:
+            with registry.promotion_lock("shared", "http://127.0.0.1:9", timeout=120) as kind:
+                inside.append(1)
+                seen.append((kind, len(inside)))
+                time.sleep(0.3)
+                inside.pop()
+
+        # each thread runs in a copy of this context: that is where the harness's settings live
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(hold,)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert seen == [("prefect", 1)] * 3
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(registry.prefect_limit_name("shared"))
+        assert (limit.limit, limit.active_slots) == (1, 0)
