@@ -201,8 +201,8 @@ class NodeJob:
     env: dict[str, str]
     log_dir: Path
     backoff_limit: int = 3
-    events: list[NodeEvent] = field(default_factory=list)
-    _running: dict[int, subprocess.Popen] = field(default_factory=dict)
+    events: list[NodeEvent] = field(default_factory=list, init=False)
+    _running: dict[int, subprocess.Popen] = field(default_factory=dict, init=False, repr=False)
 
     def _start(self, node: Node) -> None:
         log = open(self.log_dir / f"node-{node.index}.log", "ab")  # noqa: SIM115 - closed when the process ends

@@ -88,3 +88,28 @@ def test_one_node_trains_in_process_and_the_namespaces_are_for_two_or_more(monke
 def test_node_names_are_short_and_per_job():
     names = {platforms.namespace_name(job, i) for job in ("a", "b") for i in range(2)}
     assert len(names) == 4 and all(n.startswith(platforms.NAMESPACE_PREFIX) and len(n) < 20 for n in names)
+
+
+class _HereNode(platforms.Node):
+    """A node whose commands run right here (no namespace): the restart policy alone."""
+
+    def wrap(self, command):
+        return command
+
+
+def test_the_platform_starts_a_failed_node_again_and_gives_up_past_its_backoff_limit(tmp_path):
+    import sys
+
+    nodes = [_HereNode(i, "127.0.0.1", "lo", "none") for i in range(2)]
+    marker = tmp_path / "failed-once"
+    flaky = f"import pathlib,sys; p=pathlib.Path({str(marker)!r}); sys.exit(0 if p.exists() else p.touch() or 3)"
+    job = platforms.NodeJob(nodes, lambda node: [sys.executable, "-c", flaky if node.index else "pass"], {}, tmp_path)
+    job.run(timeout_s=60)
+    assert job.restarts == 1
+    assert [(e.node, e.returncode, e.restarted) for e in job.events if e.returncode] == [(1, 3, True)]
+    assert (tmp_path / "node-1.log").is_file()
+
+    failing = platforms.NodeJob(nodes, lambda node: [sys.executable, "-c", "raise SystemExit(5)"], {}, tmp_path, 1)
+    with pytest.raises(platforms.PlatformError, match="no restart left"):
+        failing.run(timeout_s=60)
+    assert failing.restarts == 1
