@@ -104,7 +104,7 @@ def train_across_nodes(
         job = NodeJob(
             platform.nodes,
             command,
-            env | {"GLOO_SOCKET_IFNAME": platform.nodes[0].interface},
+            env | {"GLOO_SOCKET_IFNAME": platform.nodes[0].interface},  # the same name on every node
             out / NODE_LOGS,
             backoff_limit=max_restarts,
         )
@@ -112,15 +112,9 @@ def train_across_nodes(
     record = restart_record(out / ATTEMPTS_FILE)
     record |= {"nodes": nodes, "nproc_per_node": per_node, "node_restarts": job.restarts,
                "job_seconds": round(time.time() - started, 2)}  # fmt: skip
+    # rank 0's result is its last start's: resumed_from is the checkpoint that start resumed from
     result = TrainResult(**json.loads((out / RESULT_FILE).read_text(encoding="utf-8"))["train_result"])
-    resumed = out / f"checkpoint-{record['resumed_from_step']}" if record["resumed_from_step"] else None
-    result = replace(
-        result,
-        resumed_from=str(resumed) if resumed is not None else result.resumed_from,
-        nodes=nodes,
-        restarts=record["restarts"],
-        time_lost_s=record["time_lost_s"],
-    )
+    result = replace(result, nodes=nodes, restarts=record["restarts"], time_lost_s=record["time_lost_s"])
     if run_id is not None:
         pending = pending_metrics(out, run_id, record, result.global_step)
         result = replace(result, pending_metrics=str(pending))
