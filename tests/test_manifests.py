@@ -171,3 +171,35 @@ def test_the_image_has_this_python_and_torch():
     dockerfile = (PRODUCTION / "Dockerfile").read_text(encoding="utf-8")
     assert f"FROM python:{sys.version_info.major}.{sys.version_info.minor}-" in dockerfile
     assert f"torch=={torch.__version__.split('+')[0]}" in dockerfile
+
+
+def test_the_training_job_runs_the_command_tasks_distributed_runs_on_each_node():
+    """Same torchrun flags (rendezvous, restarts, host, local address), script, spec path, environment."""
+    import shlex
+
+    from tasks import distributed
+
+    manifest = _resources(PRODUCTION / "train-multigpu-job.yaml")
+    job = manifest["Job", "modelcore-train-RUN_ID"]
+    container = _container(job, "train")
+    shell = " ".join(container["args"]).removeprefix("exec ")
+    host_expr = '"is_host=$([ "$JOB_COMPLETION_INDEX" = 0 ] && echo 1 || echo 0)"'
+    assert host_expr in shell
+    words = shlex.split(shell.replace(host_expr, "is_host=1").replace('"$POD_IP"', "LOCAL"))
+    nodes, per_node = job["spec"]["completions"], int(words[words.index("--nproc-per-node") + 1])
+    endpoint = words[words.index("--rdzv-endpoint") + 1]
+    expected = distributed.torchrun_command(
+        nodes, per_node, endpoint, "RUN_ID", job["spec"]["backoffLimit"], "LOCAL", True
+    )
+    assert words[: len(expected)] == ["python", *expected[1:]]
+    assert endpoint == f"modelcore-train-RUN_ID-0.modelcore-train-RUN_ID:{distributed.RDZV_PORT}"
+    assert words[len(expected) :] == [
+        str(distributed.SCRIPT.relative_to(ROOT)),
+        "--spec",
+        f"/pipeline/runs/RUN_ID/train/{distributed.SPEC_FILE}",
+    ]
+    assert job["spec"]["parallelism"] == nodes and job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"  # the platform stand-in's NodeJob
+    assert _env(container)["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"
+    service = manifest["Service", "modelcore-train-RUN_ID"]
+    assert service["spec"]["ports"][0]["port"] == distributed.RDZV_PORT
