@@ -100,3 +100,12 @@ def test_publish_puts_the_artifacts_on_the_flow_run(summary, caplog):
     )
     assert artifacts["evaluation-per-class"].type == "table"
     assert summary_line(summary) in caplog.text
+
+
+def test_training_across_nodes_and_its_restarts_are_in_the_summary(summary):
+    assert "node(s)" not in summary_markdown(summary)  # one node, no restart: nothing to say
+    summary["training"] = {"nodes": 2, "restarts": 1, "resumed_from_step": 4, "time_lost_s": 27.94}
+    text = summary_markdown(summary)
+    assert "Trained on 2 node(s); 1 restart(s), the last resuming at step 4; 27.9 s lost to restarts." in text
+    summary["training"] = {"nodes": 1, "restarts": 1, "resumed_from_step": 8, "time_lost_s": 3.0}
+    assert "Trained on 1 node(s); 1 restart(s)" in summary_markdown(summary)  # a restart on one node is news too
