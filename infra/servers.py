@@ -634,10 +634,13 @@ def stop(
         ``{service: {"state": "stopped" | "not running" | "not ours", "seconds", "forced"}}``;
         ``forced`` means SIGKILL was needed after the grace period.
     """
-    services = _check_names(config, services)
+    # workers started under a larger MODELCORE_WORKERS than this call's go too: their pid files name them
+    started_workers = sorted(p.stem for p in config.state_dir.glob("prefect-worker*.pid"))
+    extra = tuple(name for name in started_workers if name not in worker_services(config))
+    services = _check_names(config, services) + (extra if services is None else ())
     table = registry(config)
     report: dict[str, dict[str, Any]] = {}
-    for group in (tuple(worker_services(config)), ("prefect-server", "mlflow"), ("postgres",)):
+    for group in ((*worker_services(config), *extra), ("prefect-server", "mlflow"), ("postgres",)):
         running = {}
         for name in (n for n in group if n in services):
             process = _process(config, name)

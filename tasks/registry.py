@@ -309,12 +309,14 @@ def register(
     )
     client = mlflow_models.client(tracking_uri)
     try:
-        if model_description is not None:
-            client.update_registered_model(name, description=model_description)
-        client.set_registered_model_tag(name, "task", task_name)
-        client.set_registered_model_tag(name, "promotion_metric", promotion_metric)
         _wait_ready(client, name, version.version)
         with promotion_lock(name, tracking_uri):  # read, decide and move as one step: one winner per moment
+            # the registered model's own fields too: MLflow's SQL store writes a tag as read-then-insert, so two
+            # runs setting one at once can hit its unique key
+            if model_description is not None:
+                client.update_registered_model(name, description=model_description)
+            client.set_registered_model_tag(name, "task", task_name)
+            client.set_registered_model_tag(name, "promotion_metric", promotion_metric)
             current_version, current = champion_metric(name, promotion_metric, tracking_uri)
             promoted, reason = decide(
                 metrics[promotion_metric],
