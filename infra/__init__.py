@@ -1,1 +1,2 @@
-"""Local servers (Prefect server + worker, MLflow server) for the pipeline; see infra/README.md."""
+"""The servers of the pipeline (Prefect server and workers, MLflow server; SQLite or, in cluster mode, PostgreSQL),
+started and stopped on loopback; see infra/README.md."""

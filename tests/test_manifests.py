@@ -12,10 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate  # the test extra installs it
 import pytest
 import yaml
-
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="the test extra installs kubernetes-validate")
 
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCTION = ROOT / "infra" / "production"
