@@ -303,7 +303,6 @@ def register(
         max_length=max_length,
         task=task_name,
     )
-    _ensure_registered_model(mlflow_models.client(tracking_uri), name)
     version = mlflow_models.register_version(
         name, run_id, tags=version_tags, description=description, tracking_uri=tracking_uri, model_uri=model_uri
     )
@@ -347,23 +346,6 @@ def register(
         "%s version %s: %s: %s", name, version.version, "champion" if promoted else "challenger, not champion", reason
     )
     return Registration(name, version.version, promoted, reason, champion, aliases)
-
-
-def _ensure_registered_model(client: Any, name: str) -> None:
-    """Create ``name`` unless it exists; two runs registering a new model at once both get past the check."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-        return
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-    try:  # (an attempt on every run would leave a unique-key ERROR in a PostgreSQL store's log each time)
-        client.create_registered_model(name)
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
 
 
 def _baseline_name(task_name: str) -> str:

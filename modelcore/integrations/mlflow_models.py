@@ -194,8 +194,14 @@ def register_version(
     mlflow_client = client(tracking_uri)
     try:
         mlflow_client.get_registered_model(name)
-    except MlflowException:
-        mlflow_client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        try:  # created only when missing: an attempt per call would leave a unique-key ERROR in a PostgreSQL log
+            mlflow_client.create_registered_model(name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":  # another process registering the same new model
+                raise
     run = mlflow_client.get_run(run_id)
     if model_uri is not None:
         logged = mlflow_client.get_logged_model(model_uri.removeprefix("models:/"))
