@@ -203,8 +203,11 @@ def _log_params(
     from modelcore.integrations.mlflow import CONFIG_PREFIX, flatten_params, prepare_params
 
     try:
-        args = TrainingArguments(output_dir=spec["output_dir"], report_to=[], **spec["training"]).to_dict()
-        params = flatten_params(args) | flatten_params({"distributed": distributed})
+        fields = {k: v for k, v in spec["training"].items() if k != "augment"}  # the collator's, not an argument
+        args = TrainingArguments(output_dir=spec["output_dir"], report_to=[], **fields).to_dict()
+        params = flatten_params(args) | flatten_params(
+            {"distributed": distributed, "augment": spec["training"].get("augment", False)}
+        )
         config = Path(checkpoint) / "config.json"
         if config.is_file():
             params |= flatten_params(json.loads(config.read_text(encoding="utf-8")), CONFIG_PREFIX)

@@ -50,7 +50,8 @@ def fine_tune(
             ``modelcore.create_model`` (``vit_mnist_patch4_28``), trained from scratch.
         tokenized_path: output of ``tokenize_dataset``.
         labels: label names, index = label id (a task without a label column: empty).
-        training: ``TrainingArguments`` fields (``output_dir`` is set here).
+        training: ``TrainingArguments`` fields (``output_dir`` is set here), and ``augment``: an image task's collator
+            moves each training image at random (``RandomAffine``).
         output_dir: where checkpoints and the final model go.
         tracking_uri, run_id: the flow's MLflow run; None disables tracking.
         task_name: the task's Auto class builds the model, its collator batches the rows.
@@ -108,6 +109,10 @@ def train_here(
 
     out = Path(output_dir)
     image = spec.modality == "image"  # the collator decodes the images per batch: the Trainer keeps the columns
+    training = dict(training)
+    augment = bool(training.pop("augment", False))  # the collator's, not a TrainingArguments field
+    if augment and not image:
+        raise ValueError(f"training.augment moves images; task {spec.name} takes {spec.modality}")
     args = TrainingArguments(output_dir=str(out), report_to=[], **({"remove_unused_columns": False} if image else {}),
                              **training)  # fmt: skip
     train = datasets.load_from_disk(str(Path(tokenized_path) / "train"))
@@ -143,7 +148,7 @@ def train_here(
         args,
         train_dataset=train,
         processing_class=tokenizer,
-        data_collator=spec.function("collator")(tokenizer),
+        data_collator=spec.function("collator")(tokenizer, **({"augment": _random_moves()} if augment else {})),
         callbacks=callbacks,
     )
     resume = latest_checkpoint(out)
@@ -199,3 +204,10 @@ def _with_adapter_on_full_precision(auto_class: Any, base_model: str, lora: dict
     add_lora(model, lora["target_modules"], lora["r"], lora["alpha"], lora["dropout"])
     load_adapter(model, adapter)
     return model
+
+
+def _random_moves() -> Any:
+    """The image task's train-time augmentation (the moves of benchmarks/bench_vit_mnist.py's recipe)."""
+    from modelcore.task_registry.image_classification import RandomAffine
+
+    return RandomAffine()

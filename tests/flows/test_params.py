@@ -146,6 +146,16 @@ def test_an_image_run_takes_its_task_defaults_and_refuses_exports_it_cannot_chec
     )
     assert params.training.num_train_epochs == 3 and params.training.lr_scheduler_type == "cosine"
     assert params.promotion_metric == "accuracy" and params.export_formats == ["safetensors"]
+    # benchmarks/bench_vit_mnist.py's recipe: randomly moved digits, label smoothing
+    assert params.training.augment is True and params.training.label_smoothing_factor == 0.1
+    arguments = params.training.to_training_arguments()
+    assert arguments["augment"] is True and arguments["label_smoothing_factor"] == 0.1
+    off, _ = parse_params(RetrainParams, ["--task", "image-classification", "--no-augment"], prog="r")
+    assert off.training.augment is False
+    text_run = RetrainParams.model_validate({})
+    assert text_run.training.augment is False and text_run.training.label_smoothing_factor == 0.0
+    with pytest.raises(ValidationError, match="training.augment moves images; task text-classification takes text"):
+        RetrainParams.model_validate({"training": {"augment": True}})
     for values, message in (
         ({"export_formats": ["safetensors", "onnx"]}, "task image-classification has no ONNX export"),
         ({"quantization": ["int8_dynamic"]}, "task image-classification takes images"),

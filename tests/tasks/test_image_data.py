@@ -14,6 +14,7 @@ import json
 import datasets
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tasks.image_data import load_image_dataset
@@ -186,3 +187,26 @@ def test_a_factory_size_trains_from_scratch_and_is_evaluated_on_the_held_out_ima
     lines = [json.loads(line) for line in (tmp_path / "eval" / PREDICTIONS_FILE).read_text().splitlines()]
     assert len(lines) == ref.num_test and {"source", "label", "predicted", "probs"} == set(lines[0])
     assert lines[0]["source"].split("/")[0] in ref.labels  # a prediction names its image's file
+
+
+def test_augmented_training_moves_the_images_reproducibly_and_only_for_images(pipeline_home, digit_folder, tmp_path):
+    """``training["augment"]``: the collator moves each image (other weights than unmoved images give), the same
+    moves for the same seed; a text task refuses it."""
+    from modelcore.serialization.safetensors_io import load_file
+    from tasks.training import fine_tune
+
+    ref = load(str(digit_folder))
+    training = {"max_steps": 3, "per_device_train_batch_size": 8, "save_steps": 3, "disable_tqdm": True}
+
+    def weights(name: str, **extra) -> dict:
+        trained = fine_tune.fn(
+            "vit_mnist_patch4_28", ref.path, list(ref.labels), {**training, **extra}, str(tmp_path / name),
+            task_name="image-classification",
+        )  # fmt: skip
+        return load_file(f"{trained.checkpoint}/model.safetensors")
+
+    plain, moved, again = weights("plain"), weights("moved", augment=True), weights("again", augment=True)
+    assert any(not torch.equal(plain[k], moved[k]) for k in plain)
+    assert all(torch.equal(moved[k], again[k]) for k in moved)
+    with pytest.raises(ValueError, match="training.augment moves images; task text-classification takes text"):
+        fine_tune.fn("minilm-l6", ref.path, [], {**training, "augment": True}, str(tmp_path / "text"))
