@@ -238,7 +238,7 @@ def test_unvalidated_bad_values_fail_the_run_at_once_naming_the_field(stack, dep
 def test_choosing_a_task_is_all_the_form_needs(stack, deployments, context, shots):  # noqa: F811
     """Every task-dependent field is empty in the form (its description names each task's default), so picking
     image-classification and submitting gives a run of that task's model, data and training settings."""
-    from flows.params import RetrainParams
+    from flows.params import TASK_DEFAULTS, RetrainParams
 
     pool = f"work_pools/{stack.config.work_pool}"
     assert stack.api.patch(pool, json={"is_paused": True}).status_code == 204  # the run is created, not run
@@ -270,7 +270,13 @@ def test_choosing_a_task_is_all_the_form_needs(stack, deployments, context, shot
             "vit_mnist_patch4_28",
             "mnist-5k",
         )
-        assert params.training.learning_rate == 1e-3 and params.export_formats == ["safetensors"]
+        image, text = (
+            TASK_DEFAULTS["image-classification"]["training"],
+            TASK_DEFAULTS["text-classification"]["training"],
+        )
+        assert image["learning_rate"] != text["learning_rate"] and image["augment"] != text["augment"]
+        assert params.training.learning_rate == image["learning_rate"] and params.training.augment is True
+        assert params.export_formats == ["safetensors"]
         assert stack.api.delete(f"flow_runs/{flow_run_id}").status_code == 204
     finally:
         stack.api.patch(pool, json={"is_paused": False})
