@@ -26,7 +26,7 @@ import pytest
 
 from infra import servers
 from tasks.registry import CHAMPION, prefect_limit_name
-from tests.e2e.test_servers import REPO, TERMINAL, _free_port, _small_params
+from tests.e2e.test_servers import REPO, TERMINAL, _free_port, _small_params, leftover_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -230,8 +230,6 @@ def _failure_logs(api: Any, runs: list[dict[str, Any]]) -> str:
 
 
 def test_everything_stops_and_no_process_is_left(cluster):
-    import psutil
-
     config, _ = cluster
     deadline = time.monotonic() + 120  # a flow-run process may still be exiting after its run COMPLETED
     workers = [servers._process(config, name) for name in servers.worker_services(config)]
@@ -243,13 +241,5 @@ def test_everything_stops_and_no_process_is_left(cluster):
     assert not any(entry["healthy"] for entry in servers.status(config).values())
     ports = (config.prefect_port, config.mlflow_port, config.pg_port)
     assert not any(servers._port_taken("127.0.0.1", port) for port in ports)
-    leftovers = []
-    for process in psutil.process_iter(["pid", "cmdline", "environ"]):
-        if process.pid == os.getpid():
-            continue
-        environ = process.info.get("environ") or {}
-        cmdline = " ".join(process.info.get("cmdline") or [])
-        if environ.get("MODELCORE_PIPELINE_HOME") == str(config.home) or str(config.home) in cmdline:
-            leftovers.append((process.pid, cmdline))
-    assert leftovers == []
+    assert leftover_processes(config.home, {os.getpid()}) == []
     assert not list(config.state_dir.glob("*.pid"))

@@ -393,13 +393,20 @@ def test_the_servers_stop_cleanly_and_leave_no_process(stack):
         assert entry == {"state": "stopped", "seconds": entry["seconds"], "forced": False}, (name, entry)
     assert not any(status["healthy"] for status in servers.status(config).values())
     assert not any(servers._port_taken("127.0.0.1", port) for port in (config.prefect_port, config.mlflow_port))
-    leftovers = []
+    assert leftover_processes(config.home, ours) == []
+    assert not list(config.state_dir.glob("*.pid"))
+
+
+def leftover_processes(home: Path, ours: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, str]]:
+    """(pid, command line) of every process, other than ``ours``, whose environment or command line names ``home``."""
+    import psutil
+
+    found = []
     for process in psutil.process_iter(["pid", "cmdline", "environ"]):
         if process.pid in ours:
             continue
         environ = process.info.get("environ") or {}
         cmdline = " ".join(process.info.get("cmdline") or [])
-        if environ.get("MODELCORE_PIPELINE_HOME") == str(config.home) or str(config.home) in cmdline:
-            leftovers.append((process.pid, cmdline))
-    assert leftovers == []
-    assert not list(config.state_dir.glob("*.pid"))
+        if environ.get("MODELCORE_PIPELINE_HOME") == str(home) or str(home) in cmdline:
+            found.append((process.pid, cmdline))
+    return found
