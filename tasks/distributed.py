@@ -201,13 +201,12 @@ def _log_params(
 
     from modelcore import TrainingArguments
     from modelcore.integrations.mlflow import CONFIG_PREFIX, flatten_params, prepare_params
+    from tasks.training import split_training
 
     try:
-        fields = {k: v for k, v in spec["training"].items() if k != "augment"}  # the collator's, not an argument
+        fields, augment = split_training(spec["training"])
         args = TrainingArguments(output_dir=spec["output_dir"], report_to=[], **fields).to_dict()
-        params = flatten_params(args) | flatten_params(
-            {"distributed": distributed, "augment": spec["training"].get("augment", False)}
-        )
+        params = flatten_params(args) | flatten_params({"distributed": distributed, "augment": augment})
         config = Path(checkpoint) / "config.json"
         if config.is_file():
             params |= flatten_params(json.loads(config.read_text(encoding="utf-8")), CONFIG_PREFIX)

@@ -109,8 +109,7 @@ def train_here(
 
     out = Path(output_dir)
     image = spec.modality == "image"  # the collator decodes the images per batch: the Trainer keeps the columns
-    training = dict(training)
-    augment = bool(training.pop("augment", False))  # the collator's, not a TrainingArguments field
+    training, augment = split_training(training)
     if augment and not image:
         raise ValueError(f"training.augment moves images; task {spec.name} takes {spec.modality}")
     args = TrainingArguments(output_dir=str(out), report_to=[], **({"remove_unused_columns": False} if image else {}),
@@ -204,6 +203,13 @@ def _with_adapter_on_full_precision(auto_class: Any, base_model: str, lora: dict
     add_lora(model, lora["target_modules"], lora["r"], lora["alpha"], lora["dropout"])
     load_adapter(model, adapter)
     return model
+
+
+def split_training(training: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(``TrainingArguments`` fields, ``augment``): the flow's training settings without the one that is the
+    collator's, not the Trainer's."""
+    fields = dict(training)
+    return fields, bool(fields.pop("augment", False))
 
 
 def _random_moves() -> Any:
