@@ -10,6 +10,7 @@
     python -m infra.servers status         # health of each service; exit status 1 when one is down
     python -m infra.servers stop           # workers first, then the servers, then PostgreSQL: SIGINT, then SIGKILL
     eval "$(python -m infra.servers env)"  # PREFECT_API_URL, MLFLOW_TRACKING_URI, ... for this shell
+    python -m infra.servers deploy         # prefect deploy of deployments/prefect.yaml, bounded by the pool's limit
     python -m infra.servers --mode cluster start   # every verb takes --mode (else MODELCORE_INFRA_MODE)
 
 Everything lives under the pipeline home (``MODELCORE_PIPELINE_HOME``, default ``./.pipeline``):
@@ -396,6 +397,50 @@ def ensure_pool(config: Config) -> dict[str, Any]:
     return _http_json("GET", f"{config.prefect_api_url}/work_pools/{pool}")
 
 
+DEPLOYMENTS_FILE = REPO / "deployments" / "prefect.yaml"
+
+
+def deploy(
+    config: Config, prefect_file: Path = DEPLOYMENTS_FILE, log: Callable[[str], None] = print
+) -> dict[str, int | None]:
+    """``prefect deploy --all`` of ``prefect_file``; then every deployment on the pool is bounded by the pool's limit.
+
+    Prefect checks a work pool's concurrency limit only when a worker polls: workers polling at the same
+    moment can each be handed the pool's last free slot, so N workers may run more than the limit. A
+    deployment's concurrency limit is taken atomically when a run moves to Pending; setting it to the pool's
+    limit makes that limit hold. (A pool shared by several deployments is bounded per deployment.) A pool
+    without a limit (local mode) leaves the file's limits as they are. Returns ``{deployment: its limit}``.
+    """
+    done = subprocess.run(
+        [executable("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)],
+        cwd=REPO,
+        env={
+            **os.environ,
+            **client_env(config),
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        },  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+        raise ServerError(f"prefect deploy of {prefect_file} failed (exit {done.returncode}):\n{tail}")
+    api = config.prefect_api_url
+    limit = _http_json("GET", f"{api}/work_pools/{urllib.parse.quote(config.work_pool, safe='')}")["concurrency_limit"]
+    body = {"work_pools": {"name": {"any_": [config.work_pool]}}}
+    bounded: dict[str, int | None] = {}
+    for deployment in _http_json("POST", f"{api}/deployments/filter", body, timeout=30):
+        if limit is not None:
+            _http_json("PATCH", f"{api}/deployments/{deployment['id']}", {"concurrency_limit": limit}, timeout=30)
+        current = _http_json("GET", f"{api}/deployments/{deployment['id']}")["global_concurrency_limit"]
+        bounded[deployment["name"]] = None if current is None else current["limit"]
+        log(
+            f"deployment {deployment['name']!r} on pool {config.work_pool!r}: {bounded[deployment['name']]} run(s) at once"
+        )
+    return bounded
+
+
 # ---------------------------------------------------------------------------------------------- processes
 def _pid_file(config: Config, name: str) -> Path:
     return config.state_dir / f"{name}.pid"
@@ -697,7 +742,7 @@ def _pid(process: Any | None) -> int | None:
 # ---------------------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.servers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("verb", choices=("start", "stop", "status", "env"))
+    parser.add_argument("verb", choices=("start", "stop", "status", "env", "deploy"))
     parser.add_argument("services", nargs="*", help="start/stop only these services (default: all of the mode)")
     parser.add_argument("--mode", choices=MODES, help="local (SQLite) or cluster (PostgreSQL, N workers); default: "
                         "MODELCORE_INFRA_MODE, else local")  # fmt: skip
@@ -722,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
             report = start(config, args.services or None, log=say)
         elif args.verb == "stop":
             report = stop(config, args.services or None, log=say)
+        elif args.verb == "deploy":
+            report = deploy(config, log=say)
         else:
             report = status(config)
     except ServerError as error:

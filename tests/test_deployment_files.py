@@ -25,3 +25,16 @@ def test_a_scheduled_deployment_names_its_time_zone_where_the_ui_shows_it():
     for deployment in scheduled:
         for schedule in deployment["schedules"]:
             assert schedule["timezone"] in deployment["description"]  # the run list shows the browser's zone
+
+
+def test_every_deployment_is_bounded_by_a_limit_the_server_takes_atomically():
+    """A deployment concurrency limit (queued past it) on every deployment, the pool limit's default as default."""
+    from infra import servers
+
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:
+        limit = deployment["concurrency_limit"]
+        assert (limit["limit"], limit["collision_strategy"]) == (servers.Config.pool_limit, "ENQUEUE"), deployment[
+            "name"
+        ]
+        assert deployment["work_pool"]["name"] == servers.Config.work_pool

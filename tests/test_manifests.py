@@ -119,6 +119,8 @@ def test_the_work_pool_is_the_one_cluster_mode_serves():
     deployments = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text(encoding="utf-8"))
     pools = {d["work_pool"]["name"] for d in deployments["deployments"]}
     assert pools == {config.work_pool} or pools == {"{{ $MODELCORE_WORK_POOL }}"}, pools
+    # the pool's limit is racy across workers; each deployment's own limit, the same number, is the hard bound
+    assert {d["concurrency_limit"]["limit"] for d in deployments["deployments"]} == {int(pool["POOL_LIMIT"])}
 
 
 def test_postgres_is_the_major_version_cluster_mode_runs():

@@ -1,7 +1,8 @@
 """Cluster mode on this machine: PostgreSQL under both servers, N workers on one pool, concurrent retraining.
 
 ``infra/servers.py --mode cluster`` starts in a temporary home on free ports; the deployments are
-registered by ``prefect deploy`` from ``deployments/prefect.yaml`` unchanged; six small runs (tiny BERT,
+registered from ``deployments/prefect.yaml`` unchanged by ``infra.servers deploy`` (``prefect deploy``, then
+each deployment's concurrency limit set to the pool's, the bound Prefect takes atomically); six small runs (tiny BERT,
 real Rotten Tomatoes reviews, a different seed each) are queued at once. Workers and the pool limit come
 from ``MODELCORE_WORKERS`` (3) and ``MODELCORE_POOL_LIMIT`` (2), the runs from ``MODELCORE_E2E_RUNS`` (6):
 
@@ -15,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
@@ -26,7 +26,7 @@ import pytest
 
 from infra import servers
 from tasks.registry import CHAMPION, prefect_limit_name
-from tests.e2e.test_servers import REPO, TERMINAL, _free_port, _small_params, leftover_processes
+from tests.e2e.test_servers import TERMINAL, _free_port, _small_params, leftover_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -90,10 +90,6 @@ def cluster():
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _env(config: servers.Config) -> dict[str, str]:
-    return {**os.environ, **servers.client_env(config), "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}  # fmt: skip
-
-
 def test_the_servers_run_on_postgres_and_the_pool_has_its_limit(cluster):
     config, api = cluster
     pool = api.get(f"work_pools/{config.work_pool}").json()
@@ -125,16 +121,12 @@ def test_concurrent_retraining_runs_all_complete_with_one_champion(cluster, tiny
     from mlflow import MlflowClient
 
     config, api = cluster
-    deployed = subprocess.run(
-        [servers.executable("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
-        cwd=REPO,
-        env=_env(config),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    # `prefect deploy --all` of deployments/prefect.yaml, then each deployment bounded by the pool's limit
+    assert servers.deploy(config, log=_log) == {"nightly": config.pool_limit, "manual": config.pool_limit}
     manual = api.get("deployments/name/retrain/manual").json()
+    # the bound the server takes atomically when a run moves to Pending (the pool's limit alone is racy)
+    assert manual["global_concurrency_limit"]["limit"] == config.pool_limit, manual["global_concurrency_limit"]
+    assert manual["concurrency_options"]["collision_strategy"] == "ENQUEUE"
 
     # queued at once: the pool, not the caller, decides how many run
     begin = time.time()
@@ -162,6 +154,10 @@ def test_concurrent_retraining_runs_all_complete_with_one_champion(cluster, tiny
     intervals = [(_time(run["start_time"]), _time(run["end_time"])) for run in runs]
     FIGURES["most at once"] = peak = _max_overlap(intervals)
     FIGURES["run (s)"] = sorted(round(end - start, 1) for start, end in intervals)
+    # runs the server sent back to wait at Pending (the deployment's slot was taken): each one a run the
+    # pool's polling check alone would have let through
+    history = {run_id: api.get("flow_run_states/", params={"flow_run_id": run_id}).json() for run_id in ids}
+    FIGURES["slot waits"] = sum(e["name"] == "AwaitingConcurrencySlot" for run in history.values() for e in run)
     assert peak <= config.pool_limit
     assert peak >= min(2, config.pool_limit, config.workers), "the runs never overlapped"
 
@@ -191,6 +187,9 @@ def test_concurrent_retraining_runs_all_complete_with_one_champion(cluster, tiny
     # the promotions took Prefect's global concurrency limit of this model (the tracking store is a server)
     limit = api.get(f"v2/concurrency_limits/{prefect_limit_name(NAME)}").json()
     assert (limit["limit"], limit["active_slots"]) == (1, 0), limit
+    # and every run gave its deployment slot back
+    slots = api.get(f"v2/concurrency_limits/{manual['global_concurrency_limit']['id']}").json()
+    assert (slots["limit"], slots["active_slots"]) == (config.pool_limit, 0), slots
 
     # no lock errors anywhere, and the database password in no log
     secret = (config.postgres_root / "password").read_text().strip()
