@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +39,17 @@ def test_every_deployment_is_bounded_by_a_limit_the_server_takes_atomically():
             "name"
         ]
         assert deployment["work_pool"]["name"] == servers.Config.work_pool
+
+
+def test_a_deployments_file_prefect_refuses_fails_deploy_naming_the_file(tmp_path):
+    """``infra.servers deploy`` stops at a file ``prefect deploy`` refuses, naming it and quoting Prefect's reason."""
+    from infra import servers
+
+    broken = tmp_path / "prefect.yaml"
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    spec["deployments"][0]["concurrency_limit"] = {"limit": "two"}  # not a number
+    broken.write_text(yaml.safe_dump(spec))
+    config = servers.Config(home=tmp_path / "home", prefect_port=9)  # nothing listens there: never reached
+    with pytest.raises(servers.ServerError) as failed:
+        servers.deploy(config, prefect_file=broken, log=lambda _: None)
+    assert str(broken) in str(failed.value) and "concurrency_limit" in str(failed.value), failed.value
