@@ -4,9 +4,10 @@ A tiny BERT (dropout 0: masks cannot match across process counts) on 192 real Ro
 12 steps, a checkpoint every 4 steps. Needs root and iproute2's ``ip`` (CI runs as root): without them the tests
 fail, naming what is missing, rather than skip.
 
-The kill point can be moved: ``MODELCORE_TEST_KILL_AFTER_STEP`` (default 4: node ``MODELCORE_TEST_KILL_NODE``,
-default 1, is killed once ``checkpoint-4`` exists, mid-epoch 1) and ``MODELCORE_TEST_FIGURES`` (a JSON file) keeps
-the figures of infra/DISTRIBUTED.md.
+The kill point can be moved: node ``MODELCORE_TEST_KILL_NODE`` (default 1) is killed once step
+``MODELCORE_TEST_KILL_AFTER_STEP`` (default 4, mid-epoch 1; any step from 1 to 23) is trained, as rank 0's
+``log.jsonl`` says, and the checkpoint due by then is written (none before step 4: the job then restarts from the
+start). ``MODELCORE_TEST_FIGURES`` (a JSON file) keeps the figures of infra/DISTRIBUTED.md.
 """
 
 from __future__ import annotations
@@ -84,13 +85,17 @@ def base_and_data(tmp_path_factory, minilm_dir, rotten_tomatoes):
     return root / "model", root / "data"
 
 
-def _fine_tune(base_and_data, output_dir: Path, batch: int, distributed: dict | None = None, job_id: str | None = None):
+def _fine_tune(
+    base_and_data, output_dir: Path, batch: int, distributed: dict | None = None, job_id: str | None = None,
+    logging_steps: int = 4,
+):  # fmt: skip
     from tasks.training import fine_tune
 
     base, data = base_and_data
     training = {
-        "per_device_train_batch_size": batch, "learning_rate": 1e-3, "num_train_epochs": EPOCHS, "logging_steps": 4,
-        "save_strategy": "steps", "save_steps": SAVE_STEPS, "save_total_limit": 1, "seed": 0, "disable_tqdm": True,
+        "per_device_train_batch_size": batch, "learning_rate": 1e-3, "num_train_epochs": EPOCHS,
+        "logging_steps": logging_steps, "save_strategy": "steps", "save_steps": SAVE_STEPS, "save_total_limit": 1,
+        "seed": 0, "disable_tqdm": True,
     }  # fmt: skip
     start = time.perf_counter()
     result = fine_tune.fn(
@@ -150,32 +155,45 @@ def test_a_killed_node_restarts_from_the_checkpoint_and_ends_with_the_same_weigh
 ):
     from tasks.platforms import kill_node
 
+    total = two_nodes[0].global_step
+    assert 1 <= KILL_AFTER_STEP < total, f"MODELCORE_TEST_KILL_AFTER_STEP must be a step from 1 to {total - 1}"
+    due = KILL_AFTER_STEP // SAVE_STEPS * SAVE_STEPS  # the newest checkpoint written by then (0: none yet)
     out = tmp_path_factory.mktemp("killed")
     job = "test-killed-node"
     killed: dict = {}
 
-    def kill_after_checkpoint() -> None:  # the fault: the node dies once checkpoint-K is written
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not (out / f"checkpoint-{KILL_AFTER_STEP}").is_dir():
-            time.sleep(0.02)
-        newest = max((int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")), default=0)
-        killed["pids"], killed["newest_checkpoint"] = kill_node(job, KILL_NODE), newest
+    def trained_step() -> int:  # rank 0 logs every step in this run
+        lines = (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").is_file() else []
+        return max((json.loads(line)["step"] for line in lines if line.endswith("}")), default=0)
 
-    watcher = threading.Thread(target=kill_after_checkpoint, daemon=True)
+    def newest_checkpoint() -> int:
+        return max((int(p.name.split("-")[1]) for p in out.glob("checkpoint-*")), default=0)
+
+    def kill_at_step() -> None:  # the fault: the node dies once step K is trained and its checkpoint is written
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and (trained_step() < KILL_AFTER_STEP or newest_checkpoint() < due):
+            time.sleep(0.02)
+        killed["newest_checkpoint"], killed["step"] = newest_checkpoint(), trained_step()
+        killed["pids"] = kill_node(job, KILL_NODE)
+
+    watcher = threading.Thread(target=kill_at_step, daemon=True)
     watcher.start()
-    result, seconds = _fine_tune(base_and_data, out, PER_NODE_BATCH, TWO_NODES, job)
+    result, seconds = _fine_tune(base_and_data, out, PER_NODE_BATCH, TWO_NODES, job, logging_steps=1)
     watcher.join(timeout=5)
-    assert killed.get("pids"), "the node was not killed before training ended"
+    assert killed.get("pids"), f"node {KILL_NODE} was not killed before training ended: {killed}"
+    assert KILL_AFTER_STEP <= killed["step"] < total, killed  # mid-training
     assert result.restarts >= 1
-    assert int(Path(result.resumed_from).name.split("-")[1]) >= KILL_AFTER_STEP
-    assert result.global_step == two_nodes[0].global_step
+    resumed = int(Path(result.resumed_from).name.split("-")[1]) if result.resumed_from else 0
+    assert resumed >= killed["newest_checkpoint"] >= due and resumed % SAVE_STEPS == 0, (resumed, killed)
+    assert result.global_step == total
     difference = _max_difference(two_nodes[0], result)
     assert difference < 2e-5
     record = json.loads((out / "result.json").read_text())["job"]
     assert record["node_restarts"] >= 1 and record["time_lost_s"] > 0
-    assert record["resumed_from_step"] == int(Path(result.resumed_from).name.split("-")[1])
+    assert record["resumed_from_step"] == resumed
     FIGURES["killed_node"] = {
-        "kill_after_step": KILL_AFTER_STEP, "killed_node": KILL_NODE, "resumed_from_step": record["resumed_from_step"],
+        "kill_after_step": KILL_AFTER_STEP, "killed_node": KILL_NODE, "killed_at_step": killed["step"],
+        "resumed_from_step": record["resumed_from_step"],
         "restarts": record["restarts"], "node_restarts": record["node_restarts"],
         "time_lost_s_recorded": record["time_lost_s"], "killed_run_s": round(seconds, 1),
         "uninterrupted_run_s": round(two_nodes[1], 1), "wall_time_lost_s": round(seconds - two_nodes[1], 1),
