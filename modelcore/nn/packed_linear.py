@@ -4,7 +4,11 @@ A decode step multiplies a few rows (one new token per sequence) by every weight
 the generic fp32 GEMM reorders the weight into its blocked layout on every call and runs well below the
 memory bandwidth; a weight reordered once (``torch.ops.mkldnn._reorder_linear_weight``, the layout
 ``torch.compile`` uses on CPU) is read at close to full speed, for any row count (figures in
-benchmarks/README.md). With 1 to 3 rows the generic kernel is faster, so batch-size-1 decoding keeps it.
+benchmarks/README.md). With 1 to 3 rows it depends on the CPU: on the Intel Xeon measured the generic
+kernel is slightly faster (0.92-0.95x), on an AMD EPYC (Zen 4) the packed weight is twice as fast. So the
+first packing of a model times one row through both kernels on the model's own weights (about 64 MB of
+them, a few passes, some tens of milliseconds) and packs 1-3 rows too only when that is clearly faster
+(``SINGLE_ROW_GAIN``); ``MODELCORE_PACKED_MIN_ROWS`` sets the row count instead.
 
 ``packed_decoding(model)`` is the scope ``generate`` opens around its decoding: it packs the model's eligible
 ``nn.Linear`` weights (once; the copy is kept for the model's next calls) and makes ``linear(module, x)``,
@@ -26,6 +30,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +43,10 @@ logger = logging.getLogger(__name__)
 MIN_ROWS = 4  # from 4 input rows up the packed weight is faster than the generic kernel (benchmarks/README.md)
 MIN_WEIGHT_ELEMENTS = 1 << 17
 ENV_SWITCH = "MODELCORE_PACKED_DECODING"
+ENV_MIN_ROWS = "MODELCORE_PACKED_MIN_ROWS"  # packed from this many input rows up, without timing (an integer >= 1)
+SINGLE_ROW_GAIN = 0.8  # 1-3 rows go through the packed weights when one row takes at most 0.8x the generic time
+CALIBRATION_BYTES = 64 << 20  # weights timed at the first packing: more than a CPU's caches hold
+CALIBRATION_PASSES = 3  # each kernel's best of this many passes, interleaved
 
 _active: contextvars.ContextVar[PackedWeights | None] = contextvars.ContextVar("packed_weights", default=None)
 _packed_by_model: weakref.WeakKeyDictionary[nn.Module, PackedWeights] = weakref.WeakKeyDictionary()
@@ -50,6 +59,7 @@ class PackedWeights:
 
     packed: dict[nn.Linear, torch.Tensor]
     sources: dict[nn.Linear, tuple[int, int]]  # module -> (weight data_ptr, weight _version) at packing
+    min_rows: int = MIN_ROWS  # inputs of at least this many rows go through the packed weights
 
     def is_current(self, modules: list[nn.Linear]) -> bool:
         """True when ``modules`` are exactly the packed ones and none of their weights changed since."""
@@ -64,14 +74,14 @@ def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         scope = _active.get()
         if scope is not None:
             packed = scope.packed.get(module)
-            if packed is not None and x.numel() >= MIN_ROWS * x.shape[-1]:
+            if packed is not None and x.numel() >= scope.min_rows * x.shape[-1]:
                 return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
     return module(x)
 
 
 @contextlib.contextmanager
 def packed_decoding(model: nn.Module) -> Iterator[PackedWeights | None]:
-    """Within this scope, ``linear`` calls of ``model``'s layers with 4 or more input rows use packed weights.
+    """Within this scope, ``linear`` calls of ``model``'s layers use packed weights (from ``min_rows`` input rows).
 
     Args:
         model: the model about to decode.
@@ -115,10 +125,50 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
             return None
         with torch.no_grad():
             packed = {module: torch.ops.mkldnn._reorder_linear_weight(module.weight) for module in modules}
-        weights = PackedWeights(packed, {module: _weight_state(module) for module in modules})
+        rows = _min_rows(packed)
+        weights = PackedWeights(packed, {module: _weight_state(module) for module in modules}, rows)
         _packed_by_model[model] = weights
-        logger.debug("Packed %d linear weights (%.0f MB) for decoding", len(modules), needed / 1e6)
+        logger.debug(
+            "Packed %d linear weights (%.0f MB) for decoding, used from %d input rows", len(modules), needed / 1e6, rows
+        )
         return weights
+
+
+def _min_rows(packed: dict[nn.Linear, torch.Tensor]) -> int:
+    """From how many input rows the packed weights are used: ``MODELCORE_PACKED_MIN_ROWS``, else 1 when one row
+    through the packed weights takes at most ``SINGLE_ROW_GAIN`` of the generic kernel's time, else ``MIN_ROWS``."""
+    setting = os.environ.get(ENV_MIN_ROWS, "").strip()
+    if setting:
+        if not setting.isdigit() or int(setting) < 1:
+            raise ValueError(f"{ENV_MIN_ROWS}={setting!r}: expected an integer >= 1 (input rows)")
+        return int(setting)
+    timed, size = [], 0
+    for module in packed:  # the model's own weights, enough of them to come from memory rather than a cache
+        timed.append(module)
+        size += module.weight.numel() * module.weight.element_size()
+        if size >= CALIBRATION_BYTES:
+            break
+    inputs = {module: torch.ones(1, module.in_features) for module in timed}
+
+    def one_pass(through_packed: bool) -> float:
+        start = time.perf_counter()
+        for module in timed:
+            if through_packed:
+                torch.ops.mkldnn._linear_pointwise(inputs[module], packed[module], module.bias, "none", [], "")
+            else:
+                torch.nn.functional.linear(inputs[module], module.weight, module.bias)
+        return time.perf_counter() - start
+
+    generic = packed_time = float("inf")
+    with torch.no_grad():
+        for _ in range(CALIBRATION_PASSES):
+            generic, packed_time = min(generic, one_pass(False)), min(packed_time, one_pass(True))
+    rows = 1 if packed_time <= SINGLE_ROW_GAIN * generic else MIN_ROWS
+    logger.debug(
+        "One input row through %.0f MB of weights: generic kernel %.2f ms, packed %.2f ms: packed from %d rows",
+        size / 1e6, generic * 1e3, packed_time * 1e3, rows,
+    )  # fmt: skip
+    return rows
 
 
 def _applies() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 import pytest
@@ -163,3 +164,65 @@ def test_a_forward_that_records_gradients_keeps_the_generic_kernel(model: LlamaF
     logits.sum().backward()
     assert model.lm_head.weight.grad is not None and model.model.layers[0].mlp.up_proj.weight.grad is not None
     model.zero_grad(set_to_none=True)
+
+
+def one_row_logits(model: LlamaForCausalLM) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits of a one-row forward inside a packing scope, the same forward outside any scope)."""
+    ids, mask = left_padded_prompts(1)
+    ids, mask = ids[:, -1:], mask[:, -1:]  # one token: one input row per linear layer
+    with torch.inference_mode():
+        reference = model(ids, attention_mask=mask).logits
+        with packed_decoding(model) as packed:
+            assert packed is not None
+            return model(ids, attention_mask=mask).logits, reference
+
+
+@pytest.mark.parametrize(("setting", "rows"), [("1", 1), ("4", 4), ("9", 9)])
+def test_the_row_count_setting_decides_without_timing(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, setting: str, rows: int
+) -> None:
+    release_packed_weights(model)
+    monkeypatch.setenv(packed_linear.ENV_MIN_ROWS, setting)
+    monkeypatch.setattr(packed_linear, "CALIBRATION_PASSES", None)  # timing would fail on range(None)
+    with packed_decoding(model) as packed:
+        assert packed is not None and packed.min_rows == rows
+    logits, reference = one_row_logits(model)
+    torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+    assert torch.equal(logits, reference) == (rows > 1)  # one row through the packed weights only from 1 up
+    release_packed_weights(model)
+
+
+@pytest.mark.parametrize("setting", ["0", "-1", "two", "1.5"])
+def test_a_bad_row_count_setting_is_an_error_naming_it(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    release_packed_weights(model)
+    monkeypatch.setenv(packed_linear.ENV_MIN_ROWS, setting)
+    with (
+        pytest.raises(ValueError, match=f"{packed_linear.ENV_MIN_ROWS}='{re.escape(setting)}'"),
+        packed_decoding(model),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(("gain", "rows"), [(1e9, 1), (0.0, packed_linear.MIN_ROWS)])
+def test_timing_one_row_decides_whether_few_rows_are_packed(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, gain: float, rows: int
+) -> None:
+    """Packed from one row when the timed packed pass is fast enough (any gain passes 1e9, none passes 0)."""
+    release_packed_weights(model)
+    monkeypatch.delenv(packed_linear.ENV_MIN_ROWS, raising=False)
+    monkeypatch.setattr(packed_linear, "SINGLE_ROW_GAIN", gain)
+    with packed_decoding(model) as packed:
+        assert packed is not None and packed.min_rows == rows
+    release_packed_weights(model)
+
+
+def test_batch_one_greedy_through_packed_weights_gives_the_generic_tokens(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = unpacked(monkeypatch, lambda: greedy(model, 1, new_tokens=16))
+    release_packed_weights(model)
+    monkeypatch.setenv(packed_linear.ENV_MIN_ROWS, "1")
+    assert torch.equal(greedy(model, 1, new_tokens=16), expected)
+    release_packed_weights(model)
