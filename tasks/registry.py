@@ -110,6 +110,9 @@ def champion_metric(name: str, metric: str, tracking_uri: str) -> tuple[str | No
 
 
 LOCK_TIMEOUT_S = 600.0  # a promotion holds the lock for a second or two; waiting longer means a stuck holder
+# Prefect's lock: the holder renews its lease every 45 s; a killed holder's slot is freed once the lease expires and
+# the server's repossessor (every 15 s) sees it. 60 s is the shortest lease the server takes.
+PREFECT_LOCK_LEASE_S = 60.0
 _THREAD_LOCKS: dict[str, threading.Lock] = {}
 
 
@@ -127,7 +130,7 @@ def promotion_lock(name: str, tracking_uri: str, timeout: float = LOCK_TIMEOUT_S
     * ``http(s)://`` (a tracking server, cluster mode): the store behind the server is out of sight, so the lock
       is Prefect's global concurrency limit ``modelcore-registry-<name>`` (limit 1, created when missing) on the
       Prefect server of ``PREFECT_API_URL`` (or the profile), which every worker of the pool shares. A holder renews its lease;
-      a crashed holder's slot is freed when the lease expires (300 s).
+      a crashed holder's slot is freed when the lease expires (``PREFECT_LOCK_LEASE_S``, 60 s, then up to 15 s).
     * a tracking server and no Prefect server: nothing is shared between processes; a warning says so and
       only threads of this process are serialized.
 
@@ -228,7 +231,7 @@ def _prefect_lock(name: str, timeout: float) -> Iterator[None]:
             with contextlib.suppress(ObjectAlreadyExists):  # another run created it a moment ago
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit, limit=1))
     # strict: a limit deleted in between is an error, never a silent pass without the lock
-    with concurrency(limit, occupy=1, timeout_seconds=timeout, strict=True):
+    with concurrency(limit, occupy=1, timeout_seconds=timeout, strict=True, lease_duration=PREFECT_LOCK_LEASE_S):
         yield
 
 

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime
@@ -26,7 +27,7 @@ import pytest
 
 from infra import servers
 from tasks.registry import CHAMPION, prefect_limit_name
-from tests.e2e.test_servers import TERMINAL, _free_port, _small_params, leftover_processes
+from tests.e2e.test_servers import REPO, TERMINAL, _free_port, _small_params, leftover_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -205,6 +206,34 @@ def test_concurrent_retraining_runs_all_complete_with_one_champion(cluster, tiny
     FIGURES["submissions per worker"] = {
         name: len(re.findall(r"submitting flow run", text, re.I)) for name, text in logs.items() if "worker" in name
     }
+
+
+def test_a_killed_holder_of_the_champion_lock_holds_it_no_longer_than_its_lease(cluster):
+    """A run killed while it moves the alias (SIGKILL: no release) blocks the next promotion only until its lease
+    expires, not for the 600 s a waiter would give up after."""
+    from tasks.registry import PREFECT_LOCK_LEASE_S
+
+    config, api = cluster
+    env = {**os.environ, **servers.client_env(config)}
+    take = "import sys, time\nfrom tasks import registry\nbegin = time.monotonic()\n"
+    take += "with registry.promotion_lock(sys.argv[1], sys.argv[2], timeout=float(sys.argv[3])) as kind:\n"
+    take += "    print(kind, round(time.monotonic() - begin, 1), flush=True)\n    time.sleep(float(sys.argv[4]))\n"
+    holder = subprocess.Popen([sys.executable, "-c", take, "lease-test", config.mlflow_url, "60", "3600"], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().split()[0] == "prefect"  # it holds the lock
+    finally:
+        holder.kill()  # mid-promotion, as a node lost or an OOM kill would end it
+        holder.wait(timeout=30)
+    waiter = subprocess.run([sys.executable, "-c", take, "lease-test", config.mlflow_url, "600", "0"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert waiter.returncode == 0, waiter.stderr[-2000:]
+    kind, waited = waiter.stdout.split()
+    FIGURES["lock freed after a killed holder (s)"] = float(waited)
+    # freed by the lease, not before it could expire, and well before a waiter gives up
+    assert kind == "prefect" and 0.5 * PREFECT_LOCK_LEASE_S < float(waited) <= PREFECT_LOCK_LEASE_S + 60, waited
+    limit = api.get(f"v2/concurrency_limits/{prefect_limit_name('lease-test')}").json()
+    assert (limit["limit"], limit["active_slots"]) == (1, 0), limit
 
 
 def _flow_run_logs(api: Any, ids: list[str]) -> list[str]:
