@@ -427,7 +427,13 @@ def deploy(
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
         raise ServerError(f"prefect deploy of {prefect_file} failed (exit {done.returncode}):\n{tail}")
     api = config.prefect_api_url
-    limit = _http_json("GET", f"{api}/work_pools/{urllib.parse.quote(config.work_pool, safe='')}")["concurrency_limit"]
+    try:
+        pool = _http_json("GET", f"{api}/work_pools/{urllib.parse.quote(config.work_pool, safe='')}")
+    except urllib.error.HTTPError as error:
+        if error.code != 404:
+            raise ServerError(f"reading work pool {config.work_pool!r}: the server answered {error.code}") from error
+        pool = {"concurrency_limit": None}  # no worker has created it yet: nothing to copy
+    limit = pool["concurrency_limit"]
     body = {"work_pools": {"name": {"any_": [config.work_pool]}}}
     bounded: dict[str, int | None] = {}
     for deployment in _http_json("POST", f"{api}/deployments/filter", body, timeout=30):
