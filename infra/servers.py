@@ -411,14 +411,11 @@ def deploy(
     limit makes that limit hold. (A pool shared by several deployments is bounded per deployment.) A pool
     without a limit (local mode) leaves the file's limits as they are. Returns ``{deployment: its limit}``.
     """
+    venv_bin = str(Path(sys.executable).parent)  # the flow's dependencies are this interpreter's
     done = subprocess.run(
         [executable("prefect"), "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)],
         cwd=REPO,
-        env={
-            **os.environ,
-            **client_env(config),
-            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-        },  # fmt: skip
+        env={**os.environ, **client_env(config), "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")},
         capture_output=True,
         text=True,
         timeout=600,
@@ -440,10 +437,9 @@ def deploy(
         if limit is not None:
             _http_json("PATCH", f"{api}/deployments/{deployment['id']}", {"concurrency_limit": limit}, timeout=30)
         current = _http_json("GET", f"{api}/deployments/{deployment['id']}")["global_concurrency_limit"]
-        bounded[deployment["name"]] = None if current is None else current["limit"]
-        log(
-            f"deployment {deployment['name']!r} on pool {config.work_pool!r}: {bounded[deployment['name']]} run(s) at once"
-        )
+        name = deployment["name"]
+        bounded[name] = None if current is None else current["limit"]
+        log(f"deployment {name!r} on pool {config.work_pool!r}: {bounded[name]} run(s) at once")
     return bounded
 
 
