@@ -6,9 +6,12 @@ memory bandwidth; a weight reordered once (``torch.ops.mkldnn._reorder_linear_we
 ``torch.compile`` uses on CPU) is read at close to full speed, for any row count (figures in
 benchmarks/README.md). With 1 to 3 rows it depends on the CPU: on the Intel Xeon measured the generic
 kernel is slightly faster (0.92-0.95x), on an AMD EPYC (Zen 4) the packed weight is twice as fast. So the
-first packing of a model times one row through both kernels on the model's own weights (about 64 MB of
-them, a few passes, some tens of milliseconds) and packs 1-3 rows too only when that is clearly faster
-(``SINGLE_ROW_GAIN``); ``MODELCORE_PACKED_MIN_ROWS`` sets the row count instead.
+first packing of a model times one row and ``MIN_ROWS`` rows through both kernels on the model's own weights
+(up to 64 MB of them, a few passes, some tens of milliseconds) and packs 1-3 rows too only when that is
+clearly faster (``SINGLE_ROW_GAIN``), and not at all where ``MIN_ROWS`` rows are slower packed
+(``MANY_ROWS_SLOWDOWN``; the model then decodes as before, without a copy). ``MODELCORE_PACKED_MIN_ROWS``
+sets the row count instead. bf16 weights are packed too where oneDNN has bf16 kernels on the CPU
+(``torch.ops.mkldnn._is_mkldnn_bf16_supported()``): on the Zen 4, twice the generic bf16 speed at 1 and 8 rows.
 
 ``packed_decoding(model)`` is the scope ``generate`` opens around its decoding: it packs the model's eligible
 ``nn.Linear`` weights (once; the copy is kept for the model's next calls) and makes ``linear(module, x)``,
@@ -17,7 +20,7 @@ that share one model each see only their own call's scope; the model itself is n
 changed since it was packed (training, ``load_state_dict``) is packed again.
 
 Eligible: a plain ``nn.Linear`` (quantized and adapter-wrapped layers keep their own forward) with no
-hooks and an fp32 CPU weight of at least ``MIN_WEIGHT_ELEMENTS`` (small matrices gain nothing); never
+hooks and an fp32 (or bf16, see above) CPU weight of at least ``MIN_WEIGHT_ELEMENTS`` (small matrices gain nothing); never
 under ``torch.compile`` (inductor packs on its own). The packed copy costs as much memory as the weights;
 it is made only when the machine has twice that available. ``MODELCORE_PACKED_DECODING=0`` turns it off,
 and ``release_packed_weights(model)`` frees the copy.
@@ -29,6 +32,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -45,6 +49,7 @@ MIN_WEIGHT_ELEMENTS = 1 << 17
 ENV_SWITCH = "MODELCORE_PACKED_DECODING"
 ENV_MIN_ROWS = "MODELCORE_PACKED_MIN_ROWS"  # packed from this many input rows up, without timing (an integer >= 1)
 SINGLE_ROW_GAIN = 0.8  # 1-3 rows go through the packed weights when one row takes at most 0.8x the generic time
+MANY_ROWS_SLOWDOWN = 1.1  # else from MIN_ROWS rows, unless MIN_ROWS rows take over 1.1x the generic time there
 CALIBRATION_BYTES = 64 << 20  # weights timed at the first packing: more than a CPU's caches hold
 CALIBRATION_PASSES = 3  # each kernel's best of this many passes, interleaved
 
@@ -74,7 +79,7 @@ def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         scope = _active.get()
         if scope is not None:
             packed = scope.packed.get(module)
-            if packed is not None and x.numel() >= scope.min_rows * x.shape[-1]:
+            if packed is not None and x.numel() >= scope.min_rows * x.shape[-1] and x.dtype == packed.dtype:
                 return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
     return module(x)
 
@@ -112,7 +117,7 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
     with _packing_lock:
         kept = _packed_by_model.get(model)
         if kept is not None and kept.is_current(modules):
-            return kept
+            return kept if kept.packed else None  # empty: timed and found slower here
         _packed_by_model.pop(model, None)  # the old copy goes before the new one is made
         needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
         available = _available_memory()
@@ -126,7 +131,11 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         with torch.no_grad():
             packed = {module: torch.ops.mkldnn._reorder_linear_weight(module.weight) for module in modules}
         rows = _min_rows(packed)
-        weights = PackedWeights(packed, {module: _weight_state(module) for module in modules}, rows)
+        sources = {module: _weight_state(module) for module in modules}
+        if rows is None:  # slower than the generic kernel here: the copy goes, the decision stays with the model
+            _packed_by_model[model] = PackedWeights({}, sources, sys.maxsize)
+            return None
+        weights = PackedWeights(packed, sources, rows)
         _packed_by_model[model] = weights
         logger.debug(
             "Packed %d linear weights (%.0f MB) for decoding, used from %d input rows", len(modules), needed / 1e6, rows
@@ -134,9 +143,10 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         return weights
 
 
-def _min_rows(packed: dict[nn.Linear, torch.Tensor]) -> int:
+def _min_rows(packed: dict[nn.Linear, torch.Tensor]) -> int | None:
     """From how many input rows the packed weights are used: ``MODELCORE_PACKED_MIN_ROWS``, else 1 when one row
-    through the packed weights takes at most ``SINGLE_ROW_GAIN`` of the generic kernel's time, else ``MIN_ROWS``."""
+    through the packed weights takes at most ``SINGLE_ROW_GAIN`` of the generic kernel's time, else ``MIN_ROWS``
+    unless ``MIN_ROWS`` rows through them are slower than ``MANY_ROWS_SLOWDOWN`` times the generic (None: never)."""
     setting = os.environ.get(ENV_MIN_ROWS, "").strip()
     if setting:
         if not setting.isdigit() or int(setting) < 1:
@@ -148,25 +158,32 @@ def _min_rows(packed: dict[nn.Linear, torch.Tensor]) -> int:
         size += module.weight.numel() * module.weight.element_size()
         if size >= CALIBRATION_BYTES:
             break
-    inputs = {module: torch.ones(1, module.in_features) for module in timed}
 
-    def one_pass(through_packed: bool) -> float:
+    def one_pass(rows: int, through_packed: bool) -> float:
+        inputs = [torch.ones(rows, module.in_features, dtype=module.weight.dtype) for module in timed]
         start = time.perf_counter()
-        for module in timed:
+        for module, x in zip(timed, inputs, strict=True):
             if through_packed:
-                torch.ops.mkldnn._linear_pointwise(inputs[module], packed[module], module.bias, "none", [], "")
+                torch.ops.mkldnn._linear_pointwise(x, packed[module], module.bias, "none", [], "")
             else:
-                torch.nn.functional.linear(inputs[module], module.weight, module.bias)
+                torch.nn.functional.linear(x, module.weight, module.bias)
         return time.perf_counter() - start
 
-    generic = packed_time = float("inf")
+    best: dict[tuple[int, bool], float] = {}
     with torch.no_grad():
         for _ in range(CALIBRATION_PASSES):
-            generic, packed_time = min(generic, one_pass(False)), min(packed_time, one_pass(True))
-    rows = 1 if packed_time <= SINGLE_ROW_GAIN * generic else MIN_ROWS
+            for key in ((1, False), (1, True), (MIN_ROWS, False), (MIN_ROWS, True)):
+                best[key] = min(best.get(key, float("inf")), one_pass(*key))
+    if best[1, True] <= SINGLE_ROW_GAIN * best[1, False]:
+        rows = 1
+    elif best[MIN_ROWS, True] <= MANY_ROWS_SLOWDOWN * best[MIN_ROWS, False]:
+        rows = MIN_ROWS
+    else:
+        rows = None
     logger.debug(
-        "One input row through %.0f MB of weights: generic kernel %.2f ms, packed %.2f ms: packed from %d rows",
-        size / 1e6, generic * 1e3, packed_time * 1e3, rows,
+        "Through %.0f MB of weights, generic / packed: 1 row %.2f / %.2f ms, %d rows %.2f / %.2f ms: packed %s",
+        size / 1e6, best[1, False] * 1e3, best[1, True] * 1e3, MIN_ROWS, best[MIN_ROWS, False] * 1e3,
+        best[MIN_ROWS, True] * 1e3, "never" if rows is None else f"from {rows} rows",
     )  # fmt: skip
     return rows
 
@@ -185,11 +202,17 @@ def _eligible(module: nn.Module) -> bool:
     weight = module.weight
     return (
         weight.device.type == "cpu"
-        and weight.dtype == torch.float32
+        and weight.dtype in _packable_dtypes()
         and weight.layout == torch.strided
         and weight.numel() >= MIN_WEIGHT_ELEMENTS
-        and (module.bias is None or module.bias.dtype == torch.float32)
+        and (module.bias is None or module.bias.dtype == weight.dtype)
     )
+
+
+def _packable_dtypes() -> tuple[torch.dtype, ...]:
+    """fp32, and bf16 where oneDNN has bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return (torch.float32, torch.bfloat16) if bf16 is not None and bf16() else (torch.float32,)
 
 
 def _weight_state(module: nn.Linear) -> tuple[int, int]:

@@ -150,10 +150,21 @@ def test_not_packed_without_the_memory_for_a_copy(
     assert "without packed weights" in caplog.text and "MB are available" in caplog.text
 
 
-def test_bf16_weights_are_not_packed() -> None:
+def test_bf16_weights_are_packed_where_onednn_has_bf16_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**CONFIG)).to(torch.bfloat16).eval()
-    with packed_decoding(model) as packed:
-        assert packed is None
+    monkeypatch.setenv(packed_linear.ENV_MIN_ROWS, "1")
+    ids, mask = left_padded_prompts(5)
+    with torch.inference_mode():
+        reference = model(ids, attention_mask=mask).logits
+        with packed_decoding(model) as packed, torch.profiler.profile() as profile:
+            assert (packed is not None) == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            logits = model(ids, attention_mask=mask).logits
+    if packed is not None:
+        assert all(weight.dtype == torch.bfloat16 for weight in packed.packed.values())
+        torch.testing.assert_close(logits, reference, rtol=5e-2, atol=5e-2)
+        ran = [event.count for event in profile.key_averages() if event.key == "mkldnn::_linear_pointwise"]
+        assert ran == [LINEARS_PER_LAYER * CONFIG["num_hidden_layers"] + 1]  # every layer through its packed weight
 
 
 def test_a_forward_that_records_gradients_keeps_the_generic_kernel(model: LlamaForCausalLM) -> None:
@@ -205,16 +216,26 @@ def test_a_bad_row_count_setting_is_an_error_naming_it(
         pass
 
 
-@pytest.mark.parametrize(("gain", "rows"), [(1e9, 1), (0.0, packed_linear.MIN_ROWS)])
-def test_timing_one_row_decides_whether_few_rows_are_packed(
-    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, gain: float, rows: int
+@pytest.mark.parametrize(
+    ("gain", "slowdown", "rows"), [(1e9, 0.0, 1), (0.0, 1e9, packed_linear.MIN_ROWS), (0.0, 0.0, None)]
+)
+def test_timing_decides_from_how_many_rows_weights_are_packed(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, gain: float, slowdown: float, rows: int | None
 ) -> None:
-    """Packed from one row when the timed packed pass is fast enough (any gain passes 1e9, none passes 0)."""
+    """Packed from one row when the packed pass is fast enough, else from MIN_ROWS unless slower there, else never
+    (1e9 lets any timing pass, 0 none); the decision stays with the model: the next call does not time again."""
     release_packed_weights(model)
     monkeypatch.delenv(packed_linear.ENV_MIN_ROWS, raising=False)
     monkeypatch.setattr(packed_linear, "SINGLE_ROW_GAIN", gain)
+    monkeypatch.setattr(packed_linear, "MANY_ROWS_SLOWDOWN", slowdown)
     with packed_decoding(model) as packed:
-        assert packed is not None and packed.min_rows == rows
+        assert (packed is None) if rows is None else (packed is not None and packed.min_rows == rows)
+    monkeypatch.setattr(packed_linear, "CALIBRATION_PASSES", None)  # timing again would fail on range(None)
+    with packed_decoding(model) as again:
+        assert again is packed
+    if rows is None:
+        expected = unpacked(monkeypatch, lambda: greedy(model, 4))
+        assert torch.equal(greedy(model, 4), expected)  # decodes as without packing
     release_packed_weights(model)
 
 
