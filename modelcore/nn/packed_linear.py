@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import sys
@@ -209,8 +210,9 @@ def _eligible(module: nn.Module) -> bool:
     )
 
 
+@functools.cache
 def _packable_dtypes() -> tuple[torch.dtype, ...]:
-    """fp32, and bf16 where oneDNN has bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    """fp32, and bf16 where oneDNN has bf16 kernels on this CPU (AVX512-BF16 or AMX); asked once per process."""
     bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return (torch.float32, torch.bfloat16) if bf16 is not None and bf16() else (torch.float32,)
 
