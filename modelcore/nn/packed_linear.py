@@ -1,29 +1,35 @@
-"""Linear layers through weights prepacked by oneDNN, for decoding on a CPU.
+"""Linear layers through weights prepacked by oneDNN, or through modelcore's native kernel, for decoding on a CPU.
 
 A decode step multiplies a few rows (one new token per sequence) by every weight matrix. From 4 rows up,
 the generic fp32 GEMM reorders the weight into its blocked layout on every call and runs well below the
 memory bandwidth; a weight reordered once (``torch.ops.mkldnn._reorder_linear_weight``, the layout
 ``torch.compile`` uses on CPU) is read at close to full speed, for any row count (figures in
 benchmarks/README.md). With 1 to 3 rows it depends on the CPU: on the Intel Xeon measured the generic
-kernel is slightly faster (0.92-0.95x), on an AMD EPYC (Zen 4) the packed weight is twice as fast. So the
-first packing of a model times one row and ``MIN_ROWS`` rows through both kernels on the model's own weights
-(up to 64 MB of them, a few passes, some tens of milliseconds) and packs 1-3 rows too only when that is
-clearly faster (``SINGLE_ROW_GAIN``), and not at all where ``MIN_ROWS`` rows are slower packed
-(``MANY_ROWS_SLOWDOWN``; the model then decodes as before, without a copy). ``MODELCORE_PACKED_MIN_ROWS``
-sets the row count instead. bf16 weights are packed too where oneDNN has bf16 kernels on the CPU
+kernel is slightly faster (0.92-0.95x), on an AMD EPYC (Zen 4) the packed weight is twice as fast, and
+modelcore's own matrix-vector kernel (``native.py``: C compiled on first use, reading the weight in place)
+faster still. So the first packing of a model times one row through each kernel, and ``MIN_ROWS`` rows through
+the generic and packed ones, on the model's own weights (up to 64 MB of them, a few passes, some tens of
+milliseconds). 1-3 rows go through the native kernel when it is the fastest and clearly faster than the generic
+one (``SINGLE_ROW_GAIN``), else through the packed weights under the same rule; from ``MIN_ROWS`` rows the
+packed weights are used unless they are slower there (``MANY_ROWS_SLOWDOWN``: then not at all, and the copy is
+dropped). ``MODELCORE_PACKED_MIN_ROWS`` sets the row count instead (fewer rows then take the generic kernel).
+bf16 weights are packed too where oneDNN has bf16 kernels on the CPU
 (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``): on the Zen 4, twice the generic bf16 speed at 1 and 8 rows.
+The native kernel takes fp32 only.
 
 ``packed_decoding(model)`` is the scope ``generate`` opens around its decoding: it packs the model's eligible
-``nn.Linear`` weights (once; the copy is kept for the model's next calls) and makes ``linear(module, x)``,
-which the model calls instead of ``module(x)``, use them. The scope lives in a ``ContextVar``, so threads
-that share one model each see only their own call's scope; the model itself is never changed. A weight
-changed since it was packed (training, ``load_state_dict``) is packed again.
+``nn.Linear`` weights (once; the copy and the decisions are kept for the model's next calls) and makes
+``linear(module, x)``, which the model calls instead of ``module(x)``, use them. The scope lives in a
+``ContextVar``, so threads that share one model each see only their own call's scope; the model itself is never
+changed. A weight changed since it was packed (training, ``load_state_dict``) is packed again.
 
 Eligible: a plain ``nn.Linear`` (quantized and adapter-wrapped layers keep their own forward) with no
-hooks and an fp32 (or bf16, see above) CPU weight of at least ``MIN_WEIGHT_ELEMENTS`` (small matrices gain nothing); never
-under ``torch.compile`` (inductor packs on its own). The packed copy costs as much memory as the weights;
-it is made only when the machine has twice that available. ``MODELCORE_PACKED_DECODING=0`` turns it off,
-and ``release_packed_weights(model)`` frees the copy.
+hooks and an fp32 (or bf16, see above) CPU weight of at least ``MIN_WEIGHT_ELEMENTS`` (small matrices gain
+nothing); never under ``torch.compile`` (inductor packs on its own). The packed copy costs as much memory as the
+weights; it is made only when the machine has twice that available (the native kernel needs no copy, and is
+still timed without one). ``MODELCORE_PACKED_DECODING=0`` turns both off, ``MODELCORE_NATIVE_KERNELS=0`` the
+native kernel (both are read at a model's packing), and ``release_packed_weights(model)`` frees the copy and
+the decisions.
 """
 
 from __future__ import annotations
@@ -43,13 +49,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from modelcore.nn import native
+
 logger = logging.getLogger(__name__)
 
 MIN_ROWS = 4  # from 4 input rows up the packed weight is faster than the generic kernel (benchmarks/README.md)
 MIN_WEIGHT_ELEMENTS = 1 << 17
 ENV_SWITCH = "MODELCORE_PACKED_DECODING"
 ENV_MIN_ROWS = "MODELCORE_PACKED_MIN_ROWS"  # packed from this many input rows up, without timing (an integer >= 1)
-SINGLE_ROW_GAIN = 0.8  # 1-3 rows go through the packed weights when one row takes at most 0.8x the generic time
+SINGLE_ROW_GAIN = 0.8  # 1-3 rows go through the native kernel or packed weights at most 0.8x the generic time
 MANY_ROWS_SLOWDOWN = 1.1  # else from MIN_ROWS rows, unless MIN_ROWS rows take over 1.1x the generic time there
 CALIBRATION_BYTES = 64 << 20  # weights timed at the first packing: more than a CPU's caches hold
 CALIBRATION_PASSES = 3  # each kernel's best of this many passes, interleaved
@@ -66,6 +74,7 @@ class PackedWeights:
     packed: dict[nn.Linear, torch.Tensor]
     sources: dict[nn.Linear, tuple[int, int]]  # module -> (weight data_ptr, weight _version) at packing
     min_rows: int = MIN_ROWS  # inputs of at least this many rows go through the packed weights
+    native: frozenset[nn.Linear] = frozenset()  # layers whose fewer rows go through modelcore's native kernel
 
     def is_current(self, modules: list[nn.Linear]) -> bool:
         """True when ``modules`` are exactly the packed ones and none of their weights changed since."""
@@ -79,9 +88,12 @@ def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not torch.compiler.is_compiling() and not torch.is_grad_enabled():  # the packed op has no backward
         scope = _active.get()
         if scope is not None:
-            packed = scope.packed.get(module)
-            if packed is not None and x.numel() >= scope.min_rows * x.shape[-1] and x.dtype == packed.dtype:
-                return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
+            if x.numel() >= scope.min_rows * x.shape[-1]:
+                packed = scope.packed.get(module)
+                if packed is not None and x.dtype == packed.dtype:
+                    return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
+            elif module in scope.native and x.dtype == torch.float32 and x.numel() < MIN_ROWS * x.shape[-1]:
+                return native.unchecked_linear(x, module.weight, module.bias)  # checked at packing
     return module(x)
 
 
@@ -118,75 +130,114 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
     with _packing_lock:
         kept = _packed_by_model.get(model)
         if kept is not None and kept.is_current(modules):
-            return kept if kept.packed else None  # empty: timed and found slower here
+            return kept if kept.packed or kept.native else None  # empty: timed and found slower here
         _packed_by_model.pop(model, None)  # the old copy goes before the new one is made
         needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
         available = _available_memory()
+        packed = {}
         if available is not None and 2 * needed > available:
             logger.info(
                 "Decoding without packed weights: packing needs %.0f MB and %.0f MB are available",
                 needed / 1e6,
                 available / 1e6,
             )
-            return None
-        with torch.no_grad():
-            packed = {module: torch.ops.mkldnn._reorder_linear_weight(module.weight) for module in modules}
-        rows = _min_rows(packed)
+        else:
+            with torch.no_grad():
+                packed = {module: torch.ops.mkldnn._reorder_linear_weight(module.weight) for module in modules}
+        in_place = [
+            module
+            for module in modules
+            if native.eligible(module.weight) and (module.bias is None or module.bias.is_contiguous())
+        ] if native.available() else []  # fmt: skip
+        rows, use_native = _decide(modules, packed, in_place)
         sources = {module: _weight_state(module) for module in modules}
         if rows is None:  # slower than the generic kernel here: the copy goes, the decision stays with the model
-            _packed_by_model[model] = PackedWeights({}, sources, sys.maxsize)
-            return None
-        weights = PackedWeights(packed, sources, rows)
+            packed, rows = {}, sys.maxsize
+        weights = PackedWeights(packed, sources, rows, frozenset(in_place) if use_native else frozenset())
         _packed_by_model[model] = weights
         logger.debug(
-            "Packed %d linear weights (%.0f MB) for decoding, used from %d input rows", len(modules), needed / 1e6, rows
-        )
-        return weights
+            "Decoding %d linear layers: %d packed (%.0f MB) from %s input rows, %d native below that",
+            len(modules), len(packed), needed / 1e6, rows if packed else "no", len(weights.native),
+        )  # fmt: skip
+        return weights if packed or use_native else None
 
 
-def _min_rows(packed: dict[nn.Linear, torch.Tensor]) -> int | None:
-    """From how many input rows the packed weights are used: ``MODELCORE_PACKED_MIN_ROWS``, else 1 when one row
-    through the packed weights takes at most ``SINGLE_ROW_GAIN`` of the generic kernel's time, else ``MIN_ROWS``
-    unless ``MIN_ROWS`` rows through them are slower than ``MANY_ROWS_SLOWDOWN`` times the generic (None: never)."""
+def _decide(
+    modules: list[nn.Linear], packed: dict[nn.Linear, torch.Tensor], in_place: list[nn.Linear]
+) -> tuple[int | None, bool]:
+    """(min_rows, native): from how many input rows the packed weights are used (None: never), and whether fewer
+    rows go through the native kernel (``in_place``: the layers it can take).
+
+    ``MODELCORE_PACKED_MIN_ROWS`` sets min_rows without timing (fewer rows then take the generic kernel). Else one
+    row is timed through each kernel on the model's own weights: the native kernel takes 1 to ``MIN_ROWS - 1``
+    rows when it is the fastest and at most ``SINGLE_ROW_GAIN`` of the generic kernel's time; else the packed
+    weights take every row count when one row through them is at most ``SINGLE_ROW_GAIN`` of the generic time.
+    Otherwise packed from ``MIN_ROWS`` rows, unless ``MIN_ROWS`` rows through them take more than
+    ``MANY_ROWS_SLOWDOWN`` times the generic kernel's time (never)."""
     setting = os.environ.get(ENV_MIN_ROWS, "").strip()
     if setting:
         if not setting.isdigit() or int(setting) < 1:
             raise ValueError(f"{ENV_MIN_ROWS}={setting!r}: expected an integer >= 1 (input rows)")
-        return int(setting)
+        return int(setting), False
     timed, size = [], 0
-    for module in packed:  # the model's own weights, enough of them to come from memory rather than a cache
+    for module in modules:  # the model's own weights, enough of them to come from memory rather than a cache
         timed.append(module)
         size += module.weight.numel() * module.weight.element_size()
         if size >= CALIBRATION_BYTES:
             break
+    kernels = ["generic"]
+    if packed:
+        kernels.append("packed")
+    if in_place and set(timed) <= set(in_place):
+        kernels.append("native")
 
-    def one_pass(rows: int, through_packed: bool) -> float:
+    cases = [(1, kernel) for kernel in kernels] + ([(MIN_ROWS, "generic"), (MIN_ROWS, "packed")] if packed else [])
+    best = _time(timed, packed, cases)
+    one_row = {kernel: best[1, kernel] for kernel in kernels}
+    fastest = min(one_row, key=one_row.__getitem__)
+    use_native = fastest == "native" and one_row["native"] <= SINGLE_ROW_GAIN * one_row["generic"]
+    if not packed:
+        rows = None
+    elif not use_native and one_row["packed"] <= SINGLE_ROW_GAIN * one_row["generic"]:
+        rows = 1
+    elif best[MIN_ROWS, "packed"] <= MANY_ROWS_SLOWDOWN * best[MIN_ROWS, "generic"]:
+        rows = MIN_ROWS
+    else:
+        rows = None
+    logger.info(
+        "Decoding kernels timed on %.0f MB of weights, 1 row: %s ms; %d rows generic / packed: %s ms. "
+        "Native kernel: %s; packed weights: %s",
+        size / 1e6, " / ".join(f"{kernel} {seconds * 1e3:.2f}" for kernel, seconds in one_row.items()), MIN_ROWS,
+        " / ".join(f"{best.get((MIN_ROWS, kernel), float('nan')) * 1e3:.2f}" for kernel in ("generic", "packed")),
+        f"below {MIN_ROWS} rows" if use_native else "unused", "never" if rows is None else f"from {rows} rows",
+    )  # fmt: skip
+    return rows, use_native
+
+
+def _time(
+    timed: list[nn.Linear], packed: dict[nn.Linear, torch.Tensor], cases: list[tuple[int, str]]
+) -> dict[tuple[int, str], float]:
+    """Seconds of the best of ``CALIBRATION_PASSES`` passes of each case (rows, kernel) through ``timed``'s
+    weights, the cases interleaved so that a change of the machine's speed meets them all."""
+
+    def one_pass(rows: int, kernel: str) -> float:
         inputs = [torch.ones(rows, module.in_features, dtype=module.weight.dtype) for module in timed]
         start = time.perf_counter()
         for module, x in zip(timed, inputs, strict=True):
-            if through_packed:
+            if kernel == "packed":
                 torch.ops.mkldnn._linear_pointwise(x, packed[module], module.bias, "none", [], "")
+            elif kernel == "native":
+                native.unchecked_linear(x, module.weight, module.bias)
             else:
                 torch.nn.functional.linear(x, module.weight, module.bias)
         return time.perf_counter() - start
 
-    best: dict[tuple[int, bool], float] = {}
+    best: dict[tuple[int, str], float] = {}
     with torch.no_grad():
         for _ in range(CALIBRATION_PASSES):
-            for key in ((1, False), (1, True), (MIN_ROWS, False), (MIN_ROWS, True)):
-                best[key] = min(best.get(key, float("inf")), one_pass(*key))
-    if best[1, True] <= SINGLE_ROW_GAIN * best[1, False]:
-        rows = 1
-    elif best[MIN_ROWS, True] <= MANY_ROWS_SLOWDOWN * best[MIN_ROWS, False]:
-        rows = MIN_ROWS
-    else:
-        rows = None
-    logger.debug(
-        "Through %.0f MB of weights, generic / packed: 1 row %.2f / %.2f ms, %d rows %.2f / %.2f ms: packed %s",
-        size / 1e6, best[1, False] * 1e3, best[1, True] * 1e3, MIN_ROWS, best[MIN_ROWS, False] * 1e3,
-        best[MIN_ROWS, True] * 1e3, "never" if rows is None else f"from {rows} rows",
-    )  # fmt: skip
-    return rows
+            for case in cases:
+                best[case] = min(best.get(case, float("inf")), one_pass(*case))
+    return best
 
 
 def _applies() -> bool:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modelcore import LlamaConfig, LlamaForCausalLM
-from modelcore.nn import packed_linear
+from modelcore.nn import native, packed_linear
 from modelcore.nn.packed_linear import ENV_SWITCH, packed_decoding, release_packed_weights
 
 # Every projection and the head are at least MIN_WEIGHT_ELEMENTS, so all of them are packed.
@@ -145,9 +145,11 @@ def test_not_packed_without_the_memory_for_a_copy(
     release_packed_weights(model)
     weight_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
     monkeypatch.setattr(packed_linear, "_available_memory", lambda: weight_bytes)
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
     with caplog.at_level(logging.INFO, logger=packed_linear.__name__), packed_decoding(model) as packed:
         assert packed is None
     assert "without packed weights" in caplog.text and "MB are available" in caplog.text
+    release_packed_weights(model)
 
 
 def test_bf16_weights_are_packed_where_onednn_has_bf16_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,6 +228,7 @@ def test_timing_decides_from_how_many_rows_weights_are_packed(
     (1e9 lets any timing pass, 0 none); the decision stays with the model: the next call does not time again."""
     release_packed_weights(model)
     monkeypatch.delenv(packed_linear.ENV_MIN_ROWS, raising=False)
+    monkeypatch.setenv(native.ENV_SWITCH, "0")  # the packed weights against the generic kernel only
     monkeypatch.setattr(packed_linear, "SINGLE_ROW_GAIN", gain)
     monkeypatch.setattr(packed_linear, "MANY_ROWS_SLOWDOWN", slowdown)
     with packed_decoding(model) as packed:
@@ -246,4 +249,107 @@ def test_batch_one_greedy_through_packed_weights_gives_the_generic_tokens(
     release_packed_weights(model)
     monkeypatch.setenv(packed_linear.ENV_MIN_ROWS, "1")
     assert torch.equal(greedy(model, 1, new_tokens=16), expected)
+    release_packed_weights(model)
+
+
+def fake_timing(monkeypatch: pytest.MonkeyPatch, seconds: dict[tuple[int, str], float]) -> list:
+    """Make the calibration report ``seconds`` for each (rows, kernel) case; returns the cases it was asked for."""
+    asked: list = []
+
+    def time_cases(timed, packed, cases):
+        asked.extend(cases)
+        return {case: seconds[case] for case in cases}
+
+    monkeypatch.setattr(packed_linear, "_time", time_cases)
+    monkeypatch.delenv(packed_linear.ENV_MIN_ROWS, raising=False)
+    return asked
+
+
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the native kernel is not built")
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("one_row", "four_rows", "native_used", "min_rows"),
+    [
+        ({"generic": 10, "packed": 6, "native": 4}, {"generic": 10, "packed": 5}, True, packed_linear.MIN_ROWS),
+        ({"generic": 10, "packed": 6, "native": 4}, {"generic": 5, "packed": 10}, True, None),  # copy dropped
+        ({"generic": 10, "packed": 4, "native": 6}, {"generic": 10, "packed": 5}, False, 1),  # packed fastest
+        ({"generic": 10, "packed": 9, "native": 9}, {"generic": 10, "packed": 5}, False, packed_linear.MIN_ROWS),
+        ({"generic": 10, "packed": 9, "native": 9}, {"generic": 5, "packed": 10}, False, None),  # nothing pays
+    ],
+)
+def test_timing_decides_which_kernel_takes_one_to_three_rows(
+    model: LlamaForCausalLM,
+    monkeypatch: pytest.MonkeyPatch,
+    one_row: dict,
+    four_rows: dict,
+    native_used: bool,
+    min_rows: int | None,
+) -> None:
+    """The native kernel takes fewer than MIN_ROWS rows when it is the fastest and clearly faster than the
+    generic one; the packed weights are kept for MIN_ROWS rows up only where they pay there."""
+    release_packed_weights(model)
+    asked = fake_timing(
+        monkeypatch,
+        {(1, k): v for k, v in one_row.items()} | {(packed_linear.MIN_ROWS, k): v for k, v in four_rows.items()},
+    )
+    with packed_decoding(model) as packed:
+        if not native_used and min_rows is None:
+            assert packed is None
+        else:
+            assert packed is not None
+            assert (packed.native == {m for m in model.modules() if type(m) is torch.nn.Linear}) == native_used
+            assert bool(packed.native) == native_used
+            assert (packed.min_rows if packed.packed else None) == min_rows
+    assert (1, "native") in asked
+    release_packed_weights(model)
+
+
+@needs_native
+@pytest.mark.parametrize("batch", [1, 3])
+def test_greedy_through_the_native_kernel_gives_the_generic_tokens(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    expected = unpacked(monkeypatch, lambda: greedy(model, batch, new_tokens=16))
+    release_packed_weights(model)
+    fake_timing(
+        monkeypatch, {(1, "generic"): 10, (1, "packed"): 6, (1, "native"): 4, (4, "generic"): 10, (4, "packed"): 5}
+    )
+    calls = []
+    kernel = native.unchecked_linear
+    monkeypatch.setattr(native, "unchecked_linear", lambda *args: calls.append(args[0].shape) or kernel(*args))
+    assert torch.equal(greedy(model, batch, new_tokens=16), expected)
+    # the 15 decode steps after the prompt: each of the 2 x 7 projections and the head, one row per sequence;
+    # and the prompt pass's head, which takes only the last position
+    assert len(calls) == 15 * (LINEARS_PER_LAYER * CONFIG["num_hidden_layers"] + 1) + 1
+    assert all(shape[:-1].numel() == batch for shape in calls)
+    release_packed_weights(model)
+
+
+@needs_native
+def test_the_native_kernel_needs_no_copy(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the memory for a packed copy, one row still goes through the native kernel (it reads in place)."""
+    release_packed_weights(model)
+    weight_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    monkeypatch.setattr(packed_linear, "_available_memory", lambda: weight_bytes)
+    asked = fake_timing(monkeypatch, {(1, "generic"): 10, (1, "native"): 4})
+    with caplog.at_level(logging.INFO, logger=packed_linear.__name__), packed_decoding(model) as packed:
+        assert packed is not None and packed.packed == {} and len(packed.native) == 2 * LINEARS_PER_LAYER + 1
+    assert asked == [(1, "generic"), (1, "native")] and "without packed weights" in caplog.text
+    logits, reference = one_row_logits(model)
+    torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+    release_packed_weights(model)
+
+
+@needs_native
+def test_the_native_switch_keeps_it_out_of_the_timing(model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    release_packed_weights(model)
+    monkeypatch.setenv(native.ENV_SWITCH, "off")
+    asked = fake_timing(monkeypatch, {(1, "generic"): 10, (1, "packed"): 6, (4, "generic"): 10, (4, "packed"): 5})
+    with packed_decoding(model) as packed:
+        assert packed is not None and not packed.native and packed.min_rows == 1
+    assert all(kernel != "native" for _, kernel in asked)
     release_packed_weights(model)

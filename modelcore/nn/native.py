@@ -1,0 +1,186 @@
+"""modelcore's own CPU kernel for decoding, compiled from C on first use (``kernels/gemv.c``).
+
+Decoding one token per sequence reads every weight once per step, so its speed is the speed at which a kernel
+streams weights from memory. On some CPUs torch's kernels for one input row stream at about half the memory
+bandwidth (an AMD EPYC, Zen 4: the generic fp32 kernel 12 GB/s and oneDNN's packed weight 23 GB/s, where
+``torch.sum`` reads 34 GB/s; benchmarks/README.md). ``kernels/gemv.c`` reads the weight in place (no copy), a
+block of rows at a time with the next block requested ahead, at about the rate ``torch.sum`` reads memory.
+
+It is built the way ``torch.compile`` builds its CPU code: the system C compiler (``$CC``, else ``cc``/``gcc``),
+``-O3 -march=native -fopenmp``, into ``<modelcore cache>/kernels/``, keyed by the source, the compiler, the
+flags and this CPU (a library built for another CPU is never loaded), written to a temporary name and renamed.
+The OpenMP runtime is the one torch already loaded, so the kernel uses torch's threads. A library that fails to
+build or to load, or whose result differs from ``torch.nn.functional.linear`` on a check at load time, leaves
+the kernel unavailable (logged once) and decoding uses torch's kernels. ``MODELCORE_NATIVE_KERNELS=0`` turns
+it off. ``packed_linear`` decides per model, by timing, whether it is used (``packed_linear.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from modelcore.assets import cache_dir
+
+logger = logging.getLogger(__name__)
+
+ENV_SWITCH = "MODELCORE_NATIVE_KERNELS"
+SOURCE = Path(__file__).with_name("kernels") / "gemv.c"
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC")
+SYMBOL = "modelcore_gemv_f32"
+COMPILE_TIMEOUT_S = 120
+
+
+def enabled() -> bool:
+    """False when ``MODELCORE_NATIVE_KERNELS`` turns the native kernel off."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def available() -> bool:
+    """True when the kernel is enabled and built (the first call builds or loads it)."""
+    return enabled() and _kernel() is not None
+
+
+def eligible(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` (a linear layer's, shape (out, in)) can go through the kernel: contiguous fp32 on CPU."""
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and weight.layout == torch.strided
+        and weight.dim() == 2
+        and weight.is_contiguous()
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.nn.functional.linear(x, weight, bias)`` through the native kernel, for a few rows of fp32 ``x``.
+
+    Args:
+        x: (..., in_features) float32; any number of rows, meant for 1 to 3 (one token per sequence).
+        weight: (out_features, in_features), :func:`eligible`.
+        bias: (out_features,) float32, or None.
+
+    Returns:
+        (..., out_features) float32.
+
+    Raises:
+        RuntimeError: when the kernel is not :func:`available`.
+        ValueError: on a dtype, device or shape the kernel does not take.
+    """
+    kernel = _kernel() if enabled() else None
+    if kernel is None:
+        raise RuntimeError(f"modelcore's native kernel is not available (see the log, or {ENV_SWITCH})")
+    if not eligible(weight) or x.dtype != torch.float32 or x.device.type != "cpu":
+        raise ValueError(
+            f"native linear takes float32 CPU tensors and a contiguous 2-D weight; got x {x.dtype} on {x.device}, "
+            f"weight {tuple(weight.shape)} {weight.dtype} on {weight.device} (contiguous: {weight.is_contiguous()})"
+        )
+    out_features, in_features = weight.shape
+    if x.shape[-1] != in_features:
+        raise ValueError(f"native linear: x has {x.shape[-1]} features, the weight takes {in_features}")
+    if bias is not None and (bias.dtype != torch.float32 or bias.shape != (out_features,) or not bias.is_contiguous()):
+        raise ValueError(f"native linear: bias must be contiguous float32 of shape ({out_features},)")
+    return unchecked_linear(x, weight, bias)
+
+
+def unchecked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`linear` for callers that checked the kernel, the tensors and the shapes once (a decoding scope):
+    a call costs about 3 us here instead of 9, which is 0.5 ms of each decoded token of an 85-layer model."""
+    out_features, in_features = weight.shape
+    out = torch.empty(*x.shape[:-1], out_features, dtype=torch.float32)
+    rows = x.numel() // in_features if in_features else 0
+    if rows and out_features:
+        x = x.contiguous()
+        _kernel()(
+            weight.data_ptr(),
+            x.data_ptr(),
+            None if bias is None else bias.data_ptr(),
+            out.data_ptr(),
+            rows,
+            out_features,
+            in_features,
+            torch.get_num_threads(),
+        )
+    return out
+
+
+@functools.cache
+def _kernel():
+    """The loaded and checked kernel function, or None (why is logged once)."""
+    try:
+        library = _build()
+        function = getattr(ctypes.CDLL(str(library)), SYMBOL)
+    except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:
+        logger.info("modelcore's native decoding kernel is unavailable, torch's kernels are used: %s", error)
+        return None
+    function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    function.restype = None
+    if not _agrees_with_torch(function):
+        logger.warning("modelcore's native decoding kernel (%s) disagrees with torch on a check; not used", library)
+        return None
+    return function
+
+
+def _agrees_with_torch(function) -> bool:
+    """The kernel against ``torch.nn.functional.linear`` on shapes with a partial block and a partial vector."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(37, 83, generator=generator)
+    bias = torch.randn(37, generator=generator)
+    x = torch.randn(3, 83, generator=generator)
+    out = torch.empty(3, 37)
+    function(weight.data_ptr(), x.data_ptr(), bias.data_ptr(), out.data_ptr(), 3, 37, 83, 2)
+    return torch.allclose(out, torch.nn.functional.linear(x, weight, bias), rtol=1e-4, atol=1e-4)
+
+
+def _build() -> Path:
+    """The compiled library for this source, compiler, flags and CPU: from the cache, else compiled into it."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise RuntimeError("no C compiler found (set CC, or install cc/gcc)")
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=True
+    ).stdout
+    source = SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), _cpu_identity()]))
+    target = cache_dir() / "kernels" / f"gemv-{key.hexdigest()[:16]}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".so")
+    os.close(handle)
+    try:
+        start = time.perf_counter()
+        result = subprocess.run(
+            [compiler, *FLAGS, str(SOURCE), "-o", temporary], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed on {SOURCE}: {result.stderr.strip()[-2000:]}")
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    logger.info("Built modelcore's native decoding kernel in %.1f s: %s", time.perf_counter() - start, target)
+    return target
+
+
+def _cpu_identity() -> bytes:
+    """What ``-march=native`` depends on: the CPU's model and feature flags (Linux), else the platform."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            lines = [line for line in cpuinfo if line.startswith(("model name", "flags", "Features", "CPU part"))]
+        if lines:
+            return "".join(sorted(set(lines))).encode()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}".encode()

@@ -1,0 +1,138 @@
+"""modelcore's native matrix-vector kernel: torch's results on every shape, the build cached per CPU, and a clear
+fallback where it cannot be built."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelcore.nn import native
+
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the native kernel is not built")
+
+
+def misaligned(weight: torch.Tensor, floats: int) -> torch.Tensor:
+    """``weight`` copied to a storage offset of ``floats`` floats (as a tensor memory-mapped from a file may be)."""
+    storage = torch.empty(weight.numel() + floats)
+    view = storage[floats:].view(weight.shape)
+    view.copy_(weight)
+    return view
+
+
+@needs_native
+@pytest.mark.parametrize("rows", [1, 2, 3, 7])
+@pytest.mark.parametrize(("out_features", "in_features"), [(1000, 768), (37, 83), (8, 16), (5, 3), (4096, 2048)])
+@pytest.mark.parametrize("offset", [0, 1, 8, 15])
+@pytest.mark.parametrize("bias", [False, True])
+def test_matches_torch_linear(rows: int, out_features: int, in_features: int, offset: int, bias: bool) -> None:
+    generator = torch.Generator().manual_seed(rows * 1000 + out_features + offset)
+    weight = misaligned(torch.randn(out_features, in_features, generator=generator), offset)
+    b = torch.randn(out_features, generator=generator) if bias else None
+    x = torch.randn(rows, 1, in_features, generator=generator)  # (B, T, C): rows of a decode step
+    out = native.linear(x, weight, b)
+    assert out.shape == (rows, 1, out_features) and out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, b), rtol=1e-5, atol=1e-4)
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_any_thread_count_gives_the_same_result(threads: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    weight, x = torch.randn(2051, 512, generator=generator), torch.randn(1, 512, generator=generator)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = native.linear(x, weight)
+        torch.set_num_threads(threads)
+        assert torch.equal(native.linear(x, weight), expected)  # each output sums its row alone, in one order
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_native
+def test_a_non_contiguous_input_is_read_as_its_values() -> None:
+    weight, x = torch.randn(64, 32), torch.randn(32, 3).t()  # (3, 32), not contiguous
+    torch.testing.assert_close(native.linear(x, weight), torch.nn.functional.linear(x, weight), rtol=1e-5, atol=1e-4)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("x", "weight", "bias", "message"),
+    [
+        (torch.randn(1, 16), torch.randn(8, 16, dtype=torch.bfloat16), None, "float32"),
+        (torch.randn(1, 16), torch.randn(16, 8).t(), None, "contiguous: False"),
+        (torch.randn(1, 16, dtype=torch.float64), torch.randn(8, 16), None, "float64"),
+        (torch.randn(1, 15), torch.randn(8, 16), None, "x has 15 features, the weight takes 16"),
+        (torch.randn(1, 16), torch.randn(8, 16), torch.randn(7), r"bias must be contiguous float32 of shape \(8,\)"),
+    ],
+)
+def test_bad_inputs_are_refused_by_name(x, weight, bias, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        native.linear(x, weight, bias)
+
+
+@pytest.fixture
+def fresh_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An empty modelcore cache and a kernel not yet loaded in this process (restored afterwards)."""
+    monkeypatch.setenv("MODELCORE_CACHE", str(tmp_path))
+    native._kernel.cache_clear()
+    yield tmp_path / "kernels"
+    native._kernel.cache_clear()
+
+
+@needs_native
+def test_the_build_is_cached_per_cpu(fresh_build: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = native._build()
+    assert first.parent == fresh_build and [p.name for p in fresh_build.iterdir()] == [first.name]  # no temp left
+    built = first.stat().st_mtime_ns
+    assert native._build() == first and first.stat().st_mtime_ns == built  # found, not compiled again
+    monkeypatch.setattr(native, "_cpu_identity", lambda: b"another CPU")
+    other = native._build()
+    assert other != first and other.is_file()  # a library built for one CPU is never loaded on another
+
+
+def write_compiler(directory: Path, body: str) -> str:
+    script = directory / "cc"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("compiler", "reason"),
+    [
+        ("echo 'cc 1.0'; case \"$1\" in --version) exit 0;; esac; echo 'gemv.c:1: error: no' >&2; exit 1", "error: no"),
+        ("exit 3", "returned non-zero exit status 3"),
+    ],
+)
+def test_a_compiler_that_fails_leaves_torch_kernels_in_use(
+    fresh_build: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, compiler: str, reason: str
+) -> None:
+    monkeypatch.setenv("CC", write_compiler(fresh_build.parent, compiler))
+    with caplog.at_level(logging.INFO, logger=native.__name__):
+        assert not native.available()
+    assert "native decoding kernel is unavailable" in caplog.text and reason in caplog.text
+    assert not fresh_build.exists() or not any(fresh_build.iterdir())  # nothing half-written left behind
+    with pytest.raises(RuntimeError, match="not available"):
+        native.linear(torch.randn(1, 16), torch.randn(8, 16))
+
+
+@needs_native
+def test_a_kernel_that_disagrees_with_torch_is_not_used(
+    fresh_build: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(native, "_agrees_with_torch", lambda function: False)
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        assert not native.available()
+    assert "disagrees with torch" in caplog.text
+
+
+def test_the_switch_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native.ENV_SWITCH, "0")
+    assert not native.available()
+    with pytest.raises(RuntimeError, match=native.ENV_SWITCH):
+        native.linear(torch.randn(1, 16), torch.randn(8, 16))
