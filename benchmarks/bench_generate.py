@@ -5,7 +5,9 @@ libraries load the same files (modelcore through ``AutoModelForCausalLM``). Both
 with ``torch.set_num_threads(2)``, alternating, a warm-up call each, then the median of ``--repeats``.
 Batch 1 is also compared with the weight-read limit: this machine's memory read bandwidth (best of
 several ``torch.sum`` over a 1.5 GB fp32 tensor) divided by the weight bytes, the fastest a decoder can
-go when every token reads every weight once. Both libraries must produce the same greedy tokens.
+go when every token reads every weight once. The bandwidth is measured again right before every timed call
+(a VM's moves between minutes), and the table gives the median of the calls' fractions of their own moment's
+limit. Both libraries must produce the same greedy tokens.
 
     python -m benchmarks.bench_generate [--batch-sizes 1 8] [--new-tokens 64] [--repeats 3]
                                         [--bf16] [--static] [--assisted] [--workdir DIR]
@@ -68,15 +70,23 @@ def make_checkpoints(directory: Path) -> tuple[Path, Path]:
     return target_dir, draft_dir
 
 
-def read_bandwidth(gigabytes: float = 1.5, repeats: int = 7) -> float:
-    """Best memory read bandwidth (bytes/s) of ``torch.sum`` over a large fp32 tensor, with the benchmark's threads."""
-    data = torch.ones(int(gigabytes * 1e9 / 4), dtype=torch.float32)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        data.sum()
-        best = min(best, time.perf_counter() - start)
-    return data.numel() * 4 / best
+class ReadBandwidth:
+    """Memory read bandwidth (bytes/s): the best of a few ``torch.sum`` over a large fp32 tensor, with the
+    benchmark's threads. Called again next to every timed call, because a VM's bandwidth can move by half
+    between minutes (35 to 57 GB/s on one Zen 4 VM): a limit is only comparable with speeds of the same moment."""
+
+    def __init__(self, gigabytes: float = 1.5) -> None:
+        self.data = torch.ones(int(gigabytes * 1e9 / 4), dtype=torch.float32)
+        self.seen: list[float] = []
+
+    def __call__(self, repeats: int = 3) -> float:
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.data.sum()
+            best = min(best, time.perf_counter() - start)
+        self.seen.append(self.data.numel() * 4 / best)
+        return self.seen[-1]
 
 
 def load(which: str, path: Path, dtype: torch.dtype) -> Any:
@@ -116,9 +126,17 @@ def compiled(model: Any) -> Any:
 
 
 def run_case(
-    name: str, models: dict[str, Any], ids: torch.Tensor, new_tokens: int, repeats: int, **options: Any
+    name: str,
+    models: dict[str, Any],
+    ids: torch.Tensor,
+    new_tokens: int,
+    repeats: int,
+    bandwidth: ReadBandwidth,
+    weight_bytes: int,
+    **options: Any,
 ) -> dict:
-    """Time both libraries on one case, alternating the timed calls; check the tokens agree."""
+    """Time both libraries on one case, alternating the timed calls; check the tokens agree. Right before each
+    timed call the read bandwidth is measured again, and that call's fraction of the weight-read limit uses it."""
     calls = {which: generate_call(model, ids, new_tokens, **options) for which, model in models.items()}
     outputs, warmup = {}, {}
     for which, call in calls.items():
@@ -126,12 +144,15 @@ def run_case(
         outputs[which] = call()
         warmup[which] = time.perf_counter() - start
     times: dict[str, list[float]] = {which: [] for which in calls}
+    fractions: dict[str, list[float]] = {which: [] for which in calls}
+    produced = ids.shape[0] * new_tokens
     for _ in range(repeats):
         for which, call in calls.items():
+            limit = bandwidth() / weight_bytes  # tokens/s, right before the call
             start = time.perf_counter()
             outputs[which] = call()
             times[which].append(time.perf_counter() - start)
-    produced = ids.shape[0] * new_tokens
+            fractions[which].append(produced / times[which][-1] / limit)
     row: dict[str, Any] = {"case": name, "batch": ids.shape[0], "new_tokens": new_tokens}
     for which in calls:
         row[which] = {
@@ -139,6 +160,8 @@ def run_case(
             "tokens_per_s": round(produced / statistics.median(times[which]), 1),
             "first_call_s": round(warmup[which], 2),
         }
+        if ids.shape[0] == 1:
+            row[which]["fraction_of_limit"] = round(statistics.median(fractions[which]), 3)
     if len(outputs) == 2:
         row["identical_tokens"] = bool(torch.equal(outputs["modelcore"], outputs["transformers"]))
         row["speedup"] = round(row["modelcore"]["tokens_per_s"] / row["transformers"]["tokens_per_s"], 3)
@@ -180,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
     # The input embedding table is read one row per token, not whole: the bytes a token really reads are fewer.
     embed = models[args.libraries[0]].get_input_embeddings().weight
     read_per_token = weight_bytes - embed.numel() * embed.element_size()
-    bandwidth = read_bandwidth()
+    read_bandwidth = ReadBandwidth()
+    bandwidth = read_bandwidth(repeats=7)
     limit = bandwidth / weight_bytes
     logger.info(
         "%.1fM parameters, %.1f MB of %s weights; read bandwidth %.2f GB/s -> weight-read limit %.1f tokens/s",
@@ -206,7 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = torch.randint(3, CONFIG["vocab_size"], (max(args.batch_sizes), PROMPT_LENGTH), generator=generator)
     rows = []
     for batch in args.batch_sizes:
-        rows.append(run_case("eager", models, prompts[:batch], args.new_tokens, args.repeats))
+        rows.append(
+            run_case("eager", models, prompts[:batch], args.new_tokens, args.repeats, read_bandwidth, weight_bytes)
+        )
     if args.static:
         static_models = {which: compiled(load(which, target_dir, dtype)) for which in args.libraries}
         for batch in args.batch_sizes:
@@ -217,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
                     prompts[:batch],
                     args.new_tokens,
                     args.repeats,
+                    read_bandwidth,
+                    weight_bytes,
                     cache_implementation="static",
                 )
             )
@@ -230,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
                 prompts[:1],
                 args.new_tokens,
                 args.repeats,
+                read_bandwidth,
+                weight_bytes,
                 assistant_model=drafts[which],
                 **({} if args.assistant_tokens is None else {"num_assistant_tokens": args.assistant_tokens}),
             )
@@ -241,10 +271,11 @@ def main(argv: list[str] | None = None) -> dict:
         row.pop("_output")
         for which in args.libraries:
             if row["batch"] == 1 and which in row:
-                row[which]["fraction_of_limit"] = round(row[which]["tokens_per_s"] / limit, 3)
                 row[which]["fraction_of_limit_without_embedding_table"] = round(
-                    row[which]["tokens_per_s"] * read_per_token / bandwidth, 3
+                    row[which]["fraction_of_limit"] * read_per_token / weight_bytes, 3
                 )
+    seen = read_bandwidth.seen
+    summary["read_bandwidth_seen_gb_s"] = [round(min(seen) / 1e9, 2), round(max(seen) / 1e9, 2)]
     summary["rows"] = rows
     print_table(rows, args.libraries)
     print(json.dumps(summary))
