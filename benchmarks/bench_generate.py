@@ -145,6 +145,7 @@ def run_case(
         warmup[which] = time.perf_counter() - start
     times: dict[str, list[float]] = {which: [] for which in calls}
     fractions: dict[str, list[float]] = {which: [] for which in calls}
+    moments: dict[str, list[list[float]]] = {which: [] for which in calls}  # [GB/s just before, tokens/s] per call
     produced = ids.shape[0] * new_tokens
     for _ in range(repeats):
         for which, call in calls.items():
@@ -153,6 +154,7 @@ def run_case(
             outputs[which] = call()
             times[which].append(time.perf_counter() - start)
             fractions[which].append(produced / times[which][-1] / limit)
+            moments[which].append([round(limit * weight_bytes / 1e9, 1), round(produced / times[which][-1], 1)])
     row: dict[str, Any] = {"case": name, "batch": ids.shape[0], "new_tokens": new_tokens}
     for which in calls:
         row[which] = {
@@ -162,6 +164,7 @@ def run_case(
         }
         if ids.shape[0] == 1:
             row[which]["fraction_of_limit"] = round(statistics.median(fractions[which]), 3)
+            row[which]["bandwidth_gb_s_and_tokens_per_s"] = moments[which]
     if len(outputs) == 2:
         row["identical_tokens"] = bool(torch.equal(outputs["modelcore"], outputs["transformers"]))
         row["speedup"] = round(row["modelcore"]["tokens_per_s"] / row["transformers"]["tokens_per_s"], 3)
