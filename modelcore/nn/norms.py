@@ -15,6 +15,10 @@ class RMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if hidden.dtype == torch.float32 == self.weight.dtype and not torch.is_grad_enabled():
+            # the same arithmetic in one call (bitwise equal in fp32, tested); half the time of a decode step's
+            # norm: 0.4 of the 0.9 ms the 25 norms of a 12-layer model take per token (benchmarks/README.md)
+            return torch.nn.functional.rms_norm(hidden, self.weight.shape, self.weight, self.variance_epsilon)
         dtype = hidden.dtype
         hidden = hidden.to(torch.float32)
         hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
