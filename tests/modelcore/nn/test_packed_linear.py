@@ -139,12 +139,17 @@ def test_the_switch_turns_packing_off(model: LlamaForCausalLM, monkeypatch: pyte
         assert packed is None
 
 
-def test_not_packed_without_the_memory_for_a_copy(
-    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def short_of_memory_for_a_copy(model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget the model's packing and report as much free memory as its linear weights take (a copy needs twice)."""
     release_packed_weights(model)
     weight_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
     monkeypatch.setattr(packed_linear, "_available_memory", lambda: weight_bytes)
+
+
+def test_not_packed_without_the_memory_for_a_copy(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    short_of_memory_for_a_copy(model, monkeypatch)
     monkeypatch.setenv(native.ENV_SWITCH, "0")
     with caplog.at_level(logging.INFO, logger=packed_linear.__name__), packed_decoding(model) as packed:
         assert packed is None
@@ -332,9 +337,7 @@ def test_the_native_kernel_needs_no_copy(
     model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Without the memory for a packed copy, one row still goes through the native kernel (it reads in place)."""
-    release_packed_weights(model)
-    weight_bytes = sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, torch.nn.Linear))
-    monkeypatch.setattr(packed_linear, "_available_memory", lambda: weight_bytes)
+    short_of_memory_for_a_copy(model, monkeypatch)
     asked = fake_timing(monkeypatch, {(1, "generic"): 10, (1, "native"): 4})
     with caplog.at_level(logging.INFO, logger=packed_linear.__name__), packed_decoding(model) as packed:
         assert packed is not None and packed.packed == {} and len(packed.native) == 2 * LINEARS_PER_LAYER + 1
