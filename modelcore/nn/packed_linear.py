@@ -149,6 +149,8 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
             for module in modules
             if native.eligible(module.weight) and (module.bias is None or module.bias.is_contiguous())
         ] if native.available() else []  # fmt: skip
+        if not packed and not in_place:
+            return None  # nothing to time: the next call looks at the memory again
         rows, use_native = _decide(modules, packed, in_place)
         sources = {module: _weight_state(module) for module in modules}
         if rows is None:  # slower than the generic kernel here: the copy goes, the decision stays with the model

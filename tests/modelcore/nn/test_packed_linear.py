@@ -154,6 +154,7 @@ def test_not_packed_without_the_memory_for_a_copy(
     with caplog.at_level(logging.INFO, logger=packed_linear.__name__), packed_decoding(model) as packed:
         assert packed is None
     assert "without packed weights" in caplog.text and "MB are available" in caplog.text
+    assert model not in packed_linear._packed_by_model  # no decision kept: the next call looks at the memory again
     release_packed_weights(model)
 
 
