@@ -244,6 +244,16 @@ def test_choosing_a_task_is_all_the_form_needs(stack, deployments, context, shot
     assert stack.api.patch(pool, json={"is_paused": True}).status_code == 204  # the run is created, not run
     try:
         page = context.new_page()
+        refused: list[str] = []  # API calls the server answered with an error, and console errors: for a failure
+        page.on(
+            "response",
+            lambda response: (
+                refused.append(f"{response.request.method} {response.url}: {response.status}")
+                if response.status >= 400
+                else None
+            ),
+        )
+        page.on("console", lambda message: refused.append(message.text) if message.type == "error" else None)
         _open_custom_run(stack, page)
         _property(page, "Task").locator(".p-select-button__control").click()
         page.keyboard.press("ArrowDown")  # opens the list (a click focuses the select only)
@@ -260,7 +270,7 @@ def test_choosing_a_task_is_all_the_form_needs(stack, deployments, context, shot
         while not (new := [r for r in stack.api.post("flow_runs/filter", json=body).json() if r["id"] not in before]):
             if time.monotonic() > deadline:
                 page.screenshot(path=shots / "10-task-submit-failed.png", full_page=True)
-                pytest.fail("the form created no flow run within 60 s")
+                pytest.fail(f"the form created no flow run within 60 s; errors seen by the page: {refused or 'none'}")
             time.sleep(0.5)
         flow_run_id = new[0]["id"]
         sent = stack.api.get(f"flow_runs/{flow_run_id}").json()["parameters"]["params"]
