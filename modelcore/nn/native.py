@@ -115,6 +115,20 @@ def unchecked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return out
 
 
+@torch.library.custom_op(
+    "modelcore::native_linear", mutates_args=(), schema="(Tensor x, Tensor weight, Tensor? bias) -> Tensor"
+)
+def compiled_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """:func:`unchecked_linear` as a torch operator, so that a ``torch.compile``d graph calls the kernel (inductor
+    fuses the ops around it; a Python call would break the graph). Forward only, like the kernel."""
+    return unchecked_linear(x, weight, bias)
+
+
+@compiled_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
 @functools.cache
 def _kernel():
     """The loaded and checked kernel function, or None (why is logged once)."""

@@ -25,7 +25,9 @@ changed. A weight changed since it was packed (training, ``load_state_dict``) is
 
 Eligible: a plain ``nn.Linear`` (quantized and adapter-wrapped layers keep their own forward) with no
 hooks and an fp32 (or bf16, see above) CPU weight of at least ``MIN_WEIGHT_ELEMENTS`` (small matrices gain
-nothing); never under ``torch.compile`` (inductor packs on its own). The packed copy costs as much memory as the
+nothing). Under ``torch.compile`` (a compiled forward over the static cache) the packed weights are not used
+(inductor chooses its own kernels), but layers whose model chose the native kernel at its packing call it as the
+operator ``modelcore::native_linear`` for 1-3 rows; the choice is a constant of the compiled graph. The packed copy costs as much memory as the
 weights; it is made only when the machine has twice that available (the native kernel needs no copy, and is
 still timed without one). ``MODELCORE_PACKED_DECODING=0`` turns both off, ``MODELCORE_NATIVE_KERNELS=0`` the
 native kernel (both are read at a model's packing), and ``release_packed_weights(model)`` frees the copy and
@@ -64,6 +66,7 @@ CALIBRATION_PASSES = 3  # each kernel's best of this many passes, interleaved
 
 _active: contextvars.ContextVar[PackedWeights | None] = contextvars.ContextVar("packed_weights", default=None)
 _packed_by_model: weakref.WeakKeyDictionary[nn.Module, PackedWeights] = weakref.WeakKeyDictionary()
+_native_layers: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # layers whose model chose the native kernel
 _packing_lock = threading.Lock()
 
 
@@ -84,8 +87,20 @@ class PackedWeights:
 
 
 def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``, through the weight packed by the enclosing ``packed_decoding`` scope when there is one."""
-    if not torch.compiler.is_compiling() and not torch.is_grad_enabled():  # the packed op has no backward
+    """``module(x)``, through the weight packed by the enclosing ``packed_decoding`` scope when there is one.
+
+    Under ``torch.compile`` (the static-cache path), 1-3 rows of a layer whose model chose the native kernel at its
+    packing go through it as the operator ``modelcore::native_linear``; everything else is left to inductor."""
+    if torch.compiler.is_compiling():
+        if (
+            not torch.is_grad_enabled()
+            and not torch.compiler.is_exporting()  # an exported graph (ONNX, torch.export) keeps aten ops only
+            and _chose_native(module)
+            and x.dtype == torch.float32
+            and x.numel() < MIN_ROWS * x.shape[-1]
+        ):
+            return torch.ops.modelcore.native_linear(x, module.weight, module.bias)
+    elif not torch.is_grad_enabled():  # the packed and native kernels have no backward
         scope = _active.get()
         if scope is not None:
             if x.numel() >= scope.min_rows * x.shape[-1]:
@@ -95,6 +110,12 @@ def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
             elif module in scope.native and x.dtype == torch.float32 and x.numel() < MIN_ROWS * x.shape[-1]:
                 return native.unchecked_linear(x, module.weight, module.bias)  # checked at packing
     return module(x)
+
+
+@torch.compiler.assume_constant_result
+def _chose_native(module: nn.Module) -> bool:
+    """Whether ``module``'s model chose the native kernel at its last packing; a constant of a compiled graph."""
+    return module in _native_layers
 
 
 @contextlib.contextmanager
@@ -118,7 +139,7 @@ def packed_decoding(model: nn.Module) -> Iterator[PackedWeights | None]:
 def release_packed_weights(model: nn.Module) -> None:
     """Free the packed copy kept for ``model`` (the next batched decode packs again)."""
     with _packing_lock:
-        _packed_by_model.pop(model, None)
+        _forget(model)
 
 
 def _packed_weights(model: nn.Module) -> PackedWeights | None:
@@ -131,7 +152,7 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         kept = _packed_by_model.get(model)
         if kept is not None and kept.is_current(modules):
             return kept if kept.packed or kept.native else None  # empty: timed and found slower here
-        _packed_by_model.pop(model, None)  # the old copy goes before the new one is made
+        _forget(model)  # the old copy goes before the new one is made
         needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
         available = _available_memory()
         packed = {}
@@ -157,11 +178,20 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
             packed, rows = {}, sys.maxsize
         weights = PackedWeights(packed, sources, rows, frozenset(in_place) if use_native else frozenset())
         _packed_by_model[model] = weights
+        _native_layers.update(weights.native)
         logger.debug(
             "Decoding %d linear layers: %d packed (%.0f MB) from %s input rows, %d native below that",
             len(modules), len(packed), needed / 1e6, rows if packed else "no", len(weights.native),
         )  # fmt: skip
         return weights if packed or use_native else None
+
+
+def _forget(model: nn.Module) -> None:
+    """Drop the model's packed copy and decisions (under ``_packing_lock``)."""
+    kept = _packed_by_model.pop(model, None)
+    if kept is not None:
+        for module in kept.native:
+            _native_layers.discard(module)
 
 
 def _decide(

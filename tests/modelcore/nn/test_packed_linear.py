@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import threading
@@ -357,3 +358,64 @@ def test_the_native_switch_keeps_it_out_of_the_timing(model: LlamaForCausalLM, m
         assert packed is not None and not packed.native and packed.min_rows == 1
     assert all(kernel != "native" for _, kernel in asked)
     release_packed_weights(model)
+
+
+@needs_native
+def test_a_compiled_static_cache_decode_calls_the_native_kernel(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under torch.compile the layers that chose the native kernel call it as an operator: one graph for the prompt,
+    one for the one-token step (no break around the kernel), the generic kernel's tokens."""
+    from torch._dynamo.utils import counters
+
+    ids, mask = left_padded_prompts(1)
+    options = dict(attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    expected = unpacked(monkeypatch, lambda: model.generate(ids, **options))
+    compiled = copy.deepcopy(model)
+    compiled.forward = torch.compile(compiled.forward, backend="aot_eager", dynamic=False)
+    fake_timing(
+        monkeypatch, {(1, "generic"): 10, (1, "packed"): 6, (1, "native"): 4, (4, "generic"): 10, (4, "packed"): 5}
+    )
+    calls = []
+    kernel = native.unchecked_linear
+    monkeypatch.setattr(native, "unchecked_linear", lambda *args: calls.append(args[0].shape) or kernel(*args))
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        assert torch.equal(compiled.generate(ids, cache_implementation="static", **options), expected)
+        assert counters["frames"]["ok"] == 2
+    finally:
+        torch._dynamo.reset()
+        release_packed_weights(compiled)
+    layers = LINEARS_PER_LAYER * CONFIG["num_hidden_layers"] + 1
+    assert len(calls) >= 11 * layers and all(shape[:-1].numel() == 1 for shape in calls)
+
+
+@needs_native
+def test_an_export_after_native_decoding_keeps_aten_ops(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.export (which the ONNX export builds on) of a model that decoded through the native kernel: the graph
+    has the plain linear, not modelcore's operator, which no exporter knows."""
+    release_packed_weights(model)
+    fake_timing(
+        monkeypatch, {(1, "generic"): 10, (1, "packed"): 6, (1, "native"): 4, (4, "generic"): 10, (4, "packed"): 5}
+    )
+    greedy(model, 1, new_tokens=2)
+    assert packed_linear._chose_native(model.lm_head)  # the choice the compiled path reads
+    ids = left_padded_prompts(1)[0][:, -1:]
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids, use_cache=False).logits
+
+    with torch.no_grad():
+        exported = torch.export.export(Logits(), (ids,), strict=False)
+    graph = str(exported.graph)
+    assert "native_linear" not in graph and "aten.linear" in graph
+    release_packed_weights(model)
+    assert not packed_linear._chose_native(model.lm_head)
