@@ -66,7 +66,6 @@ CALIBRATION_PASSES = 3  # each kernel's best of this many passes, interleaved
 
 _active: contextvars.ContextVar[PackedWeights | None] = contextvars.ContextVar("packed_weights", default=None)
 _packed_by_model: weakref.WeakKeyDictionary[nn.Module, PackedWeights] = weakref.WeakKeyDictionary()
-_native_layers: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # layers whose model chose the native kernel
 _packing_lock = threading.Lock()
 
 
@@ -114,8 +113,10 @@ def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.compiler.assume_constant_result
 def _chose_native(module: nn.Module) -> bool:
-    """Whether ``module``'s model chose the native kernel at its last packing; a constant of a compiled graph."""
-    return module in _native_layers
+    """Whether ``module``'s model chose the native kernel at its last packing; a constant of a compiled graph (so
+    this runs when a graph is traced, not per call)."""
+    with _packing_lock:
+        return any(module in kept.native for kept in _packed_by_model.values())
 
 
 @contextlib.contextmanager
@@ -139,7 +140,7 @@ def packed_decoding(model: nn.Module) -> Iterator[PackedWeights | None]:
 def release_packed_weights(model: nn.Module) -> None:
     """Free the packed copy kept for ``model`` (the next batched decode packs again)."""
     with _packing_lock:
-        _forget(model)
+        _packed_by_model.pop(model, None)
 
 
 def _packed_weights(model: nn.Module) -> PackedWeights | None:
@@ -152,7 +153,7 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         kept = _packed_by_model.get(model)
         if kept is not None and kept.is_current(modules):
             return kept if kept.packed or kept.native else None  # empty: timed and found slower here
-        _forget(model)  # the old copy goes before the new one is made
+        _packed_by_model.pop(model, None)  # the old copy goes before the new one is made
         needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
         available = _available_memory()
         packed = {}
@@ -165,11 +166,7 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         else:
             with torch.no_grad():
                 packed = {module: torch.ops.mkldnn._reorder_linear_weight(module.weight) for module in modules}
-        in_place = [
-            module
-            for module in modules
-            if native.eligible(module.weight) and (module.bias is None or module.bias.is_contiguous())
-        ] if native.available() else []  # fmt: skip
+        in_place = [module for module in modules if _native_eligible(module)] if native.available() else []
         if not packed and not in_place:
             return None  # nothing to time: the next call looks at the memory again
         rows, use_native = _decide(modules, packed, in_place)
@@ -178,20 +175,11 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
             packed, rows = {}, sys.maxsize
         weights = PackedWeights(packed, sources, rows, frozenset(in_place) if use_native else frozenset())
         _packed_by_model[model] = weights
-        _native_layers.update(weights.native)
         logger.debug(
             "Decoding %d linear layers: %d packed (%.0f MB) from %s input rows, %d native below that",
             len(modules), len(packed), needed / 1e6, rows if packed else "no", len(weights.native),
         )  # fmt: skip
         return weights if packed or use_native else None
-
-
-def _forget(model: nn.Module) -> None:
-    """Drop the model's packed copy and decisions (under ``_packing_lock``)."""
-    kept = _packed_by_model.pop(model, None)
-    if kept is not None:
-        for module in kept.native:
-            _native_layers.discard(module)
 
 
 def _decide(
@@ -291,6 +279,10 @@ def _eligible(module: nn.Module) -> bool:
         and weight.numel() >= MIN_WEIGHT_ELEMENTS
         and (module.bias is None or module.bias.dtype == weight.dtype)
     )
+
+
+def _native_eligible(module: nn.Linear) -> bool:
+    return native.eligible(module.weight) and (module.bias is None or module.bias.is_contiguous())
 
 
 @functools.cache
