@@ -280,8 +280,7 @@ def _prefect_server_health(config: Config) -> tuple[bool, str]:
 def _prefect_worker_health(config: Config, worker_name: str, since: float = 0.0) -> tuple[bool, str]:
     """The worker is ONLINE in its pool (it heartbeats to the server), and heartbeated after ``since``."""
     try:
-        pool = urllib.parse.quote(config.work_pool, safe="")
-        workers = _http_json("POST", f"{config.prefect_api_url}/work_pools/{pool}/workers/filter", {})
+        workers = _http_json("POST", f"{_pool_url(config)}/workers/filter", {})
     except urllib.error.HTTPError as error:
         return False, f"work pool {config.work_pool!r}: the server answered {error.code}"
     except (urllib.error.URLError, OSError) as error:
@@ -381,7 +380,6 @@ def ensure_pool(config: Config) -> dict[str, Any]:
     """
     from prefect.workers.process import ProcessWorker
 
-    pool = urllib.parse.quote(config.work_pool, safe="")
     body = {
         "name": config.work_pool,
         "type": "process",
@@ -393,8 +391,13 @@ def ensure_pool(config: Config) -> dict[str, Any]:
     except urllib.error.HTTPError as error:
         if error.code != 409:  # 409: it exists; only its limit is ours to set
             raise ServerError(f"creating work pool {config.work_pool!r}: the server answered {error.code}") from error
-        _http_json("PATCH", f"{config.prefect_api_url}/work_pools/{pool}", {"concurrency_limit": config.pool_limit})
-    return _http_json("GET", f"{config.prefect_api_url}/work_pools/{pool}")
+        _http_json("PATCH", _pool_url(config), {"concurrency_limit": config.pool_limit})
+    return _http_json("GET", _pool_url(config))
+
+
+def _pool_url(config: Config) -> str:
+    """The API address of the configured work pool (its name quoted)."""
+    return f"{config.prefect_api_url}/work_pools/{urllib.parse.quote(config.work_pool, safe='')}"
 
 
 DEPLOYMENTS_FILE = REPO / "deployments" / "prefect.yaml"
@@ -425,7 +428,7 @@ def deploy(
         raise ServerError(f"prefect deploy of {prefect_file} failed (exit {done.returncode}):\n{tail}")
     api = config.prefect_api_url
     try:
-        pool = _http_json("GET", f"{api}/work_pools/{urllib.parse.quote(config.work_pool, safe='')}")
+        pool = _http_json("GET", _pool_url(config))
     except urllib.error.HTTPError as error:
         if error.code != 404:
             raise ServerError(f"reading work pool {config.work_pool!r}: the server answered {error.code}") from error
