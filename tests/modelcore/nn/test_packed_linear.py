@@ -272,6 +272,7 @@ def fake_timing(monkeypatch: pytest.MonkeyPatch, seconds: dict[tuple[int, str], 
     return asked
 
 
+NATIVE_FASTEST = {(1, "generic"): 10, (1, "packed"): 6, (1, "native"): 4, (4, "generic"): 10, (4, "packed"): 5}
 needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the native kernel is not built")
 
 
@@ -320,9 +321,7 @@ def test_greedy_through_the_native_kernel_gives_the_generic_tokens(
 ) -> None:
     expected = unpacked(monkeypatch, lambda: greedy(model, batch, new_tokens=16))
     release_packed_weights(model)
-    fake_timing(
-        monkeypatch, {(1, "generic"): 10, (1, "packed"): 6, (1, "native"): 4, (4, "generic"): 10, (4, "packed"): 5}
-    )
+    fake_timing(monkeypatch, NATIVE_FASTEST)
     calls = []
     kernel = native.unchecked_linear
     monkeypatch.setattr(native, "unchecked_linear", lambda *args: calls.append(args[0].shape) or kernel(*args))
@@ -373,9 +372,7 @@ def test_a_compiled_static_cache_decode_calls_the_native_kernel(
     expected = unpacked(monkeypatch, lambda: model.generate(ids, **options))
     compiled = copy.deepcopy(model)
     compiled.forward = torch.compile(compiled.forward, backend="aot_eager", dynamic=False)
-    fake_timing(
-        monkeypatch, {(1, "generic"): 10, (1, "packed"): 6, (1, "native"): 4, (4, "generic"): 10, (4, "packed"): 5}
-    )
+    fake_timing(monkeypatch, NATIVE_FASTEST)
     calls = []
     kernel = native.unchecked_linear
     monkeypatch.setattr(native, "unchecked_linear", lambda *args: calls.append(args[0].shape) or kernel(*args))
@@ -398,9 +395,7 @@ def test_an_export_after_native_decoding_keeps_aten_ops(
     """torch.export (which the ONNX export builds on) of a model that decoded through the native kernel: the graph
     has the plain linear, not modelcore's operator, which no exporter knows."""
     release_packed_weights(model)
-    fake_timing(
-        monkeypatch, {(1, "generic"): 10, (1, "packed"): 6, (1, "native"): 4, (4, "generic"): 10, (4, "packed"): 5}
-    )
+    fake_timing(monkeypatch, NATIVE_FASTEST)
     greedy(model, 1, new_tokens=2)
     assert packed_linear._chose_native(model.lm_head)  # the choice the compiled path reads
     ids = left_padded_prompts(1)[0][:, -1:]
