@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -616,8 +617,8 @@ def _check_output_dir(path: Path) -> None:
     """Fail before training, not at the first checkpoint, when output_dir cannot be written."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # a probe of its own: the ranks of a distributed run check the same directory at the same moment
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
     except OSError as err:
         raise PermissionError(f"output_dir {path} cannot be written: {err}") from err

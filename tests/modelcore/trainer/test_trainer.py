@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -317,6 +318,28 @@ def test_unwritable_output_dir(tmp_path, data, tokenizer):
     blocker.write_text("")
     with pytest.raises(PermissionError, match="cannot be written"):
         Trainer(tiny_model(), make_args(blocker / "out"), train_dataset=data, processing_class=tokenizer)
+
+
+def test_ranks_checking_one_output_dir_at_once_all_pass(tmp_path):
+    """The ranks of a distributed run check the shared output_dir at the same moment (a shared probe file failed
+    one rank's check in CI); nothing of the check is left behind."""
+    from modelcore.trainer.trainer import _check_output_dir
+
+    errors: list[Exception] = []
+
+    def check_many() -> None:
+        for _ in range(200):
+            try:
+                _check_output_dir(tmp_path / "out")
+            except OSError as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=check_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and list((tmp_path / "out").iterdir()) == []
 
 
 def test_resuming_from_another_models_checkpoint_is_refused(tmp_path, data, tokenizer):
