@@ -12,7 +12,9 @@ flags and this CPU (a library built for another CPU is never loaded), written to
 The OpenMP runtime is the one torch already loaded, so the kernel uses torch's threads. A library that fails to
 build or to load, or whose result differs from ``torch.nn.functional.linear`` on a check at load time, leaves
 the kernel unavailable (logged once) and decoding uses torch's kernels. ``MODELCORE_NATIVE_KERNELS=0`` turns
-it off. ``packed_linear`` decides per model, by timing, whether it is used (``packed_linear.py``).
+it off. ``packed_linear`` decides per model, by timing, whether it is used (``packed_linear.py``); for the
+layers of a model that chose it, ``native_decoder`` runs a whole decoder layer's decode step through the same
+library (the norms, rotary positions, attention and gated MLP between the products).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,6 +41,7 @@ logger = logging.getLogger(__name__)
 ENV_SWITCH = "MODELCORE_NATIVE_KERNELS"
 SOURCE = Path(__file__).with_name("kernels") / "gemv.c"
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC")
+LIBRARIES = ("-lm",)  # after the source: expf, sqrtf
 SYMBOL = "modelcore_gemv_f32"
 COMPILE_TIMEOUT_S = 120
 
@@ -130,20 +134,50 @@ def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch
 
 
 @functools.cache
-def _kernel():
-    """The loaded and checked kernel function, or None (why is logged once)."""
+def _library() -> ctypes.CDLL | None:
+    """The loaded library with its functions' signatures set, its matrix-vector product checked; or None (why is
+    logged once)."""
     try:
-        library = _build()
-        function = getattr(ctypes.CDLL(str(library)), SYMBOL)
+        library = ctypes.CDLL(str(_build()))
+        gemv = getattr(library, SYMBOL)
+        attention_in = library.modelcore_decoder_attention_in_f32
+        attention_out_mlp = library.modelcore_decoder_attention_out_mlp_f32
     except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:
         logger.info("modelcore's native decoding kernel is unavailable, torch's kernels are used: %s", error)
         return None
-    function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-    function.restype = None
-    if not _agrees_with_torch(function):
+    pointer, int64 = ctypes.c_void_p, ctypes.c_int64
+    gemv.argtypes = [pointer] * 4 + [int64] * 3 + [ctypes.c_int]
+    # (layer, h, m, cos, sin, rope_stride, xn, q, k, v, threads)
+    attention_in.argtypes = [pointer, pointer, int64, pointer, pointer, int64] + [pointer] * 4 + [ctypes.c_int]
+    # (layer, h, m, q, K, k strides x3, V, v strides x3, S, mask, mask strides x2, attn, xn, gate, up, scores, threads)
+    attention_out_mlp.argtypes = (
+        [pointer, pointer, int64, pointer, pointer, int64, int64, int64, pointer, int64, int64, int64, int64]
+        + [pointer, int64, int64]
+        + [pointer] * 5
+        + [ctypes.c_int]
+    )
+    for function in (gemv, attention_in, attention_out_mlp):
+        function.restype = None
+    if not _agrees_with_torch(gemv):
         logger.warning("modelcore's native decoding kernel (%s) disagrees with torch on a check; not used", library)
         return None
-    return function
+    return library
+
+
+@functools.cache
+def _kernel():
+    """The loaded and checked matrix-vector product, or None."""
+    library = _library()
+    return None if library is None else getattr(library, SYMBOL)
+
+
+def decoder_layer_functions() -> tuple[Any, Any] | None:
+    """The C functions of a decoder layer's decode step (``attention_in``, ``attention_out_mlp``: see
+    ``kernels/gemv.c``), or None when the native kernel is off or unavailable. For ``native_decoder``."""
+    library = _library() if enabled() else None
+    if library is None:
+        return None
+    return library.modelcore_decoder_attention_in_f32, library.modelcore_decoder_attention_out_mlp_f32
 
 
 def _agrees_with_torch(function) -> bool:
@@ -166,7 +200,7 @@ def _build() -> Path:
         [compiler, "--version"], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, check=True
     ).stdout
     source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(), _cpu_identity()]))
+    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS + LIBRARIES).encode(), _cpu_identity()]))
     target = cache_dir() / "kernels" / f"gemv-{key.hexdigest()[:16]}.so"
     if target.is_file():
         return target
@@ -176,7 +210,10 @@ def _build() -> Path:
     try:
         start = time.perf_counter()
         result = subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", temporary], capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S
+            [compiler, *FLAGS, str(SOURCE), *LIBRARIES, "-o", temporary],
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_S,
         )
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed on {SOURCE}: {result.stderr.strip()[-2000:]}")

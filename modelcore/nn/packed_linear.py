@@ -46,7 +46,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -77,6 +77,8 @@ class PackedWeights:
     sources: dict[nn.Linear, tuple[int, int]]  # module -> (weight data_ptr, weight _version) at packing
     min_rows: int = MIN_ROWS  # inputs of at least this many rows go through the packed weights
     native: frozenset[nn.Linear] = frozenset()  # layers whose fewer rows go through modelcore's native kernel
+    # decoder layer -> its plan for native_decoder (made at its first decode step under these weights)
+    decoder_plans: dict[nn.Module, object] = field(default_factory=dict, compare=False)
 
     def is_current(self, modules: list[nn.Linear]) -> bool:
         """True when ``modules`` are exactly the packed ones and none of their weights changed since."""
@@ -109,6 +111,11 @@ def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
             elif module in scope.native and x.dtype == torch.float32 and x.numel() < MIN_ROWS * x.shape[-1]:
                 return native.unchecked_linear(x, module.weight, module.bias)  # checked at packing
     return module(x)
+
+
+def active_scope() -> PackedWeights | None:
+    """The packed weights of the enclosing ``packed_decoding`` scope in this thread, or None."""
+    return _active.get()
 
 
 @torch.compiler.assume_constant_result

@@ -31,6 +31,7 @@ from modelcore.nn.cache import DynamicCache, StaticCache
 from modelcore.nn.init import init_linear_and_embedding
 from modelcore.nn.losses import causal_lm_loss, question_answering_loss, sequence_classification_loss
 from modelcore.nn.masks import causal_mask, static_causal_mask
+from modelcore.nn.native_decoder import decoder_step
 from modelcore.nn.norms import RMSNorm
 from modelcore.nn.packed_linear import linear
 from modelcore.nn.rotary import RotaryEmbedding, apply_rotary_pos_emb
@@ -123,6 +124,21 @@ class LlamaDecoderLayer(nn.Module):
         output_attentions: bool = False,
         cache_position: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if hidden.shape[1] == 1 and not output_attentions:  # a decode step: the whole layer in native code if it can
+            norms = (self.input_layernorm, self.post_attention_layernorm)
+            out = decoder_step(
+                self,
+                self.self_attn,
+                self.mlp,
+                norms,
+                hidden,
+                position_embeddings,
+                mask,
+                past_key_values,
+                cache_position,
+            )
+            if out is not None:
+                return out, None
         attn_out, weights = self.self_attn(
             self.input_layernorm(hidden),
             position_embeddings,

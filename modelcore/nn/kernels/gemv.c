@@ -7,8 +7,10 @@
  * block's rows (the block stays in L1 for the second and third input row). Threads split the blocks.
  *
  * Shapes: W (n, k) row-major, x (m, k), b (n) or NULL, y (m, n); all float32, contiguous.
+ * Below it, a pre-norm decoder layer's decode step built on the same product (native_decoder.py).
  * Written in GCC vector extensions so one source compiles to AVX-512 or AVX2 with -march=native.
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -38,8 +40,8 @@ static inline float sum_lanes(vec v) {
  * often is not, and loads that straddle two lines cost about 10%); columns before it and after the last full
  * vector are summed one by one. */
 static inline __attribute__((always_inline)) void block_dots(const float *W, const float *x, const float *b, float *y,
-                                                             int64_t m, int64_t n, int64_t k, int64_t row, int rows,
-                                                             int64_t start, const float *next) {
+                                                             int64_t m, int64_t ldy, int64_t k, int64_t row, int rows,
+                                                             int64_t start, const float *next, int accumulate) {
     const float *w = W + row * k;
     const int64_t stop = start + (k - start) / LANES * LANES;
     for (int64_t i = 0; i < m; i++) {
@@ -56,33 +58,176 @@ static inline __attribute__((always_inline)) void block_dots(const float *W, con
             float s = sum_lanes(acc[r]);
             for (int64_t j = 0; j < start; j++) s += w[r * k + j] * xi[j];
             for (int64_t j = stop; j < k; j++) s += w[r * k + j] * xi[j];
-            y[i * n + row + r] = b != NULL ? s + b[row + r] : s;
+            if (b != NULL) s += b[row + r];
+            if (accumulate)
+                y[i * ldy + row + r] += s;
+            else
+                y[i * ldy + row + r] = s;
         }
     }
 }
 
+/* This thread's share (thread `id` of `team`) of y = x W^T (+ b), or y += x W^T (+ b) when `accumulate`; y's rows
+ * are `ldy` floats apart. Blocks of rows are split evenly, so each output is one row's sum in one order whatever
+ * the team. */
+static void gemv_part(const float *W, const float *x, const float *b, float *y, int64_t m, int64_t n, int64_t k,
+                      int64_t ldy, int accumulate, int64_t id, int64_t team) {
+    const int64_t blocks = (n + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    const int64_t first = blocks * id / team, last = blocks * (id + 1) / team;
+    /* every row starts at the same offset within a cache line when a row is a whole number of lines */
+    const uintptr_t misaligned = (uintptr_t)W % 64;
+    const int64_t start =
+        k % LANES == 0 && misaligned % sizeof(float) == 0 && k >= LANES ? (64 - misaligned) % 64 / sizeof(float) : 0;
+    for (int64_t block = first; block < last; block++) {
+        const int64_t row = block * BLOCK_ROWS;
+        const float *next = block + 1 < last ? W + (row + BLOCK_ROWS) * k : NULL;
+        if (n - row >= BLOCK_ROWS)
+            block_dots(W, x, b, y, m, ldy, k, row, BLOCK_ROWS, start, next, accumulate);
+        else
+            block_dots(W, x, b, y, m, ldy, k, row, (int)(n - row), start, next, accumulate);
+    }
+}
+
+#ifdef _OPENMP
+#define TEAM() const int64_t team = omp_get_num_threads(), id = omp_get_thread_num()
+#else
+#define TEAM() const int64_t team = 1, id = 0
+#endif
+
 void modelcore_gemv_f32(const float *W, const float *x, const float *b, float *y, int64_t m, int64_t n, int64_t k,
                         int threads) {
-    const int64_t blocks = (n + BLOCK_ROWS - 1) / BLOCK_ROWS;
 #pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
-        const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
-#else
-        const int64_t team = 1, id = 0;
-#endif
-        const int64_t first = blocks * id / team, last = blocks * (id + 1) / team;
-        /* every row starts at the same offset within a cache line when a row is a whole number of lines */
-        const uintptr_t misaligned = (uintptr_t)W % 64;
-        const int64_t start =
-            k % LANES == 0 && misaligned % sizeof(float) == 0 && k >= LANES ? (64 - misaligned) % 64 / sizeof(float) : 0;
-        for (int64_t block = first; block < last; block++) {
-            const int64_t row = block * BLOCK_ROWS;
-            const float *next = block + 1 < last ? W + (row + BLOCK_ROWS) * k : NULL;
-            if (n - row >= BLOCK_ROWS)
-                block_dots(W, x, b, y, m, n, k, row, BLOCK_ROWS, start, next);
-            else
-                block_dots(W, x, b, y, m, n, k, row, (int)(n - row), start, next);
+        TEAM();
+        gemv_part(W, x, b, y, m, n, k, n, 0, id, team);
+    }
+}
+
+/* ---- A whole pre-norm decoder layer for one new token per sequence (Llama and the families built like it) ----
+ *
+ * Between its seven matrix-vector products a decoder layer has some fifty small operations on a few thousand
+ * floats (norms, rotary positions, attention over the cache, the gated activation, residual adds). As torch ops
+ * they cost a few microseconds each, about a quarter of a decode step of a 100M model (benchmarks/README.md). The
+ * two functions below run them in C between the products, in one OpenMP region each:
+ *
+ *   attention_in:      xn = rms_norm(h); q, k, v = xn Wq^T, xn Wk^T, xn Wv^T (+ biases); rotate q and k
+ *   (the caller appends k and v to its cache)
+ *   attention_out_mlp: a = softmax(q K^T * scaling, masked) V per head; h += a Wo^T (+ bo);
+ *                      xn = rms_norm(h); h += (silu(xn Wg^T) * (xn Wu^T)) Wd^T (+ biases)
+ *
+ * Rotary positions use the "rotate half" layout: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) over the two
+ * halves of a head. Query head j reads key/value head j / (heads / kv_heads) (grouped-query attention). */
+
+typedef struct {
+    int64_t hidden, heads, kv_heads, head_dim, intermediate;
+    float eps_attention, eps_mlp, scaling;
+    const float *norm_attention, *norm_mlp;
+    const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
+    const float *wg, *bg, *wu, *bu, *wd, *bd;
+} modelcore_decoder_layer;
+
+static void rms_norm(const float *x, const float *weight, float eps, int64_t n, float *out) {
+    float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t c = 0; c < n; c++) squares += x[c] * x[c];
+    const float scale = 1.0f / sqrtf(squares / (float)n + eps);
+    for (int64_t c = 0; c < n; c++) out[c] = weight[c] * (x[c] * scale);
+}
+
+static void rotate(float *x, const float *cos, const float *sin, int64_t head_dim) {
+    const int64_t half = head_dim / 2;
+    for (int64_t d = 0; d < half; d++) {
+        const float x1 = x[d], x2 = x[d + half];
+        x[d] = x1 * cos[d] - x2 * sin[d];
+        x[d + half] = x2 * cos[d + half] + x1 * sin[d + half];
+    }
+}
+
+void modelcore_decoder_attention_in_f32(const modelcore_decoder_layer *L, const float *h, int64_t m,
+                                        const float *cos, const float *sin, int64_t rope_stride, float *xn, float *q,
+                                        float *k, float *v, int threads) {
+    const int64_t c = L->hidden, hd = L->head_dim, nq = L->heads * hd, nk = L->kv_heads * hd;
+    const int64_t rotated = L->heads + L->kv_heads;
+#pragma omp parallel num_threads(threads)
+    {
+        TEAM();
+        for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, L->norm_attention, L->eps_attention, c, xn + i * c);
+#pragma omp barrier
+        gemv_part(L->wq, xn, L->bq, q, m, nq, c, nq, 0, id, team);
+        gemv_part(L->wk, xn, L->bk, k, m, nk, c, nk, 0, id, team);
+        gemv_part(L->wv, xn, L->bv, v, m, nk, c, nk, 0, id, team);
+#pragma omp barrier
+        for (int64_t item = id; item < m * rotated; item += team) {
+            const int64_t i = item / rotated, head = item % rotated;
+            float *x = head < L->heads ? q + i * nq + head * hd : k + i * nk + (head - L->heads) * hd;
+            rotate(x, cos + i * rope_stride, sin + i * rope_stride, hd);
         }
+    }
+}
+
+/* One query head over S cached positions: out = softmax(q . K[s] * scaling over the allowed s) V. */
+static void attend(const float *q, const float *K, int64_t k_ss, const float *V, int64_t v_ss, int64_t S,
+                   const uint8_t *mask, int64_t mask_ss, float scaling, int64_t hd, float *scores, float *out) {
+    float top = -INFINITY;
+    for (int64_t s = 0; s < S; s++) {
+        if (mask != NULL && !mask[s * mask_ss]) {
+            scores[s] = -INFINITY;
+            continue;
+        }
+        const float *key = K + s * k_ss;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < hd; d++) dot += q[d] * key[d];
+        scores[s] = dot * scaling;
+        if (scores[s] > top) top = scores[s];
+    }
+    for (int64_t d = 0; d < hd; d++) out[d] = 0.0f;
+    if (top == -INFINITY) return; /* nothing to attend to (the model never asks for this) */
+    float total = 0.0f;
+    for (int64_t s = 0; s < S; s++) {
+        if (scores[s] == -INFINITY) continue;
+        const float p = expf(scores[s] - top);
+        total += p;
+        const float *value = V + s * v_ss;
+#pragma omp simd
+        for (int64_t d = 0; d < hd; d++) out[d] += p * value[d];
+    }
+    const float inverse = 1.0f / total;
+    for (int64_t d = 0; d < hd; d++) out[d] *= inverse;
+}
+
+void modelcore_decoder_attention_out_mlp_f32(const modelcore_decoder_layer *L, float *h, int64_t m, const float *q,
+                                             const float *K, int64_t k_sb, int64_t k_sh, int64_t k_ss, const float *V,
+                                             int64_t v_sb, int64_t v_sh, int64_t v_ss, int64_t S, const uint8_t *mask,
+                                             int64_t mask_sb, int64_t mask_ss, float *attn, float *xn, float *gate,
+                                             float *up, float *scores, int threads) {
+    const int64_t c = L->hidden, hd = L->head_dim, nq = L->heads * hd, inter = L->intermediate;
+    const int64_t group = L->heads / L->kv_heads;
+#pragma omp parallel num_threads(threads)
+    {
+        TEAM();
+        for (int64_t item = id; item < m * L->heads; item += team) {
+            const int64_t i = item / L->heads, head = item % L->heads, kv = head / group;
+            attend(q + i * nq + head * hd, K + i * k_sb + kv * k_sh, k_ss, V + i * v_sb + kv * v_sh, v_ss, S,
+                   mask == NULL ? NULL : mask + i * mask_sb, mask_ss, L->scaling, hd, scores + id * S,
+                   attn + i * nq + head * hd);
+        }
+#pragma omp barrier
+        gemv_part(L->wo, attn, L->bo, h, m, c, nq, c, 1, id, team);
+#pragma omp barrier
+        for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, L->norm_mlp, L->eps_mlp, c, xn + i * c);
+#pragma omp barrier
+        gemv_part(L->wg, xn, L->bg, gate, m, inter, c, inter, 0, id, team);
+        gemv_part(L->wu, xn, L->bu, up, m, inter, c, inter, 0, id, team);
+        /* this thread's rows of gate and up, the same blocks gemv_part gave it for both */
+        const int64_t blocks = (inter + BLOCK_ROWS - 1) / BLOCK_ROWS;
+        const int64_t first = blocks * id / team * BLOCK_ROWS, last = blocks * (id + 1) / team * BLOCK_ROWS;
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t r = first; r < last && r < inter; r++) {
+                const float g = gate[i * inter + r];
+                gate[i * inter + r] = g / (1.0f + expf(-g)) * up[i * inter + r];
+            }
+#pragma omp barrier
+        gemv_part(L->wd, gate, L->bd, h, m, c, inter, c, 1, id, team);
     }
 }

@@ -80,8 +80,10 @@ def fresh_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An empty modelcore cache and a kernel not yet loaded in this process (restored afterwards)."""
     monkeypatch.setenv("MODELCORE_CACHE", str(tmp_path))
     native._kernel.cache_clear()
+    native._library.cache_clear()
     yield tmp_path / "kernels"
     native._kernel.cache_clear()
+    native._library.cache_clear()
 
 
 @needs_native

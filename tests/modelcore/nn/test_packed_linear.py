@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from modelcore import LlamaConfig, LlamaForCausalLM
+from modelcore.models.llama import modeling_llama
 from modelcore.nn import native, packed_linear
 from modelcore.nn.packed_linear import ENV_SWITCH, packed_decoding, release_packed_weights
 
@@ -322,13 +323,15 @@ def test_greedy_through_the_native_kernel_gives_the_generic_tokens(
     expected = unpacked(monkeypatch, lambda: greedy(model, batch, new_tokens=16))
     release_packed_weights(model)
     fake_timing(monkeypatch, NATIVE_FASTEST)
-    calls = []
-    kernel = native.unchecked_linear
+    calls, layers = [], []
+    kernel, step = native.unchecked_linear, modeling_llama.decoder_step
     monkeypatch.setattr(native, "unchecked_linear", lambda *args: calls.append(args[0].shape) or kernel(*args))
+    monkeypatch.setattr(modeling_llama, "decoder_step", lambda *args: layers.append(step(*args)) or layers[-1])
     assert torch.equal(greedy(model, batch, new_tokens=16), expected)
-    # the 15 decode steps after the prompt: each of the 2 x 7 projections and the head, one row per sequence;
-    # and the prompt pass's head, which takes only the last position
-    assert len(calls) == 15 * (LINEARS_PER_LAYER * CONFIG["num_hidden_layers"] + 1) + 1
+    # the 15 decode steps after the prompt: each of the 2 layers whole in native code (its 7 projections
+    # included), then the head, one row per sequence; and the prompt pass's head, which takes only the last position
+    assert len(layers) == 15 * CONFIG["num_hidden_layers"] and all(out is not None for out in layers)
+    assert len(calls) == 15 + 1
     assert all(shape[:-1].numel() == batch for shape in calls)
     release_packed_weights(model)
 
