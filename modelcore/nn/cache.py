@@ -50,14 +50,40 @@ class DynamicCache:
         if recorded or torch.compiler.is_compiling() or torch.jit.is_tracing():
             return torch.cat([cached, new], dim=-2)
         length, total = cached.shape[-2], cached.shape[-2] + new.shape[-2]
-        buffer = self._buffers.get((kind, layer_idx))
-        if not _is_filled_part_of(cached, buffer) or buffer.shape[-2] < total or buffer.dtype != new.dtype:
-            capacity = total + max(16, total // 2)  # geometric growth: a copy every few dozen tokens, not every token
-            buffer = cached.new_empty((*cached.shape[:-2], capacity, cached.shape[-1]), dtype=new.dtype)
-            buffer[..., :length, :] = cached
-            self._buffers[(kind, layer_idx)] = buffer
+        buffer = self._room(kind, layer_idx, cached, total, new.dtype)
         buffer[..., length:total, :] = new
         return buffer[..., :total, :]
+
+    def _room(self, kind: str, layer_idx: int, cached: torch.Tensor, total: int, dtype: torch.dtype) -> torch.Tensor:
+        """The layer's buffer, holding ``cached`` in its first positions and room for ``total`` in all."""
+        length = cached.shape[-2]
+        buffer = self._buffers.get((kind, layer_idx))
+        if not _is_filled_part_of(cached, buffer) or buffer.shape[-2] < total or buffer.dtype != dtype:
+            capacity = total + max(16, total // 2)  # geometric growth: a copy every few dozen tokens, not every token
+            buffer = cached.new_empty((*cached.shape[:-2], capacity, cached.shape[-1]), dtype=dtype)
+            buffer[..., :length, :] = cached
+            self._buffers[(kind, layer_idx)] = buffer
+        return buffer
+
+    def append_slots(
+        self, layer_idx: int, count: int, cache_position: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """Room for ``count`` new positions of layer ``layer_idx`` that the caller writes itself (native decoding).
+
+        Returns:
+            (keys, values, first): the (B, nkv, S, hs) views ``update`` would return, the new positions included
+            (unwritten until the caller writes them), and the index of the first new one; None where the layer
+            has no entry yet or autograd, a compiler or a tracer records (then use ``update``).
+        """
+        if layer_idx >= len(self.keys) or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return None
+        if torch.jit.is_tracing():
+            return None
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        length, total = keys.shape[-2], keys.shape[-2] + count
+        self.keys[layer_idx] = self._room("key", layer_idx, keys, total, keys.dtype)[..., :total, :]
+        self.values[layer_idx] = self._room("value", layer_idx, values, total, values.dtype)[..., :total, :]
+        return self.keys[layer_idx], self.values[layer_idx], length
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.keys[layer_idx].shape[-2] if layer_idx < len(self.keys) else 0
@@ -132,6 +158,18 @@ class StaticCache:
         keys.index_copy_(2, cache_position, key.to(keys.dtype))  # in place: same buffers, same shapes every step
         values.index_copy_(2, cache_position, value.to(values.dtype))
         return keys, values
+
+    def append_slots(
+        self, layer_idx: int, count: int, cache_position: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """The layer's whole (B, nkv, L, hs) buffers and ``cache_position[0]``, where the caller writes ``count``
+        new positions itself (native decoding); None without ``cache_position`` or past the buffers' end."""
+        if cache_position is None or cache_position.numel() != count:
+            return None
+        first = int(cache_position[0])
+        if first < 0 or first + count > self.max_cache_len:
+            return None
+        return self.keys[layer_idx], self.values[layer_idx], first
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Positions written so far in row 0 (a data-dependent count: for eager code, not inside a compiled step)."""

@@ -140,23 +140,16 @@ def _library() -> ctypes.CDLL | None:
     try:
         library = ctypes.CDLL(str(_build()))
         gemv = getattr(library, SYMBOL)
-        attention_in = library.modelcore_decoder_attention_in_f32
-        attention_out_mlp = library.modelcore_decoder_attention_out_mlp_f32
+        stack = library.modelcore_decoder_stack_f32
     except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:
         logger.info("modelcore's native decoding kernel is unavailable, torch's kernels are used: %s", error)
         return None
     pointer, int64 = ctypes.c_void_p, ctypes.c_int64
     gemv.argtypes = [pointer] * 4 + [int64] * 3 + [ctypes.c_int]
-    # (layer, h, m, cos, sin, rope_stride, xn, q, k, v, threads)
-    attention_in.argtypes = [pointer, pointer, int64, pointer, pointer, int64] + [pointer] * 4 + [ctypes.c_int]
-    # (layer, h, m, q, K, k strides x3, V, v strides x3, S, mask, mask strides x2, attn, xn, gate, up, scores, threads)
-    attention_out_mlp.argtypes = (
-        [pointer, pointer, int64, pointer, pointer, int64, int64, int64, pointer, int64, int64, int64, int64]
-        + [pointer, int64, int64]
-        + [pointer] * 5
-        + [ctypes.c_int]
-    )
-    for function in (gemv, attention_in, attention_out_mlp):
+    # (layers, caches, count, h, m, cos, sin, rope_stride, mask, mask_sb, mask_ss, scratch, threads)
+    stack.argtypes = [pointer, pointer, int64, pointer, int64, pointer, pointer, int64, pointer, int64, int64]
+    stack.argtypes += [pointer, ctypes.c_int]
+    for function in (gemv, stack):
         function.restype = None
     if not _agrees_with_torch(gemv):
         logger.warning("modelcore's native decoding kernel (%s) disagrees with torch on a check; not used", library)
@@ -171,13 +164,11 @@ def _kernel():
     return None if library is None else getattr(library, SYMBOL)
 
 
-def decoder_layer_functions() -> tuple[Any, Any] | None:
-    """The C functions of a decoder layer's decode step (``attention_in``, ``attention_out_mlp``: see
+def decoder_stack_function() -> Any | None:
+    """The C function of a stack of decoder layers' decode step (``modelcore_decoder_stack_f32``, see
     ``kernels/gemv.c``), or None when the native kernel is off or unavailable. For ``native_decoder``."""
     library = _library() if enabled() else None
-    if library is None:
-        return None
-    return library.modelcore_decoder_attention_in_f32, library.modelcore_decoder_attention_out_mlp_f32
+    return None if library is None else library.modelcore_decoder_stack_f32
 
 
 def _agrees_with_torch(function) -> bool:

@@ -1,30 +1,32 @@
-"""A pre-norm decoder layer's decode step in native code, for models that chose the native kernel.
+"""Pre-norm decoder layers' decode step in native code, for models that chose the native kernel.
 
 Once the matrix-vector products read the weights at the memory's speed (``native.py``), what is left of a decode
 step at batch 1 is the rest of each layer: two norms, rotary positions, attention over the cache, the gated
-activation and two residual adds, some fifty torch ops a layer at a few microseconds each (about a quarter of a
-step of a 100M Llama; benchmarks/README.md). ``decoder_step`` runs a whole layer as two calls into
-``kernels/gemv.c`` (norm, q/k/v products and rotation; then attention, output product, norm, gated MLP), with the
-cache append in between done by the model's own cache (``DynamicCache`` or ``StaticCache``), so the cache code and
-its layout stay the cache's.
+activation and two residual adds, some fifty torch ops a layer at a few microseconds each, and the interpreter
+between them running with its caches just flushed by the weights streaming through (together about a quarter of a
+step of a 100M Llama; benchmarks/README.md). ``decoder_step`` runs a stack of layers (a model's whole stack, or
+one layer) in one call into ``kernels/gemv.c``. The keys and values go into the model's own cache
+(``DynamicCache`` or ``StaticCache``): its ``append_slots`` makes room for the new position and the C code writes
+it there, so the cache's layout and bookkeeping stay the cache's.
 
 It applies to the layers of Llama-like models (RMSNorm, rotary "rotate half" positions, grouped-query attention,
-a SiLU-gated MLP, optional biases) where all of these hold, else it returns None and the layer runs its torch ops:
+a SiLU-gated MLP, optional biases) where all of these hold, else it returns None and the caller runs its torch ops:
 
-* a ``packed_decoding`` scope is active and its model chose the native kernel for all seven of the layer's
-  linear layers (plain ``nn.Linear`` with no hooks, fp32, on a CPU: ``packed_linear``);
-* the norms are plain ``RMSNorm`` with fp32 weights, no module of the layer has hooks (nor are global module
-  hooks set), the layer is in eval mode, the activation is SiLU;
-* the call: fewer than ``MIN_ROWS`` sequences of one new token each, fp32, no autograd, not compiling, a cache,
-  no attention weights asked for.
+* a ``packed_decoding`` scope is active and its model chose the native kernel for all seven linear layers of
+  every layer given (plain ``nn.Linear`` with no hooks, fp32, on a CPU: ``packed_linear``);
+* the norms are plain ``RMSNorm`` with fp32 weights, no module of a layer has hooks (nor are global module
+  hooks set), the layers are in eval mode, the activation is SiLU, all layers have the same sizes;
+* the call: fewer than ``MIN_ROWS`` sequences of one new token each, fp32, no autograd, not compiling, a cache
+  with room for the new position, no attention weights or hidden states asked for.
 
-The result is the torch layer's up to float rounding (the sums run in another order); tests compare both, and
-greedy tokens, on several shapes.
+The result is the torch layers' up to float rounding (the sums run in another order); tests compare both, and
+greedy tokens, on several shapes, masks and caches.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +40,10 @@ _SIZES = ("hidden", "heads", "kv_heads", "head_dim", "intermediate")
 _SCALARS = ("eps_attention", "eps_mlp", "scaling")
 _ADDRESSES = ("norm_attention", "norm_mlp", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "wg", "bg", "wu", "bu")
 _ADDRESSES += ("wd", "bd")
+_CACHE_FIELDS = ("k_sb", "k_sh", "k_ss", "v_sb", "v_sh", "v_ss", "length", "write")
+
+# (attention, mlp, (norm before attention, norm before the MLP)) of a decoder layer
+LayerParts = Callable[[nn.Module], tuple[nn.Module, nn.Module, tuple[nn.Module, nn.Module]]]
 
 
 class _Layer(ctypes.Structure):
@@ -50,41 +56,55 @@ class _Layer(ctypes.Structure):
     ]
 
 
+class _Cache(ctypes.Structure):
+    """``modelcore_layer_cache``: where a layer's keys and values are, and where the new ones go."""
+
+    _fields_ = [("keys", ctypes.c_void_p), ("values", ctypes.c_void_p)] + [(f, ctypes.c_int64) for f in _CACHE_FIELDS]
+
+
 @dataclass
 class _Plan:
+    """One layer's part of a stack: its struct, the tensors behind its addresses, and what is checked per call."""
+
     layer: _Layer
     tensors: tuple[torch.Tensor, ...]  # kept alive while the plan is; the norms' weights are checked per call
     norms: tuple[nn.Parameter, nn.Parameter]
     sizes: tuple[int, int, int, int, int]  # hidden, heads, kv_heads, head_dim, intermediate
+    layer_idx: int  # the layer's slot in the cache
 
 
-_INELIGIBLE = object()  # a layer's plan when the layer does not qualify
+@dataclass
+class _StackPlan:
+    plans: list[_Plan]
+    layers: ctypes.Array  # of _Layer, in order (read-only in C: shared by threads decoding with the model)
+    sizes: tuple[int, int, int, int, int]
+
+
+_INELIGIBLE = object()  # the plan of a stack that does not qualify
 
 
 def decoder_step(
-    layer: nn.Module,
-    attention: nn.Module,
-    mlp: nn.Module,
-    norms: tuple[nn.Module, nn.Module],
+    layers: Sequence[nn.Module],
+    parts: LayerParts,
     hidden: torch.Tensor,
     position_embeddings: tuple[torch.Tensor, torch.Tensor],
     mask: torch.Tensor | None,
     cache,
     cache_position: torch.Tensor | None,
 ) -> torch.Tensor | None:
-    """The layer's output (B, 1, C) for one new token per sequence, or None where the native path does not apply.
+    """The output (B, 1, C) of ``layers`` in order for one new token per sequence, or None where the native path
+    does not apply (then nothing was changed, the cache included).
 
     Args:
-        layer: the decoder layer (its plan is kept per model packing, keyed by it).
-        attention: its self-attention, with ``q_proj``/``k_proj``/``v_proj``/``o_proj``, ``layer_idx``,
-            ``head_dim``, ``scaling`` and ``config.num_attention_heads``/``num_key_value_heads``.
-        mlp: its MLP, with ``gate_proj``/``up_proj``/``down_proj`` and ``config.hidden_act``.
-        norms: (before attention, before the MLP).
+        layers: decoder layers, each with an ``layer_idx`` on its attention (its slot in the cache).
+        parts: a layer's (attention, mlp, norms): the attention with ``q_proj``/``k_proj``/``v_proj``/``o_proj``,
+            ``layer_idx``, ``head_dim``, ``scaling`` and ``config``; the MLP with ``gate_proj``/``up_proj``/
+            ``down_proj``; the norms before attention and before the MLP.
         hidden: (B, 1, C) the residual stream; not changed.
         position_embeddings: cos, sin (B|1, 1, hs).
         mask: None (every cached position) or a (B|1, 1, 1, S) boolean mask, True where a key may be read.
-        cache: the model's cache; its ``update`` appends this step's keys and values.
-        cache_position: passed to ``cache.update``.
+        cache: the model's cache, with ``append_slots`` (``DynamicCache``, ``StaticCache``).
+        cache_position: the new token's cache position (a ``StaticCache`` needs it).
     """
     if torch.compiler.is_compiling():  # a compiled graph keeps the torch ops (and reads no ContextVar)
         return None
@@ -93,6 +113,7 @@ def decoder_step(
         scope is None
         or not scope.native
         or cache is None
+        or not hasattr(cache, "append_slots")
         or hidden.dtype != torch.float32
         or hidden.dim() != 3
         or hidden.shape[1] != 1
@@ -102,73 +123,87 @@ def decoder_step(
         or nn.modules.module._global_forward_pre_hooks
     ):
         return None
-    plan = scope.decoder_plans.get(layer)
-    if plan is None or (plan is not _INELIGIBLE and not _current(plan, norms)):
-        plan = _plan(scope.native, layer, attention, mlp, norms) or _INELIGIBLE
-        scope.decoder_plans[layer] = plan
-    if plan is _INELIGIBLE:
+    key = tuple(layers)
+    stack = scope.decoder_plans.get(key)
+    if stack is None or (stack is not _INELIGIBLE and not _current(stack, layers, parts)):
+        stack = _stack_plan(scope.native, layers, parts) or _INELIGIBLE
+        scope.decoder_plans[key] = stack
+    if stack is _INELIGIBLE:
         return None
-    functions = native.decoder_layer_functions()
+    function = native.decoder_stack_function()
     cos, sin = position_embeddings
-    if functions is None or not _rope_fits(cos, sin, hidden.shape[0], plan.sizes[3]):
+    b = hidden.shape[0]
+    c, heads, kv_heads, hd, inter = stack.sizes
+    if function is None or not _rope_fits(cos, sin, b, hd):
         return None
     if mask is not None and not (
-        mask.dtype == torch.bool
-        and mask.dim() == 4
-        and mask.shape[0] in (1, hidden.shape[0])
-        and mask.shape[1:3] == (1, 1)
+        mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[0] in (1, b) and mask.shape[1:3] == (1, 1)
     ):
         return None
-    attention_in, attention_out_mlp = functions
-    c, heads, kv_heads, hd, inter = plan.sizes
-    b, nq, nk, threads = hidden.shape[0], heads * hd, kv_heads * hd, torch.get_num_threads()
 
+    slots = []
+    for plan in stack.plans:
+        slot = cache.append_slots(plan.layer_idx, 1, cache_position)
+        if slot is None:
+            if slots:  # a cache that gives room to some layers and not others is not one of ours
+                raise RuntimeError(f"{type(cache).__name__}.append_slots gave room to layers before {plan.layer_idx}")
+            return None
+        slots.append(slot)
+    longest, caches = 0, (_Cache * len(slots))()  # this call's own (threads may share the model and its plan)
+    for entry, (keys, values, first) in zip(caches, slots, strict=True):
+        if any(t.dtype != torch.float32 or t.stride(-1) != 1 or t.shape[0] != b for t in (keys, values)):
+            raise RuntimeError(
+                f"the cache holds keys/values the native decoder cannot write: {keys.dtype}, {tuple(keys.shape)}, "
+                f"strides {keys.stride()} (fp32, last dimension contiguous, {b} rows expected)"
+            )
+        length = keys.shape[-2]
+        if mask is not None and mask.shape[-1] != length:
+            raise RuntimeError(f"the mask covers {mask.shape[-1]} positions, the cache {length}")
+        entry.keys, entry.values = keys.data_ptr(), values.data_ptr()
+        entry.k_sb, entry.k_sh, entry.k_ss = keys.stride()[:3]
+        entry.v_sb, entry.v_sh, entry.v_ss = values.stride()[:3]
+        entry.length, entry.write = length, first
+        longest = max(longest, length)
+
+    threads = torch.get_num_threads()
     out = hidden.reshape(b, c).clone()  # the new residual stream, written in place by the C code
-    qkv = torch.empty(b * (nq + 2 * nk))  # q (B, nq), k and v (B, nk): each contiguous
-    q, k, v = qkv[: b * nq], qkv[b * nq : b * (nq + nk)], qkv[b * (nq + nk) :]
-    scratch = torch.empty(b * (nq + c + 2 * inter))
-    xn, attn = scratch[: b * c], scratch[b * c : b * (c + nq)]
-    gate, up = scratch[b * (c + nq) : b * (c + nq + inter)], scratch[b * (c + nq + inter) :]
+    nq, nk = heads * hd, kv_heads * hd
+    scratch = torch.empty(b * (c + 2 * nq + 2 * nk + 2 * inter) + threads * longest)
     cos, sin = cos.contiguous(), sin.contiguous()
-    rope_stride = cos.stride(0) if cos.shape[0] > 1 else 0
-    layer_address = ctypes.addressof(plan.layer)
-    attention_in(
-        layer_address, out.data_ptr(), b, cos.data_ptr(), sin.data_ptr(), rope_stride,
-        xn.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), threads,
-    )  # fmt: skip
-    keys, values = cache.update(
-        k.view(b, 1, kv_heads, hd).transpose(1, 2),
-        v.view(b, 1, kv_heads, hd).transpose(1, 2),
-        attention.layer_idx,
-        cache_position,
-    )  # (B, nkv, S, hs) each
-    if any(t.dtype != torch.float32 or t.stride(-1) != 1 or t.shape[0] != b for t in (keys, values)):
-        raise RuntimeError(
-            f"the cache returned keys/values the native decoder cannot read: {keys.dtype}, {tuple(keys.shape)}, "
-            f"strides {keys.stride()} (fp32, last dimension contiguous, {b} rows expected)"
-        )
-    s = keys.shape[-2]
     if mask is None:
         mask_address, mask_strides = None, (0, 0)
     else:
-        if mask.shape[-1] != s:
-            raise RuntimeError(f"mask covers {mask.shape[-1]} positions, the cache {s}")
-        mask_address = mask.data_ptr()
-        mask_strides = (mask.stride(0) if mask.shape[0] > 1 else 0, mask.stride(-1))
-    scores = torch.empty(threads * s)
-    attention_out_mlp(
-        layer_address, out.data_ptr(), b, q.data_ptr(),
-        keys.data_ptr(), keys.stride(0), keys.stride(1), keys.stride(2),
-        values.data_ptr(), values.stride(0), values.stride(1), values.stride(2),
-        s, mask_address, *mask_strides,
-        attn.data_ptr(), xn.data_ptr(), gate.data_ptr(), up.data_ptr(), scores.data_ptr(), threads,
+        mask_address, mask_strides = mask.data_ptr(), (mask.stride(0) if mask.shape[0] > 1 else 0, mask.stride(-1))
+    function(
+        ctypes.addressof(stack.layers), ctypes.addressof(caches), len(stack.plans), out.data_ptr(), b,
+        cos.data_ptr(), sin.data_ptr(), cos.stride(0) if cos.shape[0] > 1 else 0,
+        mask_address, *mask_strides, scratch.data_ptr(), threads,
     )  # fmt: skip
+    del slots  # (the views stay the cache's)
     return out.view(b, 1, c)
 
 
-def _current(plan: _Plan, norms: tuple[nn.Module, nn.Module]) -> bool:
-    """The norms still hold the weights the plan points at (the linear layers are checked by the scope)."""
-    return norms[0].weight is plan.norms[0] and norms[1].weight is plan.norms[1]
+def _current(stack: _StackPlan, layers: Sequence[nn.Module], parts: LayerParts) -> bool:
+    """The norms still hold the weights the plans point at (the linear layers are checked by the scope)."""
+    for plan, layer in zip(stack.plans, layers, strict=True):
+        norms = parts(layer)[2]
+        if norms[0].weight is not plan.norms[0] or norms[1].weight is not plan.norms[1]:
+            return False
+    return True
+
+
+def _stack_plan(chosen: frozenset[nn.Module], layers: Sequence[nn.Module], parts: LayerParts) -> _StackPlan | None:
+    plans = []
+    for layer in layers:
+        attention, mlp, norms = parts(layer)
+        plan = _plan(chosen, layer, attention, mlp, norms)
+        if plan is None or (plans and plan.sizes != plans[0].sizes):
+            return None
+        plans.append(plan)
+    if not plans:
+        return None
+    array = (_Layer * len(plans))(*(plan.layer for plan in plans))
+    return _StackPlan(plans, array, plans[0].sizes)
 
 
 def _rope_fits(cos: torch.Tensor, sin: torch.Tensor, rows: int, head_dim: int) -> bool:
@@ -226,4 +261,5 @@ def _plan(
         norms[0].variance_epsilon, norms[1].variance_epsilon, attention.scaling,
         *addresses,
     )  # fmt: skip
-    return _Plan(layer_struct, tuple(tensors), (norm_weights[0], norm_weights[1]), (c, heads, kv_heads, hd, inter))
+    sizes = (c, heads, kv_heads, hd, inter)
+    return _Plan(layer_struct, tuple(tensors), (norm_weights[0], norm_weights[1]), sizes, attention.layer_idx)

@@ -124,19 +124,8 @@ class LlamaDecoderLayer(nn.Module):
         output_attentions: bool = False,
         cache_position: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if hidden.shape[1] == 1 and not output_attentions:  # a decode step: the whole layer in native code if it can
-            norms = (self.input_layernorm, self.post_attention_layernorm)
-            out = decoder_step(
-                self,
-                self.self_attn,
-                self.mlp,
-                norms,
-                hidden,
-                position_embeddings,
-                mask,
-                past_key_values,
-                cache_position,
-            )
+        if hidden.shape[1] == 1 and not output_attentions:  # a decode step: the layer in native code if it can
+            out = decoder_step([self], _layer_parts, hidden, position_embeddings, mask, past_key_values, cache_position)
             if out is not None:
                 return out, None
         attn_out, weights = self.self_attn(
@@ -151,6 +140,11 @@ class LlamaDecoderLayer(nn.Module):
         hidden = hidden + attn_out
         hidden = hidden + self.mlp(self.post_attention_layernorm(hidden))
         return hidden, weights
+
+
+def _layer_parts(layer: LlamaDecoderLayer) -> tuple[nn.Module, nn.Module, tuple[nn.Module, nn.Module]]:
+    """(attention, mlp, (norm before attention, norm before the MLP)) of a layer, for ``decoder_step``."""
+    return layer.self_attn, layer.mlp, (layer.input_layernorm, layer.post_attention_layernorm)
 
 
 class LlamaPreTrainedModel(PreTrainedModel):
@@ -249,7 +243,12 @@ class LlamaModel(LlamaPreTrainedModel):
         position_embeddings = self.rotary_emb(hidden, position_ids)  # cos, sin: (B|1, T, hs)
         all_hidden: list[torch.Tensor] = []
         all_attentions: list[torch.Tensor] = []
-        for layer in self.layers:
+        layers = self.layers
+        if t == 1 and not (output_attentions or output_hidden_states or checkpointing):  # a decode step
+            out = decoder_step(layers, _layer_parts, hidden, position_embeddings, mask, past_key_values, cache_position)
+            if out is not None:  # every layer in one call of native code
+                hidden, layers = out, []
+        for layer in layers:
             if output_hidden_states:
                 all_hidden.append(hidden)
             args = (hidden, position_embeddings, mask, is_causal, past_key_values, output_attentions, cache_position)

@@ -103,20 +103,23 @@ void modelcore_gemv_f32(const float *W, const float *x, const float *b, float *y
     }
 }
 
-/* ---- A whole pre-norm decoder layer for one new token per sequence (Llama and the families built like it) ----
+/* ---- Pre-norm decoder layers for one new token per sequence (Llama and the families built like it) ----
  *
  * Between its seven matrix-vector products a decoder layer has some fifty small operations on a few thousand
  * floats (norms, rotary positions, attention over the cache, the gated activation, residual adds). As torch ops
- * they cost a few microseconds each, about a quarter of a decode step of a 100M model (benchmarks/README.md). The
- * two functions below run them in C between the products, in one OpenMP region each:
+ * they cost a few microseconds each, and the interpreter's own work between them runs with caches just flushed
+ * by the weights streaming through: together about a quarter of a decode step of a 100M model
+ * (benchmarks/README.md). modelcore_decoder_stack_f32 runs a stack of such layers in C, in one OpenMP region,
+ * with a barrier between dependent phases. Per layer, on the residual stream h (m, hidden):
  *
- *   attention_in:      xn = rms_norm(h); q, k, v = xn Wq^T, xn Wk^T, xn Wv^T (+ biases); rotate q and k
- *   (the caller appends k and v to its cache)
- *   attention_out_mlp: a = softmax(q K^T * scaling, masked) V per head; h += a Wo^T (+ bo);
- *                      xn = rms_norm(h); h += (silu(xn Wg^T) * (xn Wu^T)) Wd^T (+ biases)
+ *   xn = rms_norm(h); q, k, v = xn Wq^T, xn Wk^T, xn Wv^T (+ biases); rotate q and k;
+ *   write k and v into the layer's cache at position `write`;
+ *   a = softmax(q K^T * scaling over the allowed positions) V per head; h += a Wo^T (+ bo);
+ *   xn = rms_norm(h); h += (silu(xn Wg^T) * (xn Wu^T)) Wd^T (+ biases)
  *
  * Rotary positions use the "rotate half" layout: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) over the two
- * halves of a head. Query head j reads key/value head j / (heads / kv_heads) (grouped-query attention). */
+ * halves of a head. Query head j reads key/value head j / (heads / kv_heads) (grouped-query attention). The
+ * caches are the caller's tensors (B, kv_heads, S, head_dim) with any strides but a contiguous last dimension. */
 
 typedef struct {
     int64_t hidden, heads, kv_heads, head_dim, intermediate;
@@ -125,6 +128,13 @@ typedef struct {
     const float *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo;
     const float *wg, *bg, *wu, *bu, *wd, *bd;
 } modelcore_decoder_layer;
+
+typedef struct {
+    float *keys, *values;                       /* the layer's cache, (B, kv_heads, S, head_dim) */
+    int64_t k_sb, k_sh, k_ss, v_sb, v_sh, v_ss; /* their strides in floats */
+    int64_t length;                             /* S: the positions attended over, the new one included */
+    int64_t write;                              /* where the new token's key and value go */
+} modelcore_layer_cache;
 
 static void rms_norm(const float *x, const float *weight, float eps, int64_t n, float *out) {
     float squares = 0.0f;
@@ -140,28 +150,6 @@ static void rotate(float *x, const float *cos, const float *sin, int64_t head_di
         const float x1 = x[d], x2 = x[d + half];
         x[d] = x1 * cos[d] - x2 * sin[d];
         x[d + half] = x2 * cos[d + half] + x1 * sin[d + half];
-    }
-}
-
-void modelcore_decoder_attention_in_f32(const modelcore_decoder_layer *L, const float *h, int64_t m,
-                                        const float *cos, const float *sin, int64_t rope_stride, float *xn, float *q,
-                                        float *k, float *v, int threads) {
-    const int64_t c = L->hidden, hd = L->head_dim, nq = L->heads * hd, nk = L->kv_heads * hd;
-    const int64_t rotated = L->heads + L->kv_heads;
-#pragma omp parallel num_threads(threads)
-    {
-        TEAM();
-        for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, L->norm_attention, L->eps_attention, c, xn + i * c);
-#pragma omp barrier
-        gemv_part(L->wq, xn, L->bq, q, m, nq, c, nq, 0, id, team);
-        gemv_part(L->wk, xn, L->bk, k, m, nk, c, nk, 0, id, team);
-        gemv_part(L->wv, xn, L->bv, v, m, nk, c, nk, 0, id, team);
-#pragma omp barrier
-        for (int64_t item = id; item < m * rotated; item += team) {
-            const int64_t i = item / rotated, head = item % rotated;
-            float *x = head < L->heads ? q + i * nq + head * hd : k + i * nk + (head - L->heads) * hd;
-            rotate(x, cos + i * rope_stride, sin + i * rope_stride, hd);
-        }
     }
 }
 
@@ -196,38 +184,77 @@ static void attend(const float *q, const float *K, int64_t k_ss, const float *V,
     for (int64_t d = 0; d < hd; d++) out[d] *= inverse;
 }
 
-void modelcore_decoder_attention_out_mlp_f32(const modelcore_decoder_layer *L, float *h, int64_t m, const float *q,
-                                             const float *K, int64_t k_sb, int64_t k_sh, int64_t k_ss, const float *V,
-                                             int64_t v_sb, int64_t v_sh, int64_t v_ss, int64_t S, const uint8_t *mask,
-                                             int64_t mask_sb, int64_t mask_ss, float *attn, float *xn, float *gate,
-                                             float *up, float *scores, int threads) {
-    const int64_t c = L->hidden, hd = L->head_dim, nq = L->heads * hd, inter = L->intermediate;
-    const int64_t group = L->heads / L->kv_heads;
+/* One layer, run by every thread of the region (thread `id` of `team`); ends with a barrier, so h is whole. */
+static void decoder_layer(const modelcore_decoder_layer *L, const modelcore_layer_cache *cache, float *h, int64_t m,
+                          const float *cos, const float *sin, int64_t rope_stride, const uint8_t *mask,
+                          int64_t mask_sb, int64_t mask_ss, float *xn, float *q, float *k, float *v, float *attn,
+                          float *gate, float *up, float *scores, int64_t id, int64_t team) {
+    const int64_t c = L->hidden, hd = L->head_dim, nq = L->heads * hd, nk = L->kv_heads * hd;
+    const int64_t inter = L->intermediate, group = L->heads / L->kv_heads, rotated = L->heads + L->kv_heads;
+    for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, L->norm_attention, L->eps_attention, c, xn + i * c);
+#pragma omp barrier
+    gemv_part(L->wq, xn, L->bq, q, m, nq, c, nq, 0, id, team);
+    gemv_part(L->wk, xn, L->bk, k, m, nk, c, nk, 0, id, team);
+    gemv_part(L->wv, xn, L->bv, v, m, nk, c, nk, 0, id, team);
+#pragma omp barrier
+    for (int64_t item = id; item < m * rotated; item += team) {
+        const int64_t i = item / rotated, head = item % rotated;
+        if (head < L->heads) {
+            rotate(q + i * nq + head * hd, cos + i * rope_stride, sin + i * rope_stride, hd);
+            continue;
+        }
+        const int64_t kv = head - L->heads;
+        float *key = k + i * nk + kv * hd;
+        rotate(key, cos + i * rope_stride, sin + i * rope_stride, hd);
+        memcpy(cache->keys + i * cache->k_sb + kv * cache->k_sh + cache->write * cache->k_ss, key, hd * sizeof(float));
+        memcpy(cache->values + i * cache->v_sb + kv * cache->v_sh + cache->write * cache->v_ss, v + i * nk + kv * hd,
+               hd * sizeof(float));
+    }
+#pragma omp barrier
+    for (int64_t item = id; item < m * L->heads; item += team) {
+        const int64_t i = item / L->heads, head = item % L->heads, kv = head / group;
+        attend(q + i * nq + head * hd, cache->keys + i * cache->k_sb + kv * cache->k_sh, cache->k_ss,
+               cache->values + i * cache->v_sb + kv * cache->v_sh, cache->v_ss, cache->length,
+               mask == NULL ? NULL : mask + i * mask_sb, mask_ss, L->scaling, hd, scores + id * cache->length,
+               attn + i * nq + head * hd);
+    }
+#pragma omp barrier
+    gemv_part(L->wo, attn, L->bo, h, m, c, nq, c, 1, id, team);
+#pragma omp barrier
+    for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, L->norm_mlp, L->eps_mlp, c, xn + i * c);
+#pragma omp barrier
+    gemv_part(L->wg, xn, L->bg, gate, m, inter, c, inter, 0, id, team);
+    gemv_part(L->wu, xn, L->bu, up, m, inter, c, inter, 0, id, team);
+    /* this thread's rows of gate and up, the same blocks gemv_part gave it for both */
+    const int64_t blocks = (inter + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    const int64_t first = blocks * id / team * BLOCK_ROWS, last = blocks * (id + 1) / team * BLOCK_ROWS;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t r = first; r < last && r < inter; r++) {
+            const float g = gate[i * inter + r];
+            gate[i * inter + r] = g / (1.0f + expf(-g)) * up[i * inter + r];
+        }
+#pragma omp barrier
+    gemv_part(L->wd, gate, L->bd, h, m, c, inter, c, 1, id, team);
+#pragma omp barrier
+}
+
+/* `count` layers of equal sizes in order, on h (m, hidden) in place. mask: (m or 1, S) bytes, nonzero where a
+ * position may be attended (strides mask_sb, mask_ss; mask_sb 0 shares one row), or NULL for every position.
+ * scratch: m * (hidden + 2 * heads * head_dim + 2 * kv_heads * head_dim + 2 * intermediate) floats, then
+ * threads * (the longest cache's S). */
+void modelcore_decoder_stack_f32(const modelcore_decoder_layer *layers, const modelcore_layer_cache *caches,
+                                 int64_t count, float *h, int64_t m, const float *cos, const float *sin,
+                                 int64_t rope_stride, const uint8_t *mask, int64_t mask_sb, int64_t mask_ss,
+                                 float *scratch, int threads) {
+    const modelcore_decoder_layer *L = layers;
+    const int64_t c = L->hidden, nq = L->heads * L->head_dim, nk = L->kv_heads * L->head_dim;
+    float *xn = scratch, *q = xn + m * c, *k = q + m * nq, *v = k + m * nk, *attn = v + m * nk;
+    float *gate = attn + m * nq, *up = gate + m * L->intermediate, *scores = up + m * L->intermediate;
 #pragma omp parallel num_threads(threads)
     {
         TEAM();
-        for (int64_t item = id; item < m * L->heads; item += team) {
-            const int64_t i = item / L->heads, head = item % L->heads, kv = head / group;
-            attend(q + i * nq + head * hd, K + i * k_sb + kv * k_sh, k_ss, V + i * v_sb + kv * v_sh, v_ss, S,
-                   mask == NULL ? NULL : mask + i * mask_sb, mask_ss, L->scaling, hd, scores + id * S,
-                   attn + i * nq + head * hd);
-        }
-#pragma omp barrier
-        gemv_part(L->wo, attn, L->bo, h, m, c, nq, c, 1, id, team);
-#pragma omp barrier
-        for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, L->norm_mlp, L->eps_mlp, c, xn + i * c);
-#pragma omp barrier
-        gemv_part(L->wg, xn, L->bg, gate, m, inter, c, inter, 0, id, team);
-        gemv_part(L->wu, xn, L->bu, up, m, inter, c, inter, 0, id, team);
-        /* this thread's rows of gate and up, the same blocks gemv_part gave it for both */
-        const int64_t blocks = (inter + BLOCK_ROWS - 1) / BLOCK_ROWS;
-        const int64_t first = blocks * id / team * BLOCK_ROWS, last = blocks * (id + 1) / team * BLOCK_ROWS;
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t r = first; r < last && r < inter; r++) {
-                const float g = gate[i * inter + r];
-                gate[i * inter + r] = g / (1.0f + expf(-g)) * up[i * inter + r];
-            }
-#pragma omp barrier
-        gemv_part(L->wd, gate, L->bd, h, m, c, inter, c, 1, id, team);
+        for (int64_t l = 0; l < count; l++)
+            decoder_layer(layers + l, caches + l, h, m, cos, sin, rope_stride, mask, mask_sb, mask_ss, xn, q, k, v,
+                          attn, gate, up, scores, id, team);
     }
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from modelcore.nn.cache import DynamicCache
+from modelcore.nn.cache import DynamicCache, StaticCache
 
 
 def step(batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,3 +60,31 @@ def test_gradients_flow_through_appended_steps() -> None:
     (first_sum + keys.sum() + values.sum()).backward()
     torch.testing.assert_close(key.grad, torch.full_like(key, 4.0))  # keys twice, values (2 * key) once
     torch.testing.assert_close(later.grad, torch.full_like(later, 7.0))  # 1 + (1 + 3) + (1 + 1)
+
+
+def test_append_slots_gives_room_that_a_writer_fills_like_update() -> None:
+    """Native decoding asks for room and writes the new position itself: the same cache as ``update`` makes."""
+    written, updated = DynamicCache(), DynamicCache()
+    for cache in (written, updated):
+        cache.update(*step(2, 5, 0), layer_idx=0)
+    assert updated.append_slots(layer_idx=1, count=1) is None  # no entry for the layer yet: use update
+    with torch.no_grad():
+        for seed in range(1, 30):  # past the first buffer's spare room: it grows and keeps what was written
+            key, value = step(2, 1, seed)
+            keys, values, first = written.append_slots(layer_idx=0, count=1)
+            assert first == 4 + seed and keys.shape[-2] == values.shape[-2] == first + 1
+            keys[..., first:, :], values[..., first:, :] = key, value
+            expected = updated.update(key, value, layer_idx=0)
+            torch.testing.assert_close((written.keys[0], written.values[0]), expected, rtol=0, atol=0)
+    with torch.enable_grad():  # where autograd records, only update (it concatenates)
+        assert written.append_slots(layer_idx=0, count=1) is None
+    assert written.get_seq_length() == 34
+
+
+def test_a_static_cache_gives_its_buffers_and_the_position() -> None:
+    config = type("Config", (), {"num_hidden_layers": 2, "num_key_value_heads": 2, "head_dim": 4})()
+    cache = StaticCache(config, max_batch_size=1, max_cache_len=8)
+    keys, values, first = cache.append_slots(1, 1, torch.tensor([5]))
+    assert keys is cache.keys[1] and values is cache.values[1] and first == 5
+    assert cache.append_slots(1, 1, None) is None  # a fixed-size cache needs the position
+    assert cache.append_slots(1, 1, torch.tensor([8])) is None  # past its end

@@ -56,15 +56,17 @@ def prompts(batch: int, padded: bool) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class NativeLayers:
-    """Counts the decoder layers that ran natively; ``off()`` makes every layer run its torch ops."""
+    """Counts the decoder layers that ran natively (``ran``) and the native calls (``calls``: one per step when
+    the model's whole stack qualifies); ``off()`` makes every layer run its torch ops."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.monkeypatch, self.ran = monkeypatch, 0
+        self.monkeypatch, self.ran, self.calls = monkeypatch, 0, 0
         step = modeling_llama.decoder_step
 
-        def counting(*args):
-            out = step(*args)
-            self.ran += out is not None
+        def counting(layers, *args):
+            out = step(layers, *args)
+            self.ran += 0 if out is None else len(layers)
+            self.calls += out is not None
             return out
 
         monkeypatch.setattr(modeling_llama, "decoder_step", counting)
@@ -129,6 +131,7 @@ def test_greedy_decoding_gives_the_torch_layers_tokens(
         expected = model.generate(ids, **options)
     assert torch.equal(model.generate(ids, **options), expected)
     assert native_chosen.ran == 19 * model.config.num_hidden_layers  # every step after the prompt, every layer
+    assert native_chosen.calls == 19  # the whole stack in one call per step
     release_packed_weights(model)
 
 
