@@ -24,8 +24,9 @@ The native kernel takes fp32 only.
 changed. A weight changed since it was packed (training, ``load_state_dict``) is packed again.
 
 Eligible: a plain ``nn.Linear`` (quantized and adapter-wrapped layers keep their own forward) with no
-hooks and an fp32 (or bf16, see above) CPU weight of at least ``MIN_WEIGHT_ELEMENTS`` (small matrices gain
-nothing). Under ``torch.compile`` (a compiled forward over the static cache) the packed weights are not used
+hooks and an fp32 (or bf16, see above) CPU weight; packed when it has at least ``MIN_WEIGHT_ELEMENTS`` weights
+(small matrices gain nothing), through the native kernel at any size (the key/value projections of a small
+grouped-query model are below that size, and ``native_decoder`` needs every projection of a layer). Under ``torch.compile`` (a compiled forward over the static cache) the packed weights are not used
 (inductor chooses its own kernels), but layers whose model chose the native kernel at its packing call it as the
 operator ``modelcore::native_linear`` for 1-3 rows; the choice is a constant of the compiled graph. The packed copy costs as much memory as the
 weights; it is made only when the machine has twice that available (the native kernel needs no copy, and is
@@ -81,7 +82,7 @@ class PackedWeights:
     decoder_plans: dict[nn.Module, object] = field(default_factory=dict, compare=False)
 
     def is_current(self, modules: list[nn.Linear]) -> bool:
-        """True when ``modules`` are exactly the packed ones and none of their weights changed since."""
+        """True when ``modules`` are exactly the ones looked at when packing and none of their weights changed."""
         return len(modules) == len(self.sources) and all(
             self.sources.get(module) == _weight_state(module) for module in modules
         )
@@ -153,12 +154,13 @@ def release_packed_weights(model: nn.Module) -> None:
 def _packed_weights(model: nn.Module) -> PackedWeights | None:
     if not isinstance(model, nn.Module) or not _applies():
         return None
-    modules = [module for module in model.modules() if _eligible(module)]
+    candidates = [module for module in model.modules() if _plain(module)]
+    modules = [module for module in candidates if module.weight.numel() >= MIN_WEIGHT_ELEMENTS]  # worth packing
     if not modules:
         return None
     with _packing_lock:
         kept = _packed_by_model.get(model)
-        if kept is not None and kept.is_current(modules):
+        if kept is not None and kept.is_current(candidates):
             return kept if kept.packed or kept.native else None  # empty: timed and found slower here
         _packed_by_model.pop(model, None)  # the old copy goes before the new one is made
         needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
@@ -173,11 +175,12 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         else:
             with torch.no_grad():
                 packed = {module: torch.ops.mkldnn._reorder_linear_weight(module.weight) for module in modules}
-        in_place = [module for module in modules if _native_eligible(module)] if native.available() else []
+        # the native kernel reads any size in place (small projections too: the k/v of a small GQA model)
+        in_place = [module for module in candidates if _native_eligible(module)] if native.available() else []
         if not packed and not in_place:
             return None  # nothing to time: the next call looks at the memory again
         rows, use_native = _decide(modules, packed, in_place)
-        sources = {module: _weight_state(module) for module in modules}
+        sources = {module: _weight_state(module) for module in candidates}
         if rows is None:  # slower than the generic kernel here: the copy goes, the decision stays with the model
             packed, rows = {}, sys.maxsize
         weights = PackedWeights(packed, sources, rows, frozenset(in_place) if use_native else frozenset())
@@ -275,7 +278,8 @@ def _applies() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def _eligible(module: nn.Module) -> bool:
+def _plain(module: nn.Module) -> bool:
+    """A plain ``nn.Linear`` with no hooks and a CPU weight of a dtype these kernels take (any size)."""
     if type(module) is not nn.Linear or module._forward_hooks or module._forward_pre_hooks:
         return False
     weight = module.weight
@@ -283,7 +287,6 @@ def _eligible(module: nn.Module) -> bool:
         weight.device.type == "cpu"
         and weight.dtype in _packable_dtypes()
         and weight.layout == torch.strided
-        and weight.numel() >= MIN_WEIGHT_ELEMENTS
         and (module.bias is None or module.bias.dtype == weight.dtype)
     )
 

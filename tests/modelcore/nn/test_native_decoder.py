@@ -17,7 +17,6 @@ from tests.modelcore.nn.test_packed_linear import NATIVE_FASTEST, fake_timing
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler: the native kernel is not built")
 
-# Every projection has at least packed_linear.MIN_WEIGHT_ELEMENTS weights, so all of them can take the native kernel.
 SHAPES = {
     "gqa": dict(hidden_size=512, intermediate_size=1024, num_attention_heads=4, num_key_value_heads=2),
     "mha-with-biases": dict(
@@ -31,6 +30,8 @@ SHAPES = {
     # 520 and 1004 are not whole vectors or blocks of rows: the C code's tails; heads of 130
     "odd-sizes": dict(hidden_size=520, intermediate_size=1004, num_attention_heads=4, num_key_value_heads=2),
     "12-heads-of-64": dict(hidden_size=768, intermediate_size=1536, num_attention_heads=12, num_key_value_heads=4),
+    # SmolLM2-135M's: its key/value projections (576 x 192) are below packed_linear.MIN_WEIGHT_ELEMENTS (not packed)
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_attention_heads=9, num_key_value_heads=3),
 }
 
 
