@@ -19,10 +19,12 @@ library (the norms, rotary positions, attention and gated MLP between the produc
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
 import logging
+import mmap
 import os
 import platform
 import shutil
@@ -117,6 +119,44 @@ def unchecked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
             torch.get_num_threads(),
         )
     return out
+
+
+def huge_page_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of ``tensors`` (contiguous, CPU) in one new anonymous memory region that the OS is asked to back with
+    transparent huge pages (``madvise(MADV_HUGEPAGE)``), each starting on a 64-byte line.
+
+    The weights of a model loaded from safetensors are views of the memory-mapped file, in 4 KB pages; the kernel
+    reads a copy in huge pages 7-11% faster on the Zen 4 VM measured (fewer TLB misses, each a two-level page walk
+    in a VM; benchmarks/README.md). The region lives as long as any of the copies.
+    """
+    sizes = [t.numel() * t.element_size() for t in tensors]
+    offsets, total = [], 0
+    for size in sizes:
+        offsets.append(total)
+        total += -(-size // 64) * 64
+    region = mmap.mmap(-1, max(total, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is not None:
+        with contextlib.suppress(OSError):  # a kernel without transparent huge pages: a plain anonymous copy
+            region.madvise(advice)
+    raw = torch.frombuffer(region, dtype=torch.uint8)  # holds the region
+    copies = []
+    for tensor, offset, size in zip(tensors, offsets, sizes, strict=True):
+        copy = raw[offset : offset + size].view(tensor.dtype).view(tensor.shape)
+        copy.copy_(tensor)
+        copies.append(copy)
+    return copies
+
+
+def transparent_huge_pages() -> bool:
+    """Whether this system gives anonymous memory transparent huge pages on request (Linux, mode ``always`` or
+    ``madvise``)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as setting:
+            mode = setting.read()
+    except OSError:
+        return False
+    return "[always]" in mode or "[madvise]" in mode
 
 
 @torch.library.custom_op(

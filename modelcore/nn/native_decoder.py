@@ -34,7 +34,7 @@ from torch import nn
 
 from modelcore.nn import native
 from modelcore.nn.norms import RMSNorm
-from modelcore.nn.packed_linear import MIN_ROWS, active_scope
+from modelcore.nn.packed_linear import MIN_ROWS, PackedWeights, active_scope
 
 _SIZES = ("hidden", "heads", "kv_heads", "head_dim", "intermediate")
 _SCALARS = ("eps_attention", "eps_mlp", "scaling")
@@ -126,7 +126,7 @@ def decoder_step(
     key = tuple(layers)
     stack = scope.decoder_plans.get(key)
     if stack is None or (stack is not _INELIGIBLE and not _current(stack, layers, parts)):
-        stack = _stack_plan(scope.native, layers, parts) or _INELIGIBLE
+        stack = _stack_plan(scope, layers, parts) or _INELIGIBLE
         scope.decoder_plans[key] = stack
     if stack is _INELIGIBLE:
         return None
@@ -192,11 +192,11 @@ def _current(stack: _StackPlan, layers: Sequence[nn.Module], parts: LayerParts) 
     return True
 
 
-def _stack_plan(chosen: frozenset[nn.Module], layers: Sequence[nn.Module], parts: LayerParts) -> _StackPlan | None:
+def _stack_plan(scope: PackedWeights, layers: Sequence[nn.Module], parts: LayerParts) -> _StackPlan | None:
     plans = []
     for layer in layers:
         attention, mlp, norms = parts(layer)
-        plan = _plan(chosen, layer, attention, mlp, norms)
+        plan = _plan(scope, layer, attention, mlp, norms)
         if plan is None or (plans and plan.sizes != plans[0].sizes):
             return None
         plans.append(plan)
@@ -218,12 +218,12 @@ def _rope_fits(cos: torch.Tensor, sin: torch.Tensor, rows: int, head_dim: int) -
 
 
 def _plan(
-    chosen: frozenset[nn.Module], layer: nn.Module, attention: nn.Module, mlp: nn.Module, norms: tuple[nn.Module, ...]
+    scope: PackedWeights, layer: nn.Module, attention: nn.Module, mlp: nn.Module, norms: tuple[nn.Module, ...]
 ) -> _Plan | None:
     """The layer's sizes and weight addresses for the C code, or None when the layer does not qualify."""
     linears = [getattr(attention, name, None) for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
     linears += [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
-    if any(linear not in chosen for linear in linears):  # chosen: plain nn.Linear, fp32, no hooks (packed_linear)
+    if any(linear not in scope.native for linear in linears):  # plain nn.Linear, fp32, no hooks (packed_linear)
         return None
     if any(type(norm) is not RMSNorm for norm in norms) or layer.training:
         return None
@@ -254,8 +254,9 @@ def _plan(
     tensors = [w.detach() for w in norm_weights]
     addresses = [w.data_ptr() for w in tensors]
     for linear in linears:
-        tensors += [linear.weight.detach()] + ([] if linear.bias is None else [linear.bias.detach()])
-        addresses += [linear.weight.data_ptr(), None if linear.bias is None else linear.bias.data_ptr()]
+        weight = scope.native_weights.get(linear, linear.weight).detach()  # a copy in huge pages where it was made
+        tensors += [weight] + ([] if linear.bias is None else [linear.bias.detach()])
+        addresses += [weight.data_ptr(), None if linear.bias is None else linear.bias.data_ptr()]
     layer_struct = _Layer(
         c, heads, kv_heads, hd, inter,
         norms[0].variance_epsilon, norms[1].variance_epsilon, attention.scaling,

@@ -23,16 +23,19 @@ The native kernel takes fp32 only.
 ``ContextVar``, so threads that share one model each see only their own call's scope; the model itself is never
 changed. A weight changed since it was packed (training, ``load_state_dict``) is packed again.
 
-Eligible: a plain ``nn.Linear`` (quantized and adapter-wrapped layers keep their own forward) with no
-hooks and an fp32 (or bf16, see above) CPU weight; packed when it has at least ``MIN_WEIGHT_ELEMENTS`` weights
-(small matrices gain nothing), through the native kernel at any size (the key/value projections of a small
-grouped-query model are below that size, and ``native_decoder`` needs every projection of a layer). Under ``torch.compile`` (a compiled forward over the static cache) the packed weights are not used
-(inductor chooses its own kernels), but layers whose model chose the native kernel at its packing call it as the
-operator ``modelcore::native_linear`` for 1-3 rows; the choice is a constant of the compiled graph. The packed copy costs as much memory as the
-weights; it is made only when the machine has twice that available (the native kernel needs no copy, and is
-still timed without one). ``MODELCORE_PACKED_DECODING=0`` turns both off, ``MODELCORE_NATIVE_KERNELS=0`` the
-native kernel (both are read at a model's packing), and ``release_packed_weights(model)`` frees the copy and
-the decisions.
+Eligible: a plain ``nn.Linear`` (quantized and adapter-wrapped layers keep their own forward) with no hooks and an
+fp32 (or bf16, see above) CPU weight; packed when it has at least ``MIN_WEIGHT_ELEMENTS`` weights (small matrices
+gain nothing), through the native kernel at any size (the key/value projections of a small grouped-query model are
+below that size, and ``native_decoder`` needs every projection of a layer). Under ``torch.compile`` (a compiled
+forward over the static cache) the packed weights are not used (inductor chooses its own kernels), but layers whose
+model chose the native kernel at its packing call it as the operator ``modelcore::native_linear`` for 1-3 rows; the
+choice is a constant of the compiled graph. The packed copy costs as much memory as the weights; it is made only
+when the machine has twice that available (the native kernel needs no copy, and is still timed without one). Where
+the native kernel is chosen and the system gives transparent huge pages, it reads a copy of those weights in huge
+pages (7-11% faster than a memory-mapped checkpoint's 4 KB pages here), made with the same memory rule;
+``MODELCORE_NATIVE_HUGE_PAGES=0`` makes it read the weights in place. ``MODELCORE_PACKED_DECODING=0`` turns both
+off, ``MODELCORE_NATIVE_KERNELS=0`` the native kernel (both are read at a model's packing), and
+``release_packed_weights(model)`` frees the copy and the decisions.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ MIN_ROWS = 4  # from 4 input rows up the packed weight is faster than the generi
 MIN_WEIGHT_ELEMENTS = 1 << 17
 ENV_SWITCH = "MODELCORE_PACKED_DECODING"
 ENV_MIN_ROWS = "MODELCORE_PACKED_MIN_ROWS"  # packed from this many input rows up, without timing (an integer >= 1)
+ENV_HUGE_PAGES = "MODELCORE_NATIVE_HUGE_PAGES"  # "0": the native kernel reads the weights where they are
 SINGLE_ROW_GAIN = 0.8  # 1-3 rows go through the native kernel or packed weights at most 0.8x the generic time
 MANY_ROWS_SLOWDOWN = 1.1  # else from MIN_ROWS rows, unless MIN_ROWS rows take over 1.1x the generic time there
 CALIBRATION_BYTES = 64 << 20  # weights timed at the first packing: more than a CPU's caches hold
@@ -78,6 +82,8 @@ class PackedWeights:
     sources: dict[nn.Linear, tuple[int, int]]  # module -> (weight data_ptr, weight _version) at packing
     min_rows: int = MIN_ROWS  # inputs of at least this many rows go through the packed weights
     native: frozenset[nn.Linear] = frozenset()  # layers whose fewer rows go through modelcore's native kernel
+    # the copies in huge pages the native kernel reads instead of those layers' weights (where it made them)
+    native_weights: dict[nn.Linear, torch.Tensor] = field(default_factory=dict, compare=False)
     # decoder layer -> its plan for native_decoder (made at its first decode step under these weights)
     decoder_plans: dict[nn.Module, object] = field(default_factory=dict, compare=False)
 
@@ -110,7 +116,8 @@ def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
                 if packed is not None and x.dtype == packed.dtype:
                     return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
             elif module in scope.native and x.dtype == torch.float32 and x.numel() < MIN_ROWS * x.shape[-1]:
-                return native.unchecked_linear(x, module.weight, module.bias)  # checked at packing
+                weight = scope.native_weights.get(module, module.weight)
+                return native.unchecked_linear(x, weight, module.bias)  # checked at packing
     return module(x)
 
 
@@ -183,13 +190,37 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         sources = {module: _weight_state(module) for module in candidates}
         if rows is None:  # slower than the generic kernel here: the copy goes, the decision stays with the model
             packed, rows = {}, sys.maxsize
-        weights = PackedWeights(packed, sources, rows, frozenset(in_place) if use_native else frozenset())
+        copies = _huge_page_copies(in_place) if use_native else {}
+        weights = PackedWeights(packed, sources, rows, frozenset(in_place) if use_native else frozenset(), copies)
         _packed_by_model[model] = weights
         logger.debug(
             "Decoding %d linear layers: %d packed (%.0f MB) from %s input rows, %d native below that",
             len(modules), len(packed), needed / 1e6, rows if packed else "no", len(weights.native),
         )  # fmt: skip
         return weights if packed or use_native else None
+
+
+def _huge_page_copies(modules: list[nn.Linear]) -> dict[nn.Linear, torch.Tensor]:
+    """Copies of ``modules``' weights in transparent huge pages for the native kernel (``native.huge_page_copies``:
+    7-11% faster reads than a memory-mapped checkpoint's 4 KB pages), where the system gives huge pages, there is
+    twice their size of memory available, and ``MODELCORE_NATIVE_HUGE_PAGES`` is not ``0``; else none (the kernel
+    reads the weights in place)."""
+    if os.environ.get(ENV_HUGE_PAGES, "1").strip().lower() in ("0", "false", "no", "off"):
+        return {}
+    if not native.transparent_huge_pages():
+        return {}
+    needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
+    available = _available_memory()
+    if available is None or 2 * needed > available:
+        logger.info(
+            "The native kernel reads the weights in place: a copy in huge pages needs %.0f MB, %s MB are available",
+            needed / 1e6, "unknown" if available is None else f"{available / 1e6:.0f}",
+        )  # fmt: skip
+        return {}
+    with torch.no_grad():
+        copies = native.huge_page_copies([module.weight.detach() for module in modules])
+    logger.info("The native kernel reads a copy of %d weights in huge pages (%.0f MB)", len(modules), needed / 1e6)
+    return dict(zip(modules, copies, strict=True))
 
 
 def _decide(

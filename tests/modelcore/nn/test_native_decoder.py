@@ -10,7 +10,7 @@ import torch
 
 from modelcore import LlamaConfig, LlamaForCausalLM
 from modelcore.models.llama import modeling_llama
-from modelcore.nn import native
+from modelcore.nn import native, packed_linear
 from modelcore.nn.cache import DynamicCache, StaticCache
 from modelcore.nn.packed_linear import packed_decoding, release_packed_weights
 from tests.modelcore.nn.test_packed_linear import NATIVE_FASTEST, fake_timing
@@ -213,4 +213,18 @@ def test_threads_sharing_a_model_each_decode_their_own(native_chosen: NativeLaye
         thread.join()
     assert all(torch.equal(results[index], expected[index]) for index in (0, 1))
     assert native_chosen.ran > 0
+    release_packed_weights(model)
+
+
+def test_the_layers_read_the_copies_in_huge_pages(native_chosen: NativeLayers, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "transparent_huge_pages", lambda: True)
+    model = make_model("gqa")
+    model.generate(prompts(1, False)[0], max_new_tokens=3, do_sample=False)
+    scope = packed_linear._packed_by_model[model]
+    (stack,) = [plan for key, plan in scope.decoder_plans.items() if len(key) == model.config.num_hidden_layers]
+    for plan, layer in zip(stack.plans, model.model.layers, strict=True):
+        copies = [scope.native_weights[getattr(layer.self_attn, name)] for name in ("q_proj", "k_proj", "o_proj")]
+        assert (plan.layer.wq, plan.layer.wk, plan.layer.wo) == tuple(copy.data_ptr() for copy in copies)
+        assert plan.layer.wd == scope.native_weights[layer.mlp.down_proj].data_ptr()
+    assert native_chosen.calls == 2
     release_packed_weights(model)

@@ -352,6 +352,57 @@ def test_the_native_kernel_needs_no_copy(
 
 
 @needs_native
+def test_the_native_kernel_reads_a_copy_in_huge_pages(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the system gives transparent huge pages, the native kernel reads its own copy of the weights there (the
+    model keeps its own); the copy follows a weight changed in place."""
+    release_packed_weights(model)
+    monkeypatch.setattr(native, "transparent_huge_pages", lambda: True)
+    fake_timing(monkeypatch, NATIVE_FASTEST)
+    with caplog.at_level(logging.INFO, logger=packed_linear.__name__), packed_decoding(model) as packed:
+        assert packed is not None and set(packed.native_weights) == packed.native
+        for module, copy in packed.native_weights.items():
+            assert torch.equal(copy, module.weight) and copy.data_ptr() != module.weight.data_ptr()
+            assert copy.data_ptr() % 64 == 0 and copy.is_contiguous()
+    assert "reads a copy of 15 weights in huge pages" in caplog.text
+    expected = unpacked(monkeypatch, lambda: greedy(model, 1))
+    assert torch.equal(greedy(model, 1), expected)
+
+    head = model.lm_head.weight
+    saved = head.detach().clone()
+    try:
+        with torch.no_grad():
+            head[:, :] = head.flip(0)  # same storage, new values: the copy must be made again
+        changed = unpacked(monkeypatch, lambda: greedy(model, 1))
+        assert not torch.equal(changed, expected)
+        assert torch.equal(greedy(model, 1), changed)
+    finally:
+        with torch.no_grad():
+            head.copy_(saved)
+    release_packed_weights(model)
+
+
+@needs_native
+@pytest.mark.parametrize("why", ["switched off", "no huge pages", "short of memory"])
+def test_without_huge_pages_the_native_kernel_reads_in_place(
+    model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    release_packed_weights(model)
+    fake_timing(monkeypatch, NATIVE_FASTEST)
+    monkeypatch.setattr(native, "transparent_huge_pages", lambda: why != "no huge pages")
+    if why == "switched off":
+        monkeypatch.setenv(packed_linear.ENV_HUGE_PAGES, "0")
+    if why == "short of memory":
+        short_of_memory_for_a_copy(model, monkeypatch)
+    with packed_decoding(model) as packed:
+        assert packed is not None and packed.native and packed.native_weights == {}
+    logits, reference = one_row_logits(model)
+    torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+    release_packed_weights(model)
+
+
+@needs_native
 def test_the_native_switch_keeps_it_out_of_the_timing(model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch) -> None:
     release_packed_weights(model)
     monkeypatch.setenv(native.ENV_SWITCH, "off")
