@@ -93,7 +93,7 @@ def decoder_step(
     cache_position: torch.Tensor | None,
 ) -> torch.Tensor | None:
     """The output (B, 1, C) of ``layers`` in order for one new token per sequence, or None where the native path
-    does not apply (then nothing was changed, the cache included).
+    does not apply (then nothing was changed, the cache included: the caller runs its torch layers).
 
     Args:
         layers: decoder layers, each with an ``layer_idx`` on its attention (its slot in the cache).
@@ -179,7 +179,6 @@ def decoder_step(
         cos.data_ptr(), sin.data_ptr(), cos.stride(0) if cos.shape[0] > 1 else 0,
         mask_address, *mask_strides, scratch.data_ptr(), threads,
     )  # fmt: skip
-    del slots  # (the views stay the cache's)
     return out.view(b, 1, c)
 
 
