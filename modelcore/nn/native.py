@@ -48,9 +48,15 @@ SYMBOL = "modelcore_gemv_f32"
 COMPILE_TIMEOUT_S = 120
 
 
+def switched_on(variable: str) -> bool:
+    """False when the environment variable ``variable`` says ``0``, ``false``, ``no`` or ``off``; True otherwise
+    (unset included). The on/off switches of the decoding kernels (here and in ``packed_linear``)."""
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def enabled() -> bool:
     """False when ``MODELCORE_NATIVE_KERNELS`` turns the native kernel off."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+    return switched_on(ENV_SWITCH)
 
 
 def available() -> bool:

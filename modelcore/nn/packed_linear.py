@@ -84,8 +84,9 @@ class PackedWeights:
     native: frozenset[nn.Linear] = frozenset()  # layers whose fewer rows go through modelcore's native kernel
     # the copies in huge pages the native kernel reads instead of those layers' weights (where it made them)
     native_weights: dict[nn.Linear, torch.Tensor] = field(default_factory=dict, compare=False)
-    # decoder layer -> its plan for native_decoder (made at its first decode step under these weights)
-    decoder_plans: dict[nn.Module, object] = field(default_factory=dict, compare=False)
+    # a stack of decoder layers (a tuple) -> its plan for native_decoder (made at its first decode step under these
+    # weights)
+    decoder_plans: dict[tuple[nn.Module, ...], object] = field(default_factory=dict, compare=False)
 
     def is_current(self, modules: list[nn.Linear]) -> bool:
         """True when ``modules`` are exactly the ones looked at when packing and none of their weights changed."""
@@ -205,9 +206,7 @@ def _huge_page_copies(modules: list[nn.Linear]) -> dict[nn.Linear, torch.Tensor]
     7-11% faster reads than a memory-mapped checkpoint's 4 KB pages), where the system gives huge pages, there is
     twice their size of memory available, and ``MODELCORE_NATIVE_HUGE_PAGES`` is not ``0``; else none (the kernel
     reads the weights in place)."""
-    if os.environ.get(ENV_HUGE_PAGES, "1").strip().lower() in ("0", "false", "no", "off"):
-        return {}
-    if not native.transparent_huge_pages():
+    if not native.switched_on(ENV_HUGE_PAGES) or not native.transparent_huge_pages():
         return {}
     needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
     available = _available_memory()
@@ -302,7 +301,7 @@ def _time(
 
 
 def _applies() -> bool:
-    if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not native.switched_on(ENV_SWITCH):
         return False
     if torch.compiler.is_compiling():
         return False
