@@ -7,6 +7,7 @@ to a fixed length and written in place at ``cache_position``, so every decode st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ class DynamicCache:
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
         self._buffers: dict[tuple[str, int], torch.Tensor] = {}  # ("key"|"value", layer) -> (B, nkv, capacity, hs)
+        self._views: dict[tuple[str, int], torch.Tensor] = {}  # the view of _buffers that append_slots last gave
 
     def update(
         self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_position: torch.Tensor | None = None
@@ -66,27 +68,38 @@ class DynamicCache:
         return buffer
 
     def append_slots(
-        self, layer_idx: int, count: int, cache_position: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-        """Room for ``count`` new positions of layer ``layer_idx`` that the caller writes itself (native decoding).
+        self, layers: Sequence[int], count: int, cache_position: torch.Tensor | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, int]] | None:
+        """Room for ``count`` new positions in each of ``layers``, which the caller writes itself (native decoding).
 
         Returns:
-            (keys, values, first): the (B, nkv, S, hs) views ``update`` would return, the new positions included
-            (unwritten until the caller writes them), and the index of the first new one; None where the layer
-            has no entry yet or autograd, a compiler or a tracer records (then use ``update``).
+            per layer (keys, values, first): the (B, nkv, S, hs) views ``update`` would return, the new positions
+            included (unwritten until the caller writes them), and the index of the first new one; None, with
+            nothing changed, where a layer has no entry yet or autograd, a compiler or a tracer records (then use
+            ``update``).
         """
-        if layer_idx >= len(self.keys) or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
             return None
-        if torch.jit.is_tracing():
+        if any(layer_idx >= len(self.keys) for layer_idx in layers):
             return None
-        keys, values = self.keys[layer_idx], self.values[layer_idx]
-        length, total = keys.shape[-2], keys.shape[-2] + count
-        # narrow: the same view as [..., :total, :] in a third of the time (this runs for every layer and token)
-        self.keys[layer_idx] = keys = self._room("key", layer_idx, keys, total, keys.dtype).narrow(-2, 0, total)
-        self.values[layer_idx] = values = self._room("value", layer_idx, values, total, values.dtype).narrow(
-            -2, 0, total
-        )
-        return keys, values, length
+        slots = []
+        for layer_idx in layers:
+            length = self.keys[layer_idx].shape[-2]
+            keys = self._grown("key", layer_idx, self.keys, length + count)
+            slots.append((keys, self._grown("value", layer_idx, self.values, length + count), length))
+        return slots
+
+    def _grown(self, kind: str, layer_idx: int, tensors: list[torch.Tensor], total: int) -> torch.Tensor:
+        """``tensors[layer_idx]`` replaced by the view of the first ``total`` positions of its buffer (made or grown
+        where needed). A decode step does this for every layer: when the cached tensor is the view given last time
+        and the buffer has room, no check of strides and shapes is needed."""
+        slot = (kind, layer_idx)
+        cached, buffer = tensors[layer_idx], self._buffers.get(slot)
+        if buffer is None or cached is not self._views.get(slot) or buffer.shape[-2] < total:
+            buffer = self._room(kind, layer_idx, cached, total, cached.dtype)
+        # narrow: the same view as [..., :total, :] in a third of the time
+        tensors[layer_idx] = self._views[slot] = view = buffer.narrow(-2, 0, total)
+        return view
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.keys[layer_idx].shape[-2] if layer_idx < len(self.keys) else 0
@@ -99,6 +112,7 @@ class DynamicCache:
         self.keys = [k.index_select(0, beam_idx.to(k.device)) for k in self.keys]
         self.values = [v.index_select(0, beam_idx.to(v.device)) for v in self.values]
         self._buffers.clear()  # the reordered tensors are new; the next append starts new buffers
+        self._views.clear()
 
     def crop(self, max_length: int) -> None:
         """Drop cached positions past ``max_length`` (assisted decoding rolls back this way)."""
@@ -163,16 +177,17 @@ class StaticCache:
         return keys, values
 
     def append_slots(
-        self, layer_idx: int, count: int, cache_position: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
-        """The layer's whole (B, nkv, L, hs) buffers and ``cache_position[0]``, where the caller writes ``count``
-        new positions itself (native decoding); None without ``cache_position`` or past the buffers' end."""
+        self, layers: Sequence[int], count: int, cache_position: torch.Tensor | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor, int]] | None:
+        """Per layer of ``layers`` its whole (B, nkv, L, hs) buffers and ``cache_position[0]``, where the caller
+        writes ``count`` new positions itself (native decoding); None without ``cache_position`` or past the
+        buffers' end."""
         if cache_position is None or cache_position.numel() != count:
             return None
         first = int(cache_position[0])
         if first < 0 or first + count > self.max_cache_len:
             return None
-        return self.keys[layer_idx], self.values[layer_idx], first
+        return [(self.keys[layer_idx], self.values[layer_idx], first) for layer_idx in layers]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """Positions written so far in row 0 (a data-dependent count: for eager code, not inside a compiled step)."""

@@ -3,8 +3,10 @@
 Decoding one token per sequence reads every weight once per step, so its speed is the speed at which a kernel
 streams weights from memory. On some CPUs torch's kernels for one input row stream at about half the memory
 bandwidth (an AMD EPYC, Zen 4: the generic fp32 kernel 12 GB/s and oneDNN's packed weight 23 GB/s, where
-``torch.sum`` reads 34 GB/s; benchmarks/README.md). ``kernels/gemv.c`` reads the weight in place (no copy), a
-block of rows at a time with the next block requested ahead, at about the rate ``torch.sum`` reads memory.
+``torch.sum`` reads 34 GB/s; benchmarks/README.md). ``kernels/gemv.c`` has two products: one reads the weight
+in place (row-major, a block of rows at a time with the next block requested ahead), the other a tiled copy made
+once (:func:`tiled_copies`: each thread's rows one sequential stream) at the rate ``torch.sum`` reads memory at
+every bandwidth the Zen 4 VM shows, where the row-major read falls to 0.82 of it at the highest.
 
 It is built the way ``torch.compile`` builds its CPU code: the system C compiler (``$CC``, else ``cc``/``gcc``),
 ``-O3 -march=native -fopenmp``, into ``<modelcore cache>/kernels/``, keyed by the source, the compiler, the
@@ -24,6 +26,7 @@ import ctypes
 import functools
 import hashlib
 import logging
+import math
 import mmap
 import os
 import platform
@@ -45,6 +48,7 @@ SOURCE = Path(__file__).with_name("kernels") / "gemv.c"
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC")
 LIBRARIES = ("-lm",)  # after the source: expf, sqrtf
 SYMBOL = "modelcore_gemv_f32"
+TILE_ROWS, TILE_COLUMNS = 2, 16  # a tiled copy's tiles (TILE_ROWS and LANES in kernels/gemv.c)
 COMPILE_TIMEOUT_S = 120
 
 
@@ -127,15 +131,20 @@ def unchecked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return out
 
 
-def huge_page_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Copies of ``tensors`` (contiguous, CPU) in one new anonymous memory region that the OS is asked to back with
-    transparent huge pages (``madvise(MADV_HUGEPAGE)``), each starting on a 64-byte line.
+def tiled_copies(weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of linear layers' ``weights`` ((out, in), contiguous fp32, CPU) in the tiled layout the kernel reads
+    fastest, in one new anonymous memory region that the OS is asked to back with transparent huge pages
+    (``madvise(MADV_HUGEPAGE)``), each starting on a 64-byte line. The region lives as long as any of the copies.
 
-    The weights of a model loaded from safetensors are views of the memory-mapped file, in 4 KB pages; the kernel
-    reads a copy in huge pages 7-11% faster on the Zen 4 VM measured (fewer TLB misses, each a two-level page walk
-    in a VM; benchmarks/README.md). The region lives as long as any of the copies.
+    A copy is (ceil(out / TILE_ROWS), ceil(in / TILE_COLUMNS), TILE_ROWS, TILE_COLUMNS), zero-padded: tiles of
+    ``TILE_ROWS`` rows by ``TILE_COLUMNS`` columns in row order, so that a thread's share of the rows is one
+    sequential stream (``kernels/gemv.c``). On the Zen 4 VM measured the kernel reads it at the rate ``torch.sum``
+    reads memory at every bandwidth the VM shows, 1.22x the row-major weight at the highest; and huge pages read
+    7-11% faster than a memory-mapped checkpoint's 4 KB pages (fewer TLB misses, each a two-level page walk in a
+    VM; benchmarks/README.md). Read them with :func:`unchecked_tiled_linear`.
     """
-    sizes = [t.numel() * t.element_size() for t in tensors]
+    shapes = [_tiled_shape(weight) for weight in weights]
+    sizes = [math.prod(shape) * 4 for shape in shapes]
     offsets, total = [], 0
     for size in sizes:
         offsets.append(total)
@@ -147,11 +156,44 @@ def huge_page_copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
             region.madvise(advice)
     raw = torch.frombuffer(region, dtype=torch.uint8)  # holds the region
     copies = []
-    for tensor, offset, size in zip(tensors, offsets, sizes, strict=True):
-        copy = raw[offset : offset + size].view(tensor.dtype).view(tensor.shape)
-        copy.copy_(tensor)
+    for weight, shape, offset, size in zip(weights, shapes, offsets, sizes, strict=True):
+        copy = raw[offset : offset + size].view(torch.float32).view(shape)
+        out_features, in_features = weight.shape
+        tiles, chunks = shape[:2]
+        if (out_features, in_features) != (tiles * TILE_ROWS, chunks * TILE_COLUMNS):  # a padded edge
+            padded = weight.new_zeros(tiles * TILE_ROWS, chunks * TILE_COLUMNS)
+            padded[:out_features, :in_features] = weight
+            weight = padded
+        copy.copy_(weight.view(tiles, TILE_ROWS, chunks, TILE_COLUMNS).transpose(1, 2))
         copies.append(copy)
     return copies
+
+
+def _tiled_shape(weight: torch.Tensor) -> tuple[int, int, int, int]:
+    out_features, in_features = weight.shape
+    return -(-out_features // TILE_ROWS), -(-in_features // TILE_COLUMNS), TILE_ROWS, TILE_COLUMNS
+
+
+def unchecked_tiled_linear(
+    x: torch.Tensor, tiled: torch.Tensor, bias: torch.Tensor | None, out_features: int
+) -> torch.Tensor:
+    """:func:`unchecked_linear` on a copy from :func:`tiled_copies` of an (out_features, x.shape[-1]) weight."""
+    in_features = x.shape[-1]
+    out = torch.empty(*x.shape[:-1], out_features, dtype=torch.float32)
+    rows = x.numel() // in_features if in_features else 0
+    if rows and out_features:
+        x = x.contiguous()
+        _library().modelcore_gemv_tiled_f32(
+            tiled.data_ptr(),
+            x.data_ptr(),
+            None if bias is None else bias.data_ptr(),
+            out.data_ptr(),
+            rows,
+            out_features,
+            in_features,
+            torch.get_num_threads(),
+        )
+    return out
 
 
 def transparent_huge_pages() -> bool:
@@ -186,18 +228,19 @@ def _library() -> ctypes.CDLL | None:
     try:
         library = ctypes.CDLL(str(_build()))
         gemv = getattr(library, SYMBOL)
+        tiled = library.modelcore_gemv_tiled_f32
         stack = library.modelcore_decoder_stack_f32
     except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as error:
         logger.info("modelcore's native decoding kernel is unavailable, torch's kernels are used: %s", error)
         return None
     pointer, int64 = ctypes.c_void_p, ctypes.c_int64
-    gemv.argtypes = [pointer] * 4 + [int64] * 3 + [ctypes.c_int]
+    gemv.argtypes = tiled.argtypes = [pointer] * 4 + [int64] * 3 + [ctypes.c_int]
     # (layers, caches, count, h, m, cos, sin, rope_stride, mask, mask_sb, mask_ss, scratch, threads)
     stack.argtypes = [pointer, pointer, int64, pointer, int64, pointer, pointer, int64, pointer, int64, int64]
     stack.argtypes += [pointer, ctypes.c_int]
-    for function in (gemv, stack):
+    for function in (gemv, tiled, stack):
         function.restype = None
-    if not _agrees_with_torch(gemv):
+    if not _agrees_with_torch(gemv, tiled):
         logger.warning("modelcore's native decoding kernel (%s) disagrees with torch on a check; not used", library)
         return None
     return library
@@ -217,15 +260,22 @@ def decoder_stack_function() -> Any | None:
     return None if library is None else library.modelcore_decoder_stack_f32
 
 
-def _agrees_with_torch(function) -> bool:
-    """The kernel against ``torch.nn.functional.linear`` on shapes with a partial block and a partial vector."""
+def _agrees_with_torch(gemv, tiled) -> bool:
+    """Both products (row-major and tiled) against ``torch.nn.functional.linear``, on a shape with a partial block,
+    a partial tile and a partial vector, for 1 and 3 input rows."""
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(37, 83, generator=generator)
     bias = torch.randn(37, generator=generator)
     x = torch.randn(3, 83, generator=generator)
-    out = torch.empty(3, 37)
-    function(weight.data_ptr(), x.data_ptr(), bias.data_ptr(), out.data_ptr(), 3, 37, 83, 2)
-    return torch.allclose(out, torch.nn.functional.linear(x, weight, bias), rtol=1e-4, atol=1e-4)
+    (copy,) = tiled_copies([weight])
+    for rows in (1, 3):
+        expected = torch.nn.functional.linear(x[:rows], weight, bias)
+        for function, source in ((gemv, weight), (tiled, copy)):
+            out = torch.empty(rows, 37)
+            function(source.data_ptr(), x.data_ptr(), bias.data_ptr(), out.data_ptr(), rows, 37, 83, 2)
+            if not torch.allclose(out, expected, rtol=1e-4, atol=1e-4):
+                return False
+    return True
 
 
 def _build() -> Path:

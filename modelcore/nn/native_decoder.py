@@ -25,7 +25,9 @@ greedy tokens, on several shapes, masks and caches.
 
 from __future__ import annotations
 
+import array
 import ctypes
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -36,11 +38,10 @@ from modelcore.nn import native
 from modelcore.nn.norms import RMSNorm
 from modelcore.nn.packed_linear import MIN_ROWS, PackedWeights, active_scope
 
-_SIZES = ("hidden", "heads", "kv_heads", "head_dim", "intermediate")
+_INTEGERS = ("hidden", "heads", "kv_heads", "head_dim", "intermediate", "tiled")
 _SCALARS = ("eps_attention", "eps_mlp", "scaling")
 _ADDRESSES = ("norm_attention", "norm_mlp", "wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "wg", "bg", "wu", "bu")
 _ADDRESSES += ("wd", "bd")
-_CACHE_FIELDS = ("k_sb", "k_sh", "k_ss", "v_sb", "v_sh", "v_ss", "length", "write")
 
 # (attention, mlp, (norm before attention, norm before the MLP)) of a decoder layer
 LayerParts = Callable[[nn.Module], tuple[nn.Module, nn.Module, tuple[nn.Module, nn.Module]]]
@@ -50,16 +51,10 @@ class _Layer(ctypes.Structure):
     """``modelcore_decoder_layer`` of ``kernels/gemv.c``: a layer's sizes and its weights' addresses."""
 
     _fields_ = [
-        *((name, ctypes.c_int64) for name in _SIZES),
+        *((name, ctypes.c_int64) for name in _INTEGERS),
         *((name, ctypes.c_float) for name in _SCALARS),
         *((name, ctypes.c_void_p) for name in _ADDRESSES),
     ]
-
-
-class _Cache(ctypes.Structure):
-    """``modelcore_layer_cache``: where a layer's keys and values are, and where the new ones go."""
-
-    _fields_ = [("keys", ctypes.c_void_p), ("values", ctypes.c_void_p)] + [(f, ctypes.c_int64) for f in _CACHE_FIELDS]
 
 
 @dataclass
@@ -78,9 +73,15 @@ class _StackPlan:
     plans: list[_Plan]
     layers: ctypes.Array  # of _Layer, in order (read-only in C: shared by threads decoding with the model)
     sizes: tuple[int, int, int, int, int]
+    layer_indices: tuple[int, ...]  # the layers' slots in the cache
+    checked: Callable[[], object] = lambda: None  # a weak reference to the cache of the last check
 
 
-_INELIGIBLE = object()  # the plan of a stack that does not qualify
+@dataclass
+class _Ineligible:
+    """The plan of a stack that does not qualify (looked at again with the next cache)."""
+
+    checked: Callable[[], object] = lambda: None
 
 
 def decoder_step(
@@ -125,10 +126,12 @@ def decoder_step(
         return None
     key = tuple(layers)
     stack = scope.decoder_plans.get(key)
-    if stack is None or (stack is not _INELIGIBLE and not _current(stack, layers, parts)):
-        stack = _stack_plan(scope, layers, parts) or _INELIGIBLE
-        scope.decoder_plans[key] = stack
-    if stack is _INELIGIBLE:
+    if stack is None or stack.checked() is not cache:  # made, or checked again, at the first step with each cache
+        if not isinstance(stack, _StackPlan) or not _still_fits(stack, layers, parts):
+            stack = _stack_plan(scope, layers, parts) or _Ineligible()
+            scope.decoder_plans[key] = stack
+        stack.checked = weakref.ref(cache)
+    if not isinstance(stack, _StackPlan):
         return None
     function = native.decoder_stack_function()
     cos, sin = position_embeddings
@@ -141,28 +144,25 @@ def decoder_step(
     ):
         return None
 
-    slots = []
-    for plan in stack.plans:
-        slot = cache.append_slots(plan.layer_idx, 1, cache_position)
-        if slot is None:
-            if slots:  # a cache that gives room to some layers and not others is not one of ours
-                raise RuntimeError(f"{type(cache).__name__}.append_slots gave room to layers before {plan.layer_idx}")
-            return None
-        slots.append(slot)
-    longest, caches = 0, (_Cache * len(slots))()  # this call's own (threads may share the model and its plan)
-    for entry, (keys, values, first) in zip(caches, slots, strict=True):
-        if any(t.dtype != torch.float32 or t.stride(-1) != 1 or t.shape[0] != b for t in (keys, values)):
+    slots = cache.append_slots(stack.layer_indices, 1, cache_position)
+    if slots is None:
+        return None
+    # this call's modelcore_layer_cache structs (threads may share the plan), ten 8-byte fields each: the keys' and
+    # values' addresses, their strides (batch, head, position), the positions S and where the new one goes
+    fields, longest = array.array("q"), 0
+    for keys, values, first in slots:
+        if keys.dtype != torch.float32 or values.dtype != torch.float32 or keys.shape[0] != b or values.shape[0] != b:
             raise RuntimeError(
-                f"the cache holds keys/values the native decoder cannot write: {keys.dtype}, {tuple(keys.shape)}, "
-                f"strides {keys.stride()} (fp32, last dimension contiguous, {b} rows expected)"
+                f"the cache holds keys/values the native decoder cannot write: {keys.dtype}, {tuple(keys.shape)} "
+                f"(fp32 with {b} rows expected)"
             )
+        (k_sb, k_sh, k_ss, k_sd), (v_sb, v_sh, v_ss, v_sd) = keys.stride(), values.stride()
         length = keys.shape[-2]
+        if k_sd != 1 or v_sd != 1:
+            raise RuntimeError(f"the cache's keys/values are not contiguous in their last dimension: {keys.stride()}")
         if mask is not None and mask.shape[-1] != length:
             raise RuntimeError(f"the mask covers {mask.shape[-1]} positions, the cache {length}")
-        entry.keys, entry.values = keys.data_ptr(), values.data_ptr()
-        entry.k_sb, entry.k_sh, entry.k_ss = keys.stride()[:3]
-        entry.v_sb, entry.v_sh, entry.v_ss = values.stride()[:3]
-        entry.length, entry.write = length, first
+        fields.extend((keys.data_ptr(), values.data_ptr(), k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, length, first))
         longest = max(longest, length)
 
     threads = torch.get_num_threads()
@@ -175,18 +175,21 @@ def decoder_step(
     else:
         mask_address, mask_strides = mask.data_ptr(), (mask.stride(0) if mask.shape[0] > 1 else 0, mask.stride(-1))
     function(
-        ctypes.addressof(stack.layers), ctypes.addressof(caches), len(stack.plans), out.data_ptr(), b,
+        ctypes.addressof(stack.layers), fields.buffer_info()[0], len(stack.plans), out.data_ptr(), b,
         cos.data_ptr(), sin.data_ptr(), cos.stride(0) if cos.shape[0] > 1 else 0,
         mask_address, *mask_strides, scratch.data_ptr(), threads,
     )  # fmt: skip
     return out.view(b, 1, c)
 
 
-def _current(stack: _StackPlan, layers: Sequence[nn.Module], parts: LayerParts) -> bool:
-    """The norms still hold the weights the plans point at (the linear layers are checked by the scope)."""
+def _still_fits(stack: _StackPlan, layers: Sequence[nn.Module], parts: LayerParts) -> bool:
+    """The norms still hold the weights the plans point at, and no layer has been given hooks or put in training
+    mode since the plan was made (the linear layers are checked by the scope, at each generate call)."""
     for plan, layer in zip(stack.plans, layers, strict=True):
-        norms = parts(layer)[2]
-        if norms[0].weight is not plan.norms[0] or norms[1].weight is not plan.norms[1]:
+        attention, mlp, norms = parts(layer)
+        if norms[0].weight is not plan.norms[0] or norms[1].weight is not plan.norms[1] or layer.training:
+            return False
+        if any(m._forward_hooks or m._forward_pre_hooks for m in (layer, attention, mlp, *norms)):
             return False
     return True
 
@@ -201,8 +204,8 @@ def _stack_plan(scope: PackedWeights, layers: Sequence[nn.Module], parts: LayerP
         plans.append(plan)
     if not plans:
         return None
-    array = (_Layer * len(plans))(*(plan.layer for plan in plans))
-    return _StackPlan(plans, array, plans[0].sizes)
+    layer_array = (_Layer * len(plans))(*(plan.layer for plan in plans))
+    return _StackPlan(plans, layer_array, plans[0].sizes, tuple(plan.layer_idx for plan in plans))
 
 
 def _rope_fits(cos: torch.Tensor, sin: torch.Tensor, rows: int, head_dim: int) -> bool:
@@ -250,14 +253,18 @@ def _plan(
     norm_weights = [norm.weight for norm in norms]
     if any(not native.eligible(w[None]) or w.shape != (c,) for w in norm_weights):
         return None
+    copies = [scope.native_weights.get(linear) for linear in linears]  # tiled copies where the scope made them
+    tiled = all(copy is not None for copy in copies)
+    if not tiled and any(copy is not None for copy in copies):
+        return None
     tensors = [w.detach() for w in norm_weights]
     addresses = [w.data_ptr() for w in tensors]
-    for linear in linears:
-        weight = scope.native_weights.get(linear, linear.weight).detach()  # a copy in huge pages where it was made
+    for linear, copy in zip(linears, copies, strict=True):
+        weight = copy if tiled else linear.weight.detach()
         tensors += [weight] + ([] if linear.bias is None else [linear.bias.detach()])
         addresses += [weight.data_ptr(), None if linear.bias is None else linear.bias.data_ptr()]
     layer_struct = _Layer(
-        c, heads, kv_heads, hd, inter,
+        c, heads, kv_heads, hd, inter, int(tiled),
         norms[0].variance_epsilon, norms[1].variance_epsilon, attention.scaling,
         *addresses,
     )  # fmt: skip

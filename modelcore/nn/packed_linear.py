@@ -31,9 +31,9 @@ forward over the static cache) the packed weights are not used (inductor chooses
 model chose the native kernel at its packing call it as the operator ``modelcore::native_linear`` for 1-3 rows; the
 choice is a constant of the compiled graph. The packed copy costs as much memory as the weights; it is made only
 when the machine has twice that available (the native kernel needs no copy, and is still timed without one). Where
-the native kernel is chosen and the system gives transparent huge pages, it reads a copy of those weights in huge
-pages (7-11% faster than a memory-mapped checkpoint's 4 KB pages here), made with the same memory rule;
-``MODELCORE_NATIVE_HUGE_PAGES=0`` makes it read the weights in place. ``MODELCORE_PACKED_DECODING=0`` turns both
+the native kernel is chosen, it reads a tiled copy of those weights (``native.tiled_copies``: a sequential stream
+a thread, in transparent huge pages where the system gives them), made with the same memory rule;
+``MODELCORE_NATIVE_COPY=0`` makes it read the weights in place. ``MODELCORE_PACKED_DECODING=0`` turns both
 off, ``MODELCORE_NATIVE_KERNELS=0`` the native kernel (both are read at a model's packing), and
 ``release_packed_weights(model)`` frees the copy and the decisions.
 """
@@ -63,7 +63,7 @@ MIN_ROWS = 4  # from 4 input rows up the packed weight is faster than the generi
 MIN_WEIGHT_ELEMENTS = 1 << 17
 ENV_SWITCH = "MODELCORE_PACKED_DECODING"
 ENV_MIN_ROWS = "MODELCORE_PACKED_MIN_ROWS"  # packed from this many input rows up, without timing (an integer >= 1)
-ENV_HUGE_PAGES = "MODELCORE_NATIVE_HUGE_PAGES"  # "0": the native kernel reads the weights where they are
+ENV_NATIVE_COPY = "MODELCORE_NATIVE_COPY"  # "0": the native kernel reads the weights in place (no tiled copy)
 SINGLE_ROW_GAIN = 0.8  # 1-3 rows go through the native kernel or packed weights at most 0.8x the generic time
 MANY_ROWS_SLOWDOWN = 1.1  # else from MIN_ROWS rows, unless MIN_ROWS rows take over 1.1x the generic time there
 CALIBRATION_BYTES = 64 << 20  # weights timed at the first packing: more than a CPU's caches hold
@@ -82,7 +82,7 @@ class PackedWeights:
     sources: dict[nn.Linear, tuple[int, int]]  # module -> (weight data_ptr, weight _version) at packing
     min_rows: int = MIN_ROWS  # inputs of at least this many rows go through the packed weights
     native: frozenset[nn.Linear] = frozenset()  # layers whose fewer rows go through modelcore's native kernel
-    # the copies in huge pages the native kernel reads instead of those layers' weights (where it made them)
+    # the tiled copies the native kernel reads instead of those layers' weights (where it made them)
     native_weights: dict[nn.Linear, torch.Tensor] = field(default_factory=dict, compare=False)
     # a stack of decoder layers (a tuple) -> its plan for native_decoder (made at its first decode step under these
     # weights)
@@ -117,8 +117,10 @@ def linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
                 if packed is not None and x.dtype == packed.dtype:
                     return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
             elif module in scope.native and x.dtype == torch.float32 and x.numel() < MIN_ROWS * x.shape[-1]:
-                weight = scope.native_weights.get(module, module.weight)
-                return native.unchecked_linear(x, weight, module.bias)  # checked at packing
+                copy = scope.native_weights.get(module)  # checked at packing
+                if copy is not None:
+                    return native.unchecked_tiled_linear(x, copy, module.bias, module.out_features)
+                return native.unchecked_linear(x, module.weight, module.bias)
     return module(x)
 
 
@@ -191,7 +193,7 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         sources = {module: _weight_state(module) for module in candidates}
         if rows is None:  # slower than the generic kernel here: the copy goes, the decision stays with the model
             packed, rows = {}, sys.maxsize
-        copies = _huge_page_copies(in_place) if use_native else {}
+        copies = _native_copies(in_place) if use_native else {}
         weights = PackedWeights(packed, sources, rows, frozenset(in_place) if use_native else frozenset(), copies)
         _packed_by_model[model] = weights
         logger.debug(
@@ -201,24 +203,27 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
         return weights if packed or use_native else None
 
 
-def _huge_page_copies(modules: list[nn.Linear]) -> dict[nn.Linear, torch.Tensor]:
-    """Copies of ``modules``' weights in transparent huge pages for the native kernel (``native.huge_page_copies``:
-    7-11% faster reads than a memory-mapped checkpoint's 4 KB pages), where the system gives huge pages, there is
-    twice their size of memory available, and ``MODELCORE_NATIVE_HUGE_PAGES`` is not ``0``; else none (the kernel
-    reads the weights in place)."""
-    if not native.switched_on(ENV_HUGE_PAGES) or not native.transparent_huge_pages():
+def _native_copies(modules: list[nn.Linear]) -> dict[nn.Linear, torch.Tensor]:
+    """Tiled copies of ``modules``' weights for the native kernel (``native.tiled_copies``: one sequential stream a
+    thread, in transparent huge pages where the system gives them; 1.2x the row-major read at this VM's highest
+    bandwidth), where twice their size of memory is available and ``MODELCORE_NATIVE_COPY`` is not ``0``; else
+    none (the kernel reads the weights in place, row-major)."""
+    if not native.switched_on(ENV_NATIVE_COPY):
         return {}
     needed = sum(module.weight.numel() * module.weight.element_size() for module in modules)
     available = _available_memory()
     if available is None or 2 * needed > available:
         logger.info(
-            "The native kernel reads the weights in place: a copy in huge pages needs %.0f MB, %s MB are available",
+            "The native kernel reads the weights in place: a tiled copy needs %.0f MB, %s MB are available",
             needed / 1e6, "unknown" if available is None else f"{available / 1e6:.0f}",
         )  # fmt: skip
         return {}
     with torch.no_grad():
-        copies = native.huge_page_copies([module.weight.detach() for module in modules])
-    logger.info("The native kernel reads a copy of %d weights in huge pages (%.0f MB)", len(modules), needed / 1e6)
+        copies = native.tiled_copies([module.weight.detach() for module in modules])
+    logger.info(
+        "The native kernel reads a tiled copy of %d weights (%.0f MB, %s)", len(modules), needed / 1e6,
+        "in transparent huge pages" if native.transparent_huge_pages() else "without huge pages on this system",
+    )  # fmt: skip
     return dict(zip(modules, copies, strict=True))
 
 

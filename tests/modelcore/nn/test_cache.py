@@ -67,24 +67,52 @@ def test_append_slots_gives_room_that_a_writer_fills_like_update() -> None:
     written, updated = DynamicCache(), DynamicCache()
     for cache in (written, updated):
         cache.update(*step(2, 5, 0), layer_idx=0)
-    assert updated.append_slots(layer_idx=1, count=1) is None  # no entry for the layer yet: use update
+    assert updated.append_slots([0, 1], count=1) is None  # no entry for layer 1 yet: use update
+    assert updated.get_seq_length() == 5  # and layer 0 was left as it was
     with torch.no_grad():
         for seed in range(1, 30):  # past the first buffer's spare room: it grows and keeps what was written
             key, value = step(2, 1, seed)
-            keys, values, first = written.append_slots(layer_idx=0, count=1)
+            ((keys, values, first),) = written.append_slots([0], count=1)
             assert first == 4 + seed and keys.shape[-2] == values.shape[-2] == first + 1
             keys[..., first:, :], values[..., first:, :] = key, value
             expected = updated.update(key, value, layer_idx=0)
             torch.testing.assert_close((written.keys[0], written.values[0]), expected, rtol=0, atol=0)
     with torch.enable_grad():  # where autograd records, only update (it concatenates)
-        assert written.append_slots(layer_idx=0, count=1) is None
+        assert written.append_slots([0], count=1) is None
     assert written.get_seq_length() == 34
+
+
+def test_append_slots_after_crop_reorder_and_update_writes_after_the_cached_positions() -> None:
+    """The views append_slots keeps for its fast path must not outlive a crop (assisted decoding rolls back), a
+    reorder (beam search) or an update (the torch layers) of the same cache."""
+    cache, reference = DynamicCache(), DynamicCache()
+    for target in (cache, reference):
+        target.update(*step(2, 5, 0), layer_idx=0)
+    with torch.no_grad():
+        for seed, action in enumerate(["append", "append", "crop", "append", "reorder", "append", "update", "append"]):
+            key, value = step(2, 1, seed + 1)
+            if action == "crop":
+                cache.crop(4)
+                reference.crop(4)
+            elif action == "reorder":
+                rows = torch.tensor([1, 0])
+                cache.reorder(rows)
+                reference.reorder(rows)
+            elif action == "update":
+                cache.update(key, value, layer_idx=0)
+                reference.update(key, value, layer_idx=0)
+            else:
+                ((keys, values, first),) = cache.append_slots([0], count=1)
+                keys[..., first:, :], values[..., first:, :] = key, value
+                reference.update(key, value, layer_idx=0)
+            torch.testing.assert_close((cache.keys[0], cache.values[0]), (reference.keys[0], reference.values[0]))
+    assert cache.get_seq_length() == 8  # 5, two appended, cropped to 4, four more
 
 
 def test_a_static_cache_gives_its_buffers_and_the_position() -> None:
     config = type("Config", (), {"num_hidden_layers": 2, "num_key_value_heads": 2, "head_dim": 4})()
     cache = StaticCache(config, max_batch_size=1, max_cache_len=8)
-    keys, values, first = cache.append_slots(1, 1, torch.tensor([5]))
+    ((keys, values, first),) = cache.append_slots([1], 1, torch.tensor([5]))
     assert keys is cache.keys[1] and values is cache.values[1] and first == 5
-    assert cache.append_slots(1, 1, None) is None  # a fixed-size cache needs the position
-    assert cache.append_slots(1, 1, torch.tensor([8])) is None  # past its end
+    assert cache.append_slots([1], 1, None) is None  # a fixed-size cache needs the position
+    assert cache.append_slots([1], 1, torch.tensor([8])) is None  # past its end

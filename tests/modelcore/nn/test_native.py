@@ -38,6 +38,42 @@ def test_matches_torch_linear(rows: int, out_features: int, in_features: int, of
     torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, b), rtol=1e-5, atol=1e-4)
 
 
+def untiled(copy: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """The (out_features, in_features) weight a tiled copy holds."""
+    tiles, chunks, rows, columns = copy.shape
+    return copy.transpose(1, 2).reshape(tiles * rows, chunks * columns)[:out_features, :in_features]
+
+
+@needs_native
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize(
+    ("out_features", "in_features"), [(1000, 768), (37, 83), (8, 16), (5, 3), (1, 17), (4096, 2048)]
+)
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_tiled_copy_gives_torch_linear(rows: int, out_features: int, in_features: int, bias: bool) -> None:
+    """Odd row counts (a half tile), columns that are not whole vectors (the zero-padded tail), 1-7 input rows."""
+    generator = torch.Generator().manual_seed(rows * 1000 + out_features)
+    weight = torch.randn(out_features, in_features, generator=generator)
+    b = torch.randn(out_features, generator=generator) if bias else None
+    x = torch.randn(rows, 1, in_features, generator=generator)
+    (copy,) = native.tiled_copies([weight])
+    assert copy.shape == (-(-out_features // 2), -(-in_features // 16), 2, 16) and copy.data_ptr() % 64 == 0
+    assert torch.equal(untiled(copy, out_features, in_features), weight)
+    assert copy.view(copy.shape[0], -1).sum().isfinite()  # the padding is zeros, not whatever the memory held
+    out = native.unchecked_tiled_linear(x, copy, b, out_features)
+    assert out.shape == (rows, 1, out_features)
+    torch.testing.assert_close(out, torch.nn.functional.linear(x, weight, b), rtol=1e-5, atol=1e-4)
+
+
+@needs_native
+def test_tiled_copies_share_one_region_and_keep_their_values() -> None:
+    weights = [torch.randn(7, 33), torch.randn(64, 64), torch.randn(3, 5)]
+    copies = native.tiled_copies(weights)
+    assert len({copy.untyped_storage().data_ptr() for copy in copies}) == 1
+    for copy, weight in zip(copies, weights, strict=True):
+        assert torch.equal(untiled(copy, *weight.shape), weight) and copy.data_ptr() % 64 == 0
+
+
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_any_thread_count_gives_the_same_result(threads: int) -> None:
@@ -47,8 +83,11 @@ def test_any_thread_count_gives_the_same_result(threads: int) -> None:
     try:
         torch.set_num_threads(1)
         expected = native.linear(x, weight)
+        (copy,) = native.tiled_copies([weight])
+        tiled = native.unchecked_tiled_linear(x, copy, None, 2051)
         torch.set_num_threads(threads)
         assert torch.equal(native.linear(x, weight), expected)  # each output sums its row alone, in one order
+        assert torch.equal(native.unchecked_tiled_linear(x, copy, None, 2051), tiled)
     finally:
         torch.set_num_threads(before)
 
@@ -127,7 +166,7 @@ def test_a_compiler_that_fails_leaves_torch_kernels_in_use(
 def test_a_kernel_that_disagrees_with_torch_is_not_used(
     fresh_build: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(native, "_agrees_with_torch", lambda function: False)
+    monkeypatch.setattr(native, "_agrees_with_torch", lambda gemv, tiled: False)
     with caplog.at_level(logging.WARNING, logger=native.__name__):
         assert not native.available()
     assert "disagrees with torch" in caplog.text

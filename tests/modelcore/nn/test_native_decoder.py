@@ -108,14 +108,20 @@ def one_step_logits(model: LlamaForCausalLM, batch: int, padded: bool, static: b
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize(("batch", "padded"), [(1, False), (2, False), (3, True)])
 @pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("layout", ["tiled copy", "in place"])
 def test_a_decode_step_gives_the_torch_layers_logits(
-    native_chosen: NativeLayers, shape: str, batch: int, padded: bool, static: bool
-) -> None:
+    native_chosen: NativeLayers, monkeypatch: pytest.MonkeyPatch, shape: str, batch: int, padded: bool, static: bool,
+    layout: str,
+) -> None:  # fmt: skip
+    if layout == "in place":
+        monkeypatch.setenv(packed_linear.ENV_NATIVE_COPY, "0")
     model = make_model(shape)
     expected = one_step_logits(model, batch, padded, static, native_path=False)
     assert native_chosen.ran == 0
     got = one_step_logits(model, batch, padded, static, native_path=True)
     assert native_chosen.ran == model.config.num_hidden_layers
+    (stack,) = packed_linear._packed_by_model[model].decoder_plans.values()
+    assert {plan.layer.tiled for plan in stack.plans} == {int(layout == "tiled copy")}
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     release_packed_weights(model)
 
@@ -187,6 +193,26 @@ def test_where_it_does_not_apply_the_torch_layer_runs(native_chosen: NativeLayer
     release_packed_weights(gelu)
 
 
+def test_a_hook_added_after_native_decoding_is_honoured_at_the_next_generate(native_chosen: NativeLayers) -> None:
+    """The stack's plan is checked again at each generate call (each new cache): a hook registered between calls,
+    or training mode, sends the layers back to torch without any release of the packed weights."""
+    model = make_model("gqa")
+    ids = prompts(1, False)[0]
+    expected = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert native_chosen.calls == 3
+    seen = []
+    hook = model.model.layers[1].self_attn.register_forward_pre_hook(lambda module, args: seen.append(1))
+    try:
+        assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected)
+    finally:
+        hook.remove()
+    # every step of the second call: layer 1 in torch, layer 0 natively on its own
+    assert len(seen) == 4 and native_chosen.calls == 6 and native_chosen.ran == 9
+    assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected)
+    assert native_chosen.calls == 9 and native_chosen.ran == 15  # the hook is gone: the whole stack again
+    release_packed_weights(model)
+
+
 def test_the_native_switch_turns_it_off(native_chosen: NativeLayers, monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_model("gqa")
     monkeypatch.setenv(native.ENV_SWITCH, "0")
@@ -216,8 +242,7 @@ def test_threads_sharing_a_model_each_decode_their_own(native_chosen: NativeLaye
     release_packed_weights(model)
 
 
-def test_the_layers_read_the_copies_in_huge_pages(native_chosen: NativeLayers, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(native, "transparent_huge_pages", lambda: True)
+def test_the_layers_read_the_tiled_copies(native_chosen: NativeLayers) -> None:
     model = make_model("gqa")
     model.generate(prompts(1, False)[0], max_new_tokens=3, do_sample=False)
     scope = packed_linear._packed_by_model[model]
@@ -225,6 +250,6 @@ def test_the_layers_read_the_copies_in_huge_pages(native_chosen: NativeLayers, m
     for plan, layer in zip(stack.plans, model.model.layers, strict=True):
         copies = [scope.native_weights[getattr(layer.self_attn, name)] for name in ("q_proj", "k_proj", "o_proj")]
         assert (plan.layer.wq, plan.layer.wk, plan.layer.wo) == tuple(copy.data_ptr() for copy in copies)
-        assert plan.layer.wd == scope.native_weights[layer.mlp.down_proj].data_ptr()
+        assert plan.layer.wd == scope.native_weights[layer.mlp.down_proj].data_ptr() and plan.layer.tiled == 1
     assert native_chosen.calls == 2
     release_packed_weights(model)

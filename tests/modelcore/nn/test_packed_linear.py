@@ -14,6 +14,7 @@ from modelcore import LlamaConfig, LlamaForCausalLM
 from modelcore.models.llama import modeling_llama
 from modelcore.nn import native, packed_linear
 from modelcore.nn.packed_linear import ENV_SWITCH, packed_decoding, release_packed_weights
+from tests.modelcore.nn.test_native import untiled
 
 # Every projection and the head are at least MIN_WEIGHT_ELEMENTS, so all of them are packed.
 CONFIG = dict(
@@ -324,12 +325,13 @@ def test_greedy_through_the_native_kernel_gives_the_generic_tokens(
     release_packed_weights(model)
     fake_timing(monkeypatch, NATIVE_FASTEST)
     calls, layers = [], []
-    kernel, step = native.unchecked_linear, modeling_llama.decoder_step
-    monkeypatch.setattr(native, "unchecked_linear", lambda *args: calls.append(args[0].shape) or kernel(*args))
+    kernel, step = native.unchecked_tiled_linear, modeling_llama.decoder_step
+    monkeypatch.setattr(native, "unchecked_tiled_linear", lambda *args: calls.append(args[0].shape) or kernel(*args))
     monkeypatch.setattr(modeling_llama, "decoder_step", lambda *args: layers.append(step(*args)) or layers[-1])
     assert torch.equal(greedy(model, batch, new_tokens=16), expected)
     # the 15 decode steps after the prompt: the 2 layers in one call of native code (their 7 projections
-    # included), then the head, one row per sequence; and the prompt pass's head, which takes only the last position
+    # included), then the head through its tiled copy, one row per sequence; and the prompt pass's head, which takes
+    # only the last position
     assert len(layers) == 15 and all(out is not None for out in layers)
     assert len(calls) == 15 + 1
     assert all(shape[:-1].numel() == batch for shape in calls)
@@ -352,20 +354,19 @@ def test_the_native_kernel_needs_no_copy(
 
 
 @needs_native
-def test_the_native_kernel_reads_a_copy_in_huge_pages(
+def test_the_native_kernel_reads_a_tiled_copy(
     model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Where the system gives transparent huge pages, the native kernel reads its own copy of the weights there (the
-    model keeps its own); the copy follows a weight changed in place."""
+    """The native kernel reads its own tiled copy of the weights (the model keeps its own); the copy follows a
+    weight changed in place."""
     release_packed_weights(model)
-    monkeypatch.setattr(native, "transparent_huge_pages", lambda: True)
     fake_timing(monkeypatch, NATIVE_FASTEST)
     with caplog.at_level(logging.INFO, logger=packed_linear.__name__), packed_decoding(model) as packed:
         assert packed is not None and set(packed.native_weights) == packed.native
         for module, copy in packed.native_weights.items():
-            assert torch.equal(copy, module.weight) and copy.data_ptr() != module.weight.data_ptr()
+            assert torch.equal(untiled(copy, *module.weight.shape), module.weight)
             assert copy.data_ptr() % 64 == 0 and copy.is_contiguous()
-    assert "reads a copy of 15 weights in huge pages" in caplog.text
+    assert "reads a tiled copy of 15 weights" in caplog.text
     expected = unpacked(monkeypatch, lambda: greedy(model, 1))
     assert torch.equal(greedy(model, 1), expected)
 
@@ -384,15 +385,14 @@ def test_the_native_kernel_reads_a_copy_in_huge_pages(
 
 
 @needs_native
-@pytest.mark.parametrize("why", ["switched off", "no huge pages", "short of memory"])
-def test_without_huge_pages_the_native_kernel_reads_in_place(
+@pytest.mark.parametrize("why", ["switched off", "short of memory"])
+def test_without_a_copy_the_native_kernel_reads_in_place(
     model: LlamaForCausalLM, monkeypatch: pytest.MonkeyPatch, why: str
 ) -> None:
     release_packed_weights(model)
     fake_timing(monkeypatch, NATIVE_FASTEST)
-    monkeypatch.setattr(native, "transparent_huge_pages", lambda: why != "no huge pages")
     if why == "switched off":
-        monkeypatch.setenv(packed_linear.ENV_HUGE_PAGES, "0")
+        monkeypatch.setenv(packed_linear.ENV_NATIVE_COPY, "0")
     if why == "short of memory":
         short_of_memory_for_a_copy(model, monkeypatch)
     with packed_decoding(model) as packed:
