@@ -29,6 +29,7 @@ from modelcore.generation.logits_process import (
     build_logits_processors,
 )
 from modelcore.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList, build_stopping_criteria
+from modelcore.nn import native
 from modelcore.nn.packed_linear import packed_decoding
 
 
@@ -92,6 +93,16 @@ class StaticCacheStep:
         )
         self.seen = length
         return out.logits[:, -1].float(), self.cache
+
+
+def _greedy(scores: torch.Tensor) -> torch.Tensor:
+    """(B,) the first maximum of each row of ``scores`` (B, V), as ``argmax``: through the native kernel where it
+    takes them (fp32 on a CPU), else ``max(dim=-1).indices`` (argmax's result in a third of its time)."""
+    if not torch.compiler.is_compiling() and scores.device.type == "cpu":
+        tokens = native.argmax(scores)
+        if tokens is not None:
+            return tokens
+    return scores.max(dim=-1).indices
 
 
 def _fresh_strides(columns: torch.Tensor) -> torch.Tensor:
@@ -266,7 +277,7 @@ class GenerationMixin:
             if config.do_sample:
                 next_tokens = torch.multinomial(scores.softmax(dim=-1), num_samples=1)[:, 0]
             else:
-                next_tokens = scores.max(dim=-1).indices  # (B,) the first maximum, as argmax, in a third of its time
+                next_tokens = _greedy(scores)
             next_tokens = next_tokens.to(sequences.device)
             if eos:  # as transformers: finished rows are padded only when EOS can finish them
                 next_tokens = torch.where(unfinished, next_tokens, pad)

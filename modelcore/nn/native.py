@@ -235,10 +235,13 @@ def _library() -> ctypes.CDLL | None:
         return None
     pointer, int64 = ctypes.c_void_p, ctypes.c_int64
     gemv.argtypes = tiled.argtypes = [pointer] * 4 + [int64] * 3 + [ctypes.c_int]
-    # (layers, caches, count, h, m, cos, sin, rope_stride, mask, mask_sb, mask_ss, scratch, threads)
+    # (layers, caches, count, h, m, cos, sin, rope_stride, mask, mask_sb, mask_ss, final_norm, final_eps, scratch,
+    # threads)
     stack.argtypes = [pointer, pointer, int64, pointer, int64, pointer, pointer, int64, pointer, int64, int64]
-    stack.argtypes += [pointer, ctypes.c_int]
-    for function in (gemv, tiled, stack):
+    stack.argtypes += [pointer, ctypes.c_float, pointer, ctypes.c_int]
+    argmax = library.modelcore_argmax_f32
+    argmax.argtypes = [pointer, int64, int64, pointer]
+    for function in (gemv, tiled, stack, argmax):
         function.restype = None
     if not _agrees_with_torch(gemv, tiled):
         logger.warning("modelcore's native decoding kernel (%s) disagrees with torch on a check; not used", library)
@@ -251,6 +254,26 @@ def _kernel():
     """The loaded and checked matrix-vector product, or None."""
     library = _library()
     return None if library is None else getattr(library, SYMBOL)
+
+
+def argmax(scores: torch.Tensor) -> torch.Tensor | None:
+    """``scores.max(dim=-1).indices`` (the first maximum of each row, a NaN counting as the maximum) for (rows, n)
+    fp32 CPU scores, or None when the native kernel is off or unavailable or the scores are another kind. For
+    greedy decoding: torch's reduction costs 80-200 us a token there (cache misses on its own code right after the
+    weights streamed through), this a few."""
+    library = _library() if enabled() else None
+    if (
+        library is None
+        or scores.dtype != torch.float32
+        or scores.device.type != "cpu"
+        or scores.dim() != 2
+        or scores.shape[1] == 0
+    ):
+        return None
+    scores = scores.contiguous()
+    out = torch.empty(scores.shape[0], dtype=torch.long)
+    library.modelcore_argmax_f32(scores.data_ptr(), scores.shape[0], scores.shape[1], out.data_ptr())
+    return out
 
 
 def decoder_stack_function() -> Any | None:

@@ -243,11 +243,13 @@ class LlamaModel(LlamaPreTrainedModel):
         position_embeddings = self.rotary_emb(hidden, position_ids)  # cos, sin: (B|1, T, hs)
         all_hidden: list[torch.Tensor] = []
         all_attentions: list[torch.Tensor] = []
-        layers = self.layers
+        layers, normed = self.layers, False
         if t == 1 and not (output_attentions or output_hidden_states or checkpointing):  # a decode step
-            out = decoder_step(layers, _layer_parts, hidden, position_embeddings, mask, past_key_values, cache_position)
-            if out is not None:  # every layer in one call of native code
-                hidden, layers = out, []
+            out = decoder_step(
+                layers, _layer_parts, hidden, position_embeddings, mask, past_key_values, cache_position, self.norm
+            )
+            if out is not None:  # every layer, and the final norm, in one call of native code
+                hidden, layers, normed = out, [], True
         for layer in layers:
             if output_hidden_states:
                 all_hidden.append(hidden)
@@ -258,7 +260,8 @@ class LlamaModel(LlamaPreTrainedModel):
                 hidden, weights = layer(*args)
             if output_attentions:
                 all_attentions.append(weights)
-        hidden = self.norm(hidden)
+        if not normed:
+            hidden = self.norm(hidden)
         if output_hidden_states:
             all_hidden.append(hidden)  # embeddings, the first N-1 layers' outputs, the normed last one
 

@@ -75,6 +75,22 @@ def test_tiled_copies_share_one_region_and_keep_their_values() -> None:
 
 
 @needs_native
+def test_argmax_gives_torch_max_indices_ties_nans_and_infinities_included() -> None:
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 32000, generator=generator)
+    scores[1, [7, 900, 31999]] = 50.0  # a tie: the first one
+    scores[2, [12, 3000]] = float("nan")  # a NaN counts as the maximum: the first NaN
+    scores[3] = float("-inf")  # nothing but -inf: index 0
+    scores[4, -1] = float("inf")
+    scores[5, :5] = 9.0
+    expected = scores.max(dim=-1).indices
+    assert torch.equal(native.argmax(scores), expected) and expected[1:4].tolist() == [7, 12, 0]
+    assert torch.equal(native.argmax(scores.t().contiguous().t()), expected)  # a non-contiguous view
+    assert torch.equal(native.argmax(scores[:, :17]), scores[:, :17].max(dim=-1).indices)
+    assert native.argmax(scores.double()) is None and native.argmax(scores[0]) is None  # other kinds: torch's
+
+
+@needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_any_thread_count_gives_the_same_result(threads: int) -> None:
     generator = torch.Generator().manual_seed(0)

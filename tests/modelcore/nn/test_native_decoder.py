@@ -122,6 +122,7 @@ def test_a_decode_step_gives_the_torch_layers_logits(
     assert native_chosen.ran == model.config.num_hidden_layers
     (stack,) = packed_linear._packed_by_model[model].decoder_plans.values()
     assert {plan.layer.tiled for plan in stack.plans} == {int(layout == "tiled copy")}
+    assert stack.final is not None and stack.final[0] is model.model.norm.weight  # the final norm in C too
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     release_packed_weights(model)
 
@@ -213,6 +214,22 @@ def test_a_hook_added_after_native_decoding_is_honoured_at_the_next_generate(nat
     release_packed_weights(model)
 
 
+def test_a_final_norm_with_a_hook_runs_in_torch_after_the_native_layers(native_chosen: NativeLayers) -> None:
+    model = make_model("gqa")
+    expected = one_step_logits(model, 2, False, False, native_path=False)
+    seen = []
+    hook = model.model.norm.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    try:
+        got = one_step_logits(model, 2, False, False, native_path=True)
+    finally:
+        hook.remove()
+    assert native_chosen.ran == model.config.num_hidden_layers and seen[-1] == (2, 1, 512)
+    (stack,) = packed_linear._packed_by_model[model].decoder_plans.values()
+    assert stack.final is None
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    release_packed_weights(model)
+
+
 def test_the_native_switch_turns_it_off(native_chosen: NativeLayers, monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_model("gqa")
     monkeypatch.setenv(native.ENV_SWITCH, "0")
@@ -246,7 +263,7 @@ def test_the_layers_read_the_tiled_copies(native_chosen: NativeLayers) -> None:
     model = make_model("gqa")
     model.generate(prompts(1, False)[0], max_new_tokens=3, do_sample=False)
     scope = packed_linear._packed_by_model[model]
-    (stack,) = [plan for key, plan in scope.decoder_plans.items() if len(key) == model.config.num_hidden_layers]
+    (stack,) = [plan for key, plan in scope.decoder_plans.items() if len(key) > 2]  # the whole stack's
     for plan, layer in zip(stack.plans, model.model.layers, strict=True):
         copies = [scope.native_weights[getattr(layer.self_attn, name)] for name in ("q_proj", "k_proj", "o_proj")]
         assert (plan.layer.wq, plan.layer.wk, plan.layer.wo) == tuple(copy.data_ptr() for copy in copies)
