@@ -173,7 +173,7 @@ def decoder_step(
     threads = torch.get_num_threads()
     out = hidden.reshape(b, c).clone()  # the new residual stream, written in place by the C code
     nq, nk = heads * hd, kv_heads * hd
-    scratch = torch.empty(b * (c + 2 * nq + 2 * nk + 2 * inter) + threads * longest)
+    scratch = torch.empty(b * (2 * nq + 2 * nk + 2 * inter) + threads * (b * c + heads // kv_heads * longest))
     cos, sin = cos.contiguous(), sin.contiguous()
     final_address, final_eps = (None, 0.0) if stack.final is None else (stack.final[0].data_ptr(), stack.final[1])
     if mask is None:

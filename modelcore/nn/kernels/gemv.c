@@ -150,7 +150,8 @@ static inline void tiled_share(int64_t n, int64_t id, int64_t team, int64_t *fir
     if (*last > n) *last = n;
 }
 
-/* gemv_part on a tiled copy T of W, for 1 to 3 input rows (more go three at a time). */
+/* gemv_part on a tiled copy T of W, for 1 to 3 input rows (more go three at a time); with TILE_ROWS 2 a tile is
+ * whole or has one row. */
 static void tiled_part(const float *T, const float *x, const float *b, float *y, int64_t m, int64_t n, int64_t k,
                        int64_t ldy, int accumulate, int64_t id, int64_t team) {
     int64_t first, last;
@@ -159,14 +160,22 @@ static void tiled_part(const float *T, const float *x, const float *b, float *y,
         const int64_t rows_x = m - i < 3 ? m - i : 3;
         const float *xi = x + i * k;
         float *yi = y + i * ldy;
+        /* every count constant where tile_dots is inlined, so its accumulators stay in registers (a runtime row
+         * count spills them, and the next tile's loads wait behind the stores: 6% of the read rate) */
         for (int64_t row = first; row < last; row += TILE_ROWS) {
-            const int rows = last - row < TILE_ROWS ? (int)(last - row) : TILE_ROWS;
-            if (rows_x == 1)
-                tile_dots(T, xi, b, yi, 1, ldy, k, row, rows, accumulate);
+            const int whole = last - row >= TILE_ROWS;
+            if (rows_x == 1 && whole)
+                tile_dots(T, xi, b, yi, 1, ldy, k, row, TILE_ROWS, accumulate);
+            else if (rows_x == 1)
+                tile_dots(T, xi, b, yi, 1, ldy, k, row, 1, accumulate);
+            else if (rows_x == 2 && whole)
+                tile_dots(T, xi, b, yi, 2, ldy, k, row, TILE_ROWS, accumulate);
             else if (rows_x == 2)
-                tile_dots(T, xi, b, yi, 2, ldy, k, row, rows, accumulate);
+                tile_dots(T, xi, b, yi, 2, ldy, k, row, 1, accumulate);
+            else if (whole)
+                tile_dots(T, xi, b, yi, 3, ldy, k, row, TILE_ROWS, accumulate);
             else
-                tile_dots(T, xi, b, yi, 3, ldy, k, row, rows, accumulate);
+                tile_dots(T, xi, b, yi, 3, ldy, k, row, 1, accumulate);
         }
     }
 }
@@ -277,6 +286,48 @@ static void attend(const float *q, const float *K, int64_t k_ss, const float *V,
     for (int64_t d = 0; d < hd; d++) out[d] *= inverse;
 }
 
+/* The `group` query heads that share one key/value head (contiguous in q and out) over S cached positions, as
+ * attend() for each: a key or value row is read once for the group instead of once per head. scores: group * S. */
+static void attend_group(const float *q, const float *K, int64_t k_ss, const float *V, int64_t v_ss, int64_t S,
+                         const uint8_t *mask, int64_t mask_ss, float scaling, int64_t hd, int64_t group,
+                         float *scores, float *out) {
+    float top[group], total[group];
+    for (int64_t g = 0; g < group; g++) top[g] = -INFINITY, total[g] = 0.0f;
+    for (int64_t s = 0; s < S; s++) {
+        const float *key = K + s * k_ss;
+        const int allowed = mask == NULL || mask[s * mask_ss];
+        for (int64_t g = 0; g < group; g++) {
+            if (!allowed) {
+                scores[g * S + s] = -INFINITY;
+                continue;
+            }
+            const float *qg = q + g * hd;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t d = 0; d < hd; d++) dot += qg[d] * key[d];
+            scores[g * S + s] = dot * scaling;
+            if (scores[g * S + s] > top[g]) top[g] = scores[g * S + s];
+        }
+    }
+    for (int64_t d = 0; d < group * hd; d++) out[d] = 0.0f;
+    if (top[0] == -INFINITY) return; /* nothing to attend to (the model never asks for this): zeros, as attend() */
+    for (int64_t s = 0; s < S; s++) {
+        if (scores[s] == -INFINITY) continue; /* masked, for the whole group */
+        const float *value = V + s * v_ss;
+        for (int64_t g = 0; g < group; g++) {
+            const float p = expf(scores[g * S + s] - top[g]);
+            total[g] += p;
+            float *og = out + g * hd;
+#pragma omp simd
+            for (int64_t d = 0; d < hd; d++) og[d] += p * value[d];
+        }
+    }
+    for (int64_t g = 0; g < group; g++) {
+        const float inverse = 1.0f / total[g];
+        for (int64_t d = 0; d < hd; d++) out[g * hd + d] *= inverse;
+    }
+}
+
 /* This thread's share of y (+)= x W^T (+ b) through the layer's layout of weights. */
 static inline void product(const modelcore_decoder_layer *L, const float *W, const float *x, const float *b, float *y,
                            int64_t m, int64_t n, int64_t k, int accumulate, int64_t id, int64_t team) {
@@ -286,18 +337,66 @@ static inline void product(const modelcore_decoder_layer *L, const float *W, con
         gemv_part(W, x, b, y, m, n, k, n, accumulate, id, team);
 }
 
-/* One layer, run by every thread of the region (thread `id` of `team`); ends with a barrier, so h is whole. */
-static void decoder_layer(const modelcore_decoder_layer *L, const modelcore_layer_cache *cache, float *h, int64_t m,
+/* Rows [first, last) of an n-row product that `product` gives thread `id` of `team`. */
+static void share(const modelcore_decoder_layer *L, int64_t n, int64_t id, int64_t team, int64_t *first,
+                  int64_t *last) {
+    if (L->tiled) {
+        tiled_share(n, id, team, first, last);
+        return;
+    }
+    const int64_t blocks = (n + BLOCK_ROWS - 1) / BLOCK_ROWS;
+    *first = blocks * id / team * BLOCK_ROWS;
+    *last = blocks * (id + 1) / team * BLOCK_ROWS;
+    if (*last > n) *last = n;
+}
+
+/* Whether each thread's rows of the query and of the key/value products are exactly the heads of whole key/value
+ * groups, [kv0, kv1) for thread `id` (the same answer in every thread). Then a thread rotates, caches and attends
+ * with its own heads right after its products, with no barrier between (12 heads and 4 key/value heads on 2
+ * threads: 6 and 2 each). */
+static int own_heads(const modelcore_decoder_layer *L, int64_t id, int64_t team, int64_t *kv0, int64_t *kv1) {
+    const int64_t hd = L->head_dim, per_group = L->heads / L->kv_heads * hd;
+    for (int64_t t = 0; t < team; t++) {
+        int64_t qf, ql, kf, kl;
+        share(L, L->heads * hd, t, team, &qf, &ql);
+        share(L, L->kv_heads * hd, t, team, &kf, &kl);
+        if (ql < qf) ql = qf; /* a thread with no rows */
+        if (kl < kf) kl = kf;
+        if (qf % per_group || ql % per_group || kf != qf / per_group * hd || kl != ql / per_group * hd) return 0;
+        if (t == id) *kv0 = qf / per_group, *kv1 = ql / per_group;
+    }
+    return 1;
+}
+
+/* Rotation, caching and attention when a thread's product rows are its own key/value groups (own_heads). */
+static void attend_own(const modelcore_decoder_layer *L, const modelcore_layer_cache *cache, int64_t m,
+                       const float *cos, const float *sin, int64_t rope_stride, const uint8_t *mask, int64_t mask_sb,
+                       int64_t mask_ss, float *q, float *k, const float *v, float *attn, float *scores, int64_t kv0,
+                       int64_t kv1) {
+    const int64_t hd = L->head_dim, nq = L->heads * hd, nk = L->kv_heads * hd, group = L->heads / L->kv_heads;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t kv = kv0; kv < kv1; kv++) {
+            float *heads = q + i * nq + kv * group * hd, *key = k + i * nk + kv * hd;
+            const float *cos_i = cos + i * rope_stride, *sin_i = sin + i * rope_stride;
+            for (int64_t g = 0; g < group; g++) rotate(heads + g * hd, cos_i, sin_i, hd);
+            rotate(key, cos_i, sin_i, hd);
+            float *keys = cache->keys + i * cache->k_sb + kv * cache->k_sh;
+            float *values = cache->values + i * cache->v_sb + kv * cache->v_sh;
+            memcpy(keys + cache->write * cache->k_ss, key, hd * sizeof(float));
+            memcpy(values + cache->write * cache->v_ss, v + i * nk + kv * hd, hd * sizeof(float));
+            attend_group(heads, keys, cache->k_ss, values, cache->v_ss, cache->length,
+                         mask == NULL ? NULL : mask + i * mask_sb, mask_ss, L->scaling, hd, group, scores,
+                         attn + i * nq + kv * group * hd);
+        }
+}
+
+/* The same by single heads, each thread taking every team-th, with barriers between (any split of the rows). */
+static void attend_shared(const modelcore_decoder_layer *L, const modelcore_layer_cache *cache, int64_t m,
                           const float *cos, const float *sin, int64_t rope_stride, const uint8_t *mask,
-                          int64_t mask_sb, int64_t mask_ss, float *xn, float *q, float *k, float *v, float *attn,
-                          float *gate, float *up, float *scores, int64_t id, int64_t team) {
-    const int64_t c = L->hidden, hd = L->head_dim, nq = L->heads * hd, nk = L->kv_heads * hd;
-    const int64_t inter = L->intermediate, group = L->heads / L->kv_heads, rotated = L->heads + L->kv_heads;
-    for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, L->norm_attention, L->eps_attention, c, xn + i * c);
-#pragma omp barrier
-    product(L, L->wq, xn, L->bq, q, m, nq, c, 0, id, team);
-    product(L, L->wk, xn, L->bk, k, m, nk, c, 0, id, team);
-    product(L, L->wv, xn, L->bv, v, m, nk, c, 0, id, team);
+                          int64_t mask_sb, int64_t mask_ss, float *q, float *k, const float *v, float *attn,
+                          float *scores, int64_t id, int64_t team) {
+    const int64_t hd = L->head_dim, nq = L->heads * hd, nk = L->kv_heads * hd;
+    const int64_t group = L->heads / L->kv_heads, rotated = L->heads + L->kv_heads;
 #pragma omp barrier
     for (int64_t item = id; item < m * rotated; item += team) {
         const int64_t i = item / rotated, head = item % rotated;
@@ -317,27 +416,39 @@ static void decoder_layer(const modelcore_decoder_layer *L, const modelcore_laye
         const int64_t i = item / L->heads, head = item % L->heads, kv = head / group;
         attend(q + i * nq + head * hd, cache->keys + i * cache->k_sb + kv * cache->k_sh, cache->k_ss,
                cache->values + i * cache->v_sb + kv * cache->v_sh, cache->v_ss, cache->length,
-               mask == NULL ? NULL : mask + i * mask_sb, mask_ss, L->scaling, hd, scores + id * cache->length,
-               attn + i * nq + head * hd);
+               mask == NULL ? NULL : mask + i * mask_sb, mask_ss, L->scaling, hd, scores, attn + i * nq + head * hd);
     }
+}
+
+/* One layer, run by every thread of the region (thread `id` of `team`); ends with a barrier, so h is whole.
+ * scores: this thread's heads / kv_heads * S floats. */
+static void decoder_layer(const modelcore_decoder_layer *L, const modelcore_layer_cache *cache, float *h, int64_t m,
+                          const float *cos, const float *sin, int64_t rope_stride, const uint8_t *mask,
+                          int64_t mask_sb, int64_t mask_ss, float *xn, float *q, float *k, float *v, float *attn,
+                          float *gate, float *up, float *scores, int64_t id, int64_t team) {
+    const int64_t c = L->hidden, hd = L->head_dim, nq = L->heads * hd, nk = L->kv_heads * hd;
+    const int64_t inter = L->intermediate;
+    /* each thread norms every row into its own xn (a few thousand values: cheaper than a barrier and a thread
+     * waiting while the other norms); h is whole after the previous layer's last barrier */
+    for (int64_t i = 0; i < m; i++) rms_norm(h + i * c, L->norm_attention, L->eps_attention, c, xn + i * c);
+    product(L, L->wq, xn, L->bq, q, m, nq, c, 0, id, team);
+    product(L, L->wk, xn, L->bk, k, m, nk, c, 0, id, team);
+    product(L, L->wv, xn, L->bv, v, m, nk, c, 0, id, team);
+    int64_t kv0 = 0, kv1 = 0;
+    if (own_heads(L, id, team, &kv0, &kv1))
+        attend_own(L, cache, m, cos, sin, rope_stride, mask, mask_sb, mask_ss, q, k, v, attn, scores, kv0, kv1);
+    else
+        attend_shared(L, cache, m, cos, sin, rope_stride, mask, mask_sb, mask_ss, q, k, v, attn, scores, id, team);
 #pragma omp barrier
     product(L, L->wo, attn, L->bo, h, m, c, nq, 1, id, team);
 #pragma omp barrier
-    for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, L->norm_mlp, L->eps_mlp, c, xn + i * c);
-#pragma omp barrier
+    for (int64_t i = 0; i < m; i++) rms_norm(h + i * c, L->norm_mlp, L->eps_mlp, c, xn + i * c);
     product(L, L->wg, xn, L->bg, gate, m, inter, c, 0, id, team);
     product(L, L->wu, xn, L->bu, up, m, inter, c, 0, id, team);
-    /* this thread's rows of gate and up, the same rows the product gave it for both */
-    int64_t first, last;
-    if (L->tiled) {
-        tiled_share(inter, id, team, &first, &last);
-    } else {
-        const int64_t blocks = (inter + BLOCK_ROWS - 1) / BLOCK_ROWS;
-        first = blocks * id / team * BLOCK_ROWS;
-        last = blocks * (id + 1) / team * BLOCK_ROWS;
-    }
+    int64_t first, last; /* this thread's rows of gate and up, the same rows the product gave it for both */
+    share(L, inter, id, team, &first, &last);
     for (int64_t i = 0; i < m; i++)
-        for (int64_t r = first; r < last && r < inter; r++) {
+        for (int64_t r = first; r < last; r++) {
             const float g = gate[i * inter + r];
             gate[i * inter + r] = g / (1.0f + expf(-g)) * up[i * inter + r];
         }
@@ -348,22 +459,26 @@ static void decoder_layer(const modelcore_decoder_layer *L, const modelcore_laye
 
 /* `count` layers of equal sizes in order, on h (m, hidden) in place. mask: (m or 1, S) bytes, nonzero where a
  * position may be attended (strides mask_sb, mask_ss; mask_sb 0 shares one row), or NULL for every position.
- * scratch: m * (hidden + 2 * heads * head_dim + 2 * kv_heads * head_dim + 2 * intermediate) floats, then
- * threads * (the longest cache's S). */
+ * scratch: m * (2 * heads * head_dim + 2 * kv_heads * head_dim + 2 * intermediate) floats, then threads * m * hidden
+ * (each thread's normed rows), then threads * heads / kv_heads * (the longest cache's S). */
 void modelcore_decoder_stack_f32(const modelcore_decoder_layer *layers, const modelcore_layer_cache *caches,
                                  int64_t count, float *h, int64_t m, const float *cos, const float *sin,
                                  int64_t rope_stride, const uint8_t *mask, int64_t mask_sb, int64_t mask_ss,
                                  const float *final_norm, float final_eps, float *scratch, int threads) {
     const modelcore_decoder_layer *L = layers;
     const int64_t c = L->hidden, nq = L->heads * L->head_dim, nk = L->kv_heads * L->head_dim;
-    float *xn = scratch, *q = xn + m * c, *k = q + m * nq, *v = k + m * nk, *attn = v + m * nk;
-    float *gate = attn + m * nq, *up = gate + m * L->intermediate, *scores = up + m * L->intermediate;
+    float *q = scratch, *k = q + m * nq, *v = k + m * nk, *attn = v + m * nk;
+    float *gate = attn + m * nq, *up = gate + m * L->intermediate, *normed = up + m * L->intermediate;
+    float *scores = normed + threads * m * c;
+    int64_t longest = 0;
+    for (int64_t l = 0; l < count; l++) longest = caches[l].length > longest ? caches[l].length : longest;
 #pragma omp parallel num_threads(threads)
     {
         TEAM();
+        float *xn = normed + id * m * c, *own_scores = scores + id * (L->heads / L->kv_heads) * longest;
         for (int64_t l = 0; l < count; l++)
             decoder_layer(layers + l, caches + l, h, m, cos, sin, rope_stride, mask, mask_sb, mask_ss, xn, q, k, v,
-                          attn, gate, up, scores, id, team);
+                          attn, gate, up, own_scores, id, team);
         if (final_norm != NULL) /* the model's norm after its last layer (h is whole after the layer's barrier) */
             for (int64_t i = id; i < m; i += team) rms_norm(h + i * c, final_norm, final_eps, c, h + i * c);
     }

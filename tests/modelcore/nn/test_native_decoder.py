@@ -127,6 +127,29 @@ def test_a_decode_step_gives_the_torch_layers_logits(
     release_packed_weights(model)
 
 
+@pytest.mark.parametrize("shape", ["12-heads-of-64", "smollm2-135m", "mha-with-biases"])
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+@pytest.mark.parametrize("layout", ["tiled copy", "in place"])
+def test_any_thread_count_gives_the_torch_layers_logits(
+    native_chosen: NativeLayers, monkeypatch: pytest.MonkeyPatch, shape: str, threads: int, layout: str
+) -> None:
+    """Threads take whole key/value groups where their rows of the products fall on them (12 heads / 4 key-value
+    heads on 1, 2 or 4 threads) and single heads with barriers between where not (3 threads; SmolLM2's 9 / 3)."""
+    if layout == "in place":
+        monkeypatch.setenv(packed_linear.ENV_NATIVE_COPY, "0")
+    model = make_model(shape)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        expected = one_step_logits(model, 3, True, False, native_path=False)
+        got = one_step_logits(model, 3, True, False, native_path=True)
+    finally:
+        torch.set_num_threads(before)
+    assert native_chosen.ran == model.config.num_hidden_layers
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    release_packed_weights(model)
+
+
 @pytest.mark.parametrize(("batch", "padded", "cache"), [(1, False, None), (3, True, None), (2, True, "static")])
 def test_greedy_decoding_gives_the_torch_layers_tokens(
     native_chosen: NativeLayers, batch: int, padded: bool, cache: str | None
