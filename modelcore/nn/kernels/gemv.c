@@ -32,6 +32,52 @@ static inline vec load(const float *p) {
 typedef float vec8 __attribute__((vector_size(8 * sizeof(float))));
 typedef float vec4 __attribute__((vector_size(4 * sizeof(float))));
 
+typedef int32_t ivec __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+static inline vec splat(float value) {
+    vec v;
+    for (int l = 0; l < LANES; l++) v[l] = value;
+    return v;
+}
+
+/* e^x per lane, within 1 ulp of expf for x in [-87, 88]; 0 below -87 (where e^x is under 1.7e-38; -inf gives 0),
+ * 1.7e38 above 88 instead of the overflow; a NaN stays NaN. Range reduction by ln 2 in two parts and a degree-6
+ * polynomial (the Cephes coefficients), in vector code: the decode step's SiLU and softmax call it some 25,000 times
+ * a token, where a scalar expf call costs more than the rest of their arithmetic. */
+static inline vec exp_lanes(vec x) {
+    const ivec low = x < splat(-87.0f), high = x > splat(88.0f);
+    x = (vec)((low & (ivec)splat(-87.0f)) | (high & (ivec)splat(88.0f)) | (~(low | high) & (ivec)x));
+    const vec rounder = splat(12582912.0f); /* 1.5 * 2^23: adding it rounds to the nearest integer */
+    const vec n = (x * splat(1.44269504088896341f) + rounder) - rounder;
+    const vec r = (x - n * splat(0.693359375f)) + n * splat(2.12194440e-4f);
+    vec p = splat(1.9875691500e-4f);
+    p = p * r + splat(1.3981999507e-3f);
+    p = p * r + splat(8.3334519073e-3f);
+    p = p * r + splat(4.1665795894e-2f);
+    p = p * r + splat(1.6666665459e-1f);
+    p = p * r + splat(5.0000001201e-1f);
+    p = p * (r * r) + r + splat(1.0f);
+    const ivec exponent = (__builtin_convertvector(n, ivec) + 127) << 23;
+    return (vec)(~low & (ivec)(p * (vec)exponent));
+}
+
+/* e^x for n values in place, through exp_lanes (the tail padded). */
+static void exp_in_place(float *x, int64_t n) {
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        const vec e = exp_lanes(load(x + j));
+        memcpy(x + j, &e, sizeof e);
+    }
+    if (j < n) {
+        float tail[LANES] = {0};
+        memcpy(tail, x + j, (n - j) * sizeof(float));
+        const vec e = exp_lanes(load(tail));
+        memcpy(x + j, &e, (n - j) * sizeof(float));
+    }
+}
+
+void modelcore_exp_f32(float *x, int64_t n) { exp_in_place(x, n); } /* for the accuracy test */
+
 /* The lanes' sum as a tree (16 -> 8 -> 4 -> 1): a few dependent additions instead of sixteen, so the next block's
  * loads are not held up behind a long chain at every block's end. */
 static inline float sum_lanes(vec v) {
@@ -273,10 +319,12 @@ static void attend(const float *q, const float *K, int64_t k_ss, const float *V,
     }
     for (int64_t d = 0; d < hd; d++) out[d] = 0.0f;
     if (top == -INFINITY) return; /* nothing to attend to (the model never asks for this) */
+    for (int64_t s = 0; s < S; s++) scores[s] -= top;
+    exp_in_place(scores, S); /* masked positions: exp(-inf) = 0 */
     float total = 0.0f;
     for (int64_t s = 0; s < S; s++) {
-        if (scores[s] == -INFINITY) continue;
-        const float p = expf(scores[s] - top);
+        const float p = scores[s];
+        if (p == 0.0f) continue;
         total += p;
         const float *value = V + s * v_ss;
 #pragma omp simd
@@ -311,11 +359,15 @@ static void attend_group(const float *q, const float *K, int64_t k_ss, const flo
     }
     for (int64_t d = 0; d < group * hd; d++) out[d] = 0.0f;
     if (top[0] == -INFINITY) return; /* nothing to attend to (the model never asks for this): zeros, as attend() */
+    for (int64_t g = 0; g < group; g++) {
+        for (int64_t s = 0; s < S; s++) scores[g * S + s] -= top[g];
+        exp_in_place(scores + g * S, S); /* masked positions: exp(-inf) = 0 */
+    }
     for (int64_t s = 0; s < S; s++) {
-        if (scores[s] == -INFINITY) continue; /* masked, for the whole group */
+        if (mask != NULL && !mask[s * mask_ss]) continue; /* masked, for the whole group */
         const float *value = V + s * v_ss;
         for (int64_t g = 0; g < group; g++) {
-            const float p = expf(scores[g * S + s] - top[g]);
+            const float p = scores[g * S + s];
             total[g] += p;
             float *og = out + g * hd;
 #pragma omp simd
@@ -326,6 +378,17 @@ static void attend_group(const float *q, const float *K, int64_t k_ss, const flo
         const float inverse = 1.0f / total[g];
         for (int64_t d = 0; d < hd; d++) out[g * hd + d] *= inverse;
     }
+}
+
+/* gate = silu(gate) * up = gate / (1 + e^-gate) * up, for n values. */
+static void silu_times(float *gate, const float *up, int64_t n) {
+    int64_t j = 0;
+    for (; j + LANES <= n; j += LANES) {
+        const vec g = load(gate + j), e = exp_lanes(-g);
+        const vec out = g / (splat(1.0f) + e) * load(up + j);
+        memcpy(gate + j, &out, sizeof out);
+    }
+    for (; j < n; j++) gate[j] = gate[j] / (1.0f + expf(-gate[j])) * up[j];
 }
 
 /* This thread's share of y (+)= x W^T (+ b) through the layer's layout of weights. */
@@ -447,11 +510,7 @@ static void decoder_layer(const modelcore_decoder_layer *L, const modelcore_laye
     product(L, L->wu, xn, L->bu, up, m, inter, c, 0, id, team);
     int64_t first, last; /* this thread's rows of gate and up, the same rows the product gave it for both */
     share(L, inter, id, team, &first, &last);
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t r = first; r < last; r++) {
-            const float g = gate[i * inter + r];
-            gate[i * inter + r] = g / (1.0f + expf(-g)) * up[i * inter + r];
-        }
+    for (int64_t i = 0; i < m; i++) silu_times(gate + i * inter + first, up + i * inter + first, last - first);
 #pragma omp barrier
     product(L, L->wd, gate, L->bd, h, m, c, inter, 1, id, team);
 #pragma omp barrier

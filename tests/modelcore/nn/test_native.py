@@ -3,6 +3,7 @@ fallback where it cannot be built."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import stat
 from pathlib import Path
@@ -72,6 +73,25 @@ def test_tiled_copies_share_one_region_and_keep_their_values() -> None:
     assert len({copy.untyped_storage().data_ptr() for copy in copies}) == 1
     for copy, weight in zip(copies, weights, strict=True):
         assert torch.equal(untiled(copy, *weight.shape), weight) and copy.data_ptr() % 64 == 0
+
+
+@needs_native
+def test_the_vector_exp_of_softmax_and_silu_is_within_one_ulp_of_torch() -> None:
+    """The native decoder's exp (SiLU, softmax): within 1 ulp of torch.exp on [-87, 88], 0 below (-inf too), NaN
+    kept; the tail of a length that is not whole vectors included."""
+    function = native._library().modelcore_exp_f32
+    function.argtypes, function.restype = [ctypes.c_void_p, ctypes.c_int64], None
+    x = torch.cat([torch.linspace(-87, 88, 200_003), torch.randn(10_000, generator=torch.Generator().manual_seed(0))])
+    specials = torch.tensor([0.0, -0.0, 1.0, -1.0, float("nan"), float("-inf"), -90.0, -1000.0])
+    x = torch.cat([x, specials])
+    y = x.clone()
+    function(y.data_ptr(), y.numel())
+    expected = torch.exp(x[: -len(specials)].double())
+    ulps = (y[: -len(specials)].double() - expected).abs() / expected / 2**-23
+    assert ulps.max() <= 1.0
+    tail = y[-len(specials) :]
+    assert tail[:4].tolist() == pytest.approx([1.0, 1.0, 2.7182817, 0.36787945])
+    assert tail[4].isnan() and tail[5:].tolist() == [0.0, 0.0, 0.0]
 
 
 @needs_native
