@@ -15,12 +15,14 @@ a SiLU-gated MLP, optional biases) where all of these hold, else it returns None
 * a ``packed_decoding`` scope is active and its model chose the native kernel for all seven linear layers of
   every layer given (plain ``nn.Linear`` with no hooks, fp32, on a CPU: ``packed_linear``);
 * the norms are plain ``RMSNorm`` with fp32 weights, no module of a layer has hooks (nor are global module
-  hooks set), the layers are in eval mode, the activation is SiLU, all layers have the same sizes;
+  hooks set), the layers are in eval mode, the activation is SiLU, all layers have the same sizes (checked when
+  the stack's plan is made and again at the first step with each new cache, i.e. each ``generate`` call);
 * the call: fewer than ``MIN_ROWS`` sequences of one new token each, fp32, no autograd, not compiling, a cache
   with room for the new position, no attention weights or hidden states asked for.
 
-The result is the torch layers' up to float rounding (the sums run in another order); tests compare both, and
-greedy tokens, on several shapes, masks and caches.
+The model's final norm can come in the same call (``final_norm``). The result is the torch layers' up to float
+rounding (the sums run in another order, exp is a vector polynomial within 1 ulp); tests compare both, and greedy
+tokens, on several shapes, masks, caches and thread counts.
 """
 
 from __future__ import annotations
