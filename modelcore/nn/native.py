@@ -6,7 +6,7 @@ bandwidth (an AMD EPYC, Zen 4: the generic fp32 kernel 12 GB/s and oneDNN's pack
 ``torch.sum`` reads 34 GB/s; benchmarks/README.md). ``kernels/gemv.c`` has two products: one reads the weight
 in place (row-major, a block of rows at a time with the next block requested ahead), the other a tiled copy made
 once (:func:`tiled_copies`: each thread's rows one sequential stream) at the rate ``torch.sum`` reads memory at
-every bandwidth the Zen 4 VM shows, where the row-major read falls to 0.82 of it at the highest.
+every bandwidth the Zen 4 VM shows, where the row-major read falls to 0.81-0.85 of it at the highest.
 
 It is built the way ``torch.compile`` builds its CPU code: the system C compiler (``$CC``, else ``cc``/``gcc``),
 ``-O3 -march=native -fopenmp``, into ``<modelcore cache>/kernels/``, keyed by the source, the compiler, the
@@ -139,7 +139,7 @@ def tiled_copies(weights: list[torch.Tensor]) -> list[torch.Tensor]:
     A copy is (ceil(out / TILE_ROWS), ceil(in / TILE_COLUMNS), TILE_ROWS, TILE_COLUMNS), zero-padded: tiles of
     ``TILE_ROWS`` rows by ``TILE_COLUMNS`` columns in row order, so that a thread's share of the rows is one
     sequential stream (``kernels/gemv.c``). On the Zen 4 VM measured the kernel reads it at the rate ``torch.sum``
-    reads memory at every bandwidth the VM shows, 1.22x the row-major weight at the highest; and huge pages read
+    reads memory at every bandwidth the VM shows, 1.2-1.3x the row-major weight at the highest; and huge pages read
     7-11% faster than a memory-mapped checkpoint's 4 KB pages (fewer TLB misses, each a two-level page walk in a
     VM; benchmarks/README.md). Read them with :func:`unchecked_tiled_linear`.
     """

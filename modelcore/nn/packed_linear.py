@@ -205,7 +205,7 @@ def _packed_weights(model: nn.Module) -> PackedWeights | None:
 
 def _native_copies(modules: list[nn.Linear]) -> dict[nn.Linear, torch.Tensor]:
     """Tiled copies of ``modules``' weights for the native kernel (``native.tiled_copies``: one sequential stream a
-    thread, in transparent huge pages where the system gives them; 1.2x the row-major read at this VM's highest
+    thread, in transparent huge pages where the system gives them; 1.2-1.3x the row-major read at this VM's highest
     bandwidth), where twice their size of memory is available and ``MODELCORE_NATIVE_COPY`` is not ``0``; else
     none (the kernel reads the weights in place, row-major)."""
     if not native.switched_on(ENV_NATIVE_COPY):

@@ -84,7 +84,8 @@ static inline float sum_lanes(vec v) {
     _Static_assert(LANES == 16, "sum_lanes adds 16 lanes");
     const vec8 half = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
                       __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-    const vec4 quarter = __builtin_shufflevector(half, half, 0, 1, 2, 3) + __builtin_shufflevector(half, half, 4, 5, 6, 7);
+    const vec4 quarter =
+        __builtin_shufflevector(half, half, 0, 1, 2, 3) + __builtin_shufflevector(half, half, 4, 5, 6, 7);
     return (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]);
 }
 
@@ -147,7 +148,7 @@ static void gemv_part(const float *W, const float *x, const float *b, float *y, 
  * A copy of W (n, k) laid out as tiles of TILE_ROWS rows by LANES columns, (ceil(n / TILE_ROWS), ceil(k / LANES),
  * TILE_ROWS, LANES), zero-padded, so that a thread's share of the rows is one sequential stream in memory. On the
  * Zen 4 VM measured it reads at the rate torch.sum reads memory at every bandwidth the VM shows, where the
- * row-major kernel above drops to 0.82 of it at the highest (benchmarks/README.md); blocks of 4 or 8 rows read
+ * row-major kernel above drops to 0.81-0.85 of it at the highest (benchmarks/README.md); blocks of 4 or 8 rows read
  * slower than 2. The copy is made by native.tiled_copies. */
 #define TILE_ROWS 2
 #define TILE (TILE_ROWS * LANES)
