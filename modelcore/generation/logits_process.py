@@ -183,14 +183,17 @@ class MinNewTokensLengthLogitsProcessor(LogitsProcessor):
         self.prompt_length_to_skip = prompt_length_to_skip
         self.min_new_tokens = min_new_tokens
         self.eos_token_ids = list(eos_token_ids)
+        self._indices: dict[tuple[torch.device, int], torch.Tensor | None] = {}  # (device, vocab) -> EOS ids in it
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
         if input_ids.shape[-1] - self.prompt_length_to_skip >= self.min_new_tokens:
             return scores
-        in_vocab = [token for token in self.eos_token_ids if 0 <= token < scores.shape[-1]]
-        if not in_vocab:
-            return scores
-        return scores.index_fill(-1, torch.tensor(in_vocab, device=scores.device), NEG_INF)
+        key = (scores.device, scores.shape[-1])
+        if key not in self._indices:  # made once, not at every token
+            in_vocab = [token for token in self.eos_token_ids if 0 <= token < scores.shape[-1]]
+            self._indices[key] = torch.tensor(in_vocab, device=scores.device) if in_vocab else None
+        indices = self._indices[key]
+        return scores if indices is None else scores.index_fill(-1, indices, NEG_INF)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,9 +26,15 @@ class StoppingCriteriaList(list):
     """A row is done when any criterion says so."""
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor | None, **kwargs: Any) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        done = None  # as few tensor ops as the criteria need: this runs once a decoded token
         for criterion in self:
-            done = done | torch.as_tensor(criterion(input_ids, scores, **kwargs), device=input_ids.device)
+            result = criterion(input_ids, scores, **kwargs)
+            if not (isinstance(result, torch.Tensor) and result.dtype == torch.bool):
+                result = torch.as_tensor(result, device=input_ids.device).bool()
+            result = result.to(input_ids.device)
+            done = result if done is None else done | result
+        if done is None:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         return done
 
 
@@ -60,9 +66,13 @@ class EosTokenCriteria(StoppingCriteria):
 
     def __init__(self, eos_token_ids: Iterable[int]) -> None:
         self.eos_token_ids = torch.tensor(list(eos_token_ids), dtype=torch.long)
+        self._on_device: dict[torch.device, torch.Tensor] = {}  # the ids as (1, n), where they were asked for
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor | None, **kwargs: Any) -> torch.BoolTensor:
-        return torch.isin(input_ids[:, -1], self.eos_token_ids.to(input_ids.device))
+        ids = self._on_device.get(input_ids.device)
+        if ids is None:
+            ids = self._on_device[input_ids.device] = self.eos_token_ids.to(input_ids.device)[None, :]
+        return (input_ids[:, -1:] == ids).any(dim=-1)  # isin's result with two common ops
 
 
 class StopStringCriteria(StoppingCriteria):
