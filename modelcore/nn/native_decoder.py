@@ -31,7 +31,7 @@ import array
 import ctypes
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -77,14 +77,15 @@ class _StackPlan:
     sizes: tuple[int, int, int, int, int]
     layer_indices: tuple[int, ...]  # the layers' slots in the cache
     final: tuple[nn.Parameter, float] | None  # the final norm's weight and eps, where the C code applies it
-    checked: Callable[[], object] = lambda: None  # a weak reference to the cache of the last check
+    # the caches it was checked for (each thread decoding with the model has its own: no check per step)
+    checked: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
 
 @dataclass
 class _Ineligible:
     """The plan of a stack that does not qualify (looked at again with the next cache)."""
 
-    checked: Callable[[], object] = lambda: None
+    checked: weakref.WeakSet = field(default_factory=weakref.WeakSet)
 
 
 def decoder_step(
@@ -133,11 +134,11 @@ def decoder_step(
         return None
     key = (*layers, final_norm)
     stack = scope.decoder_plans.get(key)
-    if stack is None or stack.checked() is not cache:  # made, or checked again, at the first step with each cache
+    if stack is None or cache not in stack.checked:  # made, or checked again, at the first step with each cache
         if not isinstance(stack, _StackPlan) or not _still_fits(stack, layers, parts, final_norm):
             stack = _stack_plan(scope, layers, parts, final_norm) or _Ineligible()
             scope.decoder_plans[key] = stack
-        stack.checked = weakref.ref(cache)
+        stack.checked.add(cache)
     if not isinstance(stack, _StackPlan):
         return None
     function = native.decoder_stack_function()

@@ -10,7 +10,7 @@ import torch
 
 from modelcore import LlamaConfig, LlamaForCausalLM
 from modelcore.models.llama import modeling_llama
-from modelcore.nn import native, packed_linear
+from modelcore.nn import native, native_decoder, packed_linear
 from modelcore.nn.cache import DynamicCache, StaticCache
 from modelcore.nn.packed_linear import packed_decoding, release_packed_weights
 from tests.modelcore.nn.test_packed_linear import NATIVE_FASTEST, fake_timing
@@ -261,12 +261,17 @@ def test_the_native_switch_turns_it_off(native_chosen: NativeLayers, monkeypatch
     release_packed_weights(model)
 
 
-def test_threads_sharing_a_model_each_decode_their_own(native_chosen: NativeLayers) -> None:
-    """Two threads share one model (one packing, one plan per layer) with different prompts."""
+def test_threads_sharing_a_model_each_decode_their_own(
+    native_chosen: NativeLayers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two threads share one model (one packing, one plan per layer) with different prompts; the plan is checked
+    once per generate call's cache, not at each step where the threads take turns."""
     model = make_model("gqa")
     ids = [prompts(1, False)[0], prompts(2, False)[0][1:]]
     expected = [model.generate(x, max_new_tokens=12, do_sample=False) for x in ids]
     results: dict[int, torch.Tensor] = {}
+    checks, still_fits = [], native_decoder._still_fits
+    monkeypatch.setattr(native_decoder, "_still_fits", lambda *args: checks.append(1) or still_fits(*args))
 
     def run(index: int) -> None:
         for _ in range(3):
@@ -278,7 +283,7 @@ def test_threads_sharing_a_model_each_decode_their_own(native_chosen: NativeLaye
     for thread in threads:
         thread.join()
     assert all(torch.equal(results[index], expected[index]) for index in (0, 1))
-    assert native_chosen.ran > 0
+    assert native_chosen.ran > 0 and len(checks) == 6  # 2 threads x 3 generate calls, of 11 steps each
     release_packed_weights(model)
 
 
