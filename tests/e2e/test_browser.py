@@ -116,13 +116,45 @@ def _fill_small_run(page, checkpoint: Path, csv_path: Path) -> None:
     _type(training, "Save Steps", 50)
 
 
-def _submit(page) -> str:
-    """Submit the form, follow the toast's "View run" (the button exists twice: the last is the toast's); the flow
-    run's id."""
+def _manual_runs(stack, deployments) -> set[str]:  # noqa: F811 (the fixtures' names)
+    body = {"flow_runs": {"deployment_id": {"any_": [deployments["manual"]["id"]]}}}
+    return {run["id"] for run in stack.api.post("flow_runs/filter", json=body).json()}
+
+
+def _submit(page, stack, deployments, shots: Path) -> str:  # noqa: F811
+    """Submit the form and open the new run's page; the flow run's id.
+
+    A person follows the toast's "View run" (the button exists twice: the last is the toast's). The toast lives
+    a few seconds: on a loaded machine it can come and go between two looks, so when it is not seen the run the
+    form created is found over the API and opened by its address. When the form created no run, the failure
+    says what the page showed: its toasts, the fields it marked, the API calls it got an error from.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    before = _manual_runs(stack, deployments)
+    refused: list[str] = []
+
+    def note_refusal(response) -> None:
+        if response.status >= 400:
+            refused.append(f"{response.request.method} {response.url}: {response.status}")
+
+    page.on("response", note_refusal)
     page.get_by_role("button", name="Submit", exact=True).click()
-    page.get_by_role("button", name="View run").last.click()
-    page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]{36}$"))
-    return page.url.rsplit("/", 1)[-1]
+    view = page.get_by_role("button", name="View run").last
+    try:
+        view.click(timeout=WAIT_MS / 2)
+        page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]{36}$"))
+        return page.url.rsplit("/", 1)[-1]
+    except PlaywrightTimeout:
+        created = _manual_runs(stack, deployments) - before
+    if len(created) != 1:
+        page.screenshot(path=shots / "submit-failed.png", full_page=True)
+        shown = page.locator(".p-toast, .p-label__message--failed").all_inner_texts()  # toasts, refused fields
+        pytest.fail(f"Submit created {len(created)} runs and showed no toast; the page showed {shown}, "
+                    f"errors from {refused}; screenshot {shots / 'submit-failed.png'}")  # fmt: skip
+    (flow_run_id,) = created
+    page.goto(f"{stack.config.prefect_ui_url}/runs/flow-run/{flow_run_id}")
+    return flow_run_id
 
 
 def _mlflow_page(context, url: str):
@@ -146,7 +178,7 @@ def test_a_run_typed_into_the_form_completes_and_its_pages_show_it(
     _open_custom_run(stack, page)
     _fill_small_run(page, tiny_checkpoint, real_csv)
     page.screenshot(path=shots / "1-form.png")
-    flow_run_id = _submit(page)
+    flow_run_id = _submit(page, stack, deployments, shots)
 
     run = _wait_for(stack, flow_run_id, timeout=600)  # the API, not the page: the page is closed while training
     assert run["state_type"] == "COMPLETED", _logs(stack, run)
@@ -214,8 +246,8 @@ def test_unvalidated_bad_values_fail_the_run_at_once_naming_the_field(stack, dep
     page = context.new_page()
     _open_custom_run(stack, page)
     _type(_property(page, "Training"), "Learning Rate", -1)
-    page.get_by_text("Validate parameters", exact=True).click()  # unticked: the server takes the run
-    flow_run_id = _submit(page)
+    page.get_by_role("checkbox", name="Validate parameters").uncheck()  # the server takes the run (uncheck checks)
+    flow_run_id = _submit(page, stack, deployments, shots)
     run = _wait_for(stack, flow_run_id, timeout=300)
     assert run["state_type"] == "FAILED"
     assert "bad parameters: training.learning_rate: Input should be greater than 0" in run["state"]["message"]
