@@ -214,8 +214,10 @@ def _prefect_server_command(config: Config) -> tuple[list[str], dict[str, str], 
         "--analytics-off",
     ]
     # SQLite waits this long for a lock before the API answers 503; the default 10 s is too short when
-    # the scheduler, the worker's polls and a deploy write at once on a busy two-core machine
-    env = client_env(config) | {"PREFECT_SERVER_DATABASE_TIMEOUT": "60"}
+    # the scheduler, the worker's polls and a deploy write at once on a busy two-core machine. A transaction that
+    # read before another connection wrote gets a 503 at once whatever the wait (Prefect's clients retry it, its
+    # UI shows "Something went wrong" and keeps the form): the server's log says which, with its traceback.
+    env = client_env(config) | {"PREFECT_SERVER_DATABASE_TIMEOUT": "60", "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true"}
     if config.cluster:
         root = config.postgres_root
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres.url(
