@@ -14,6 +14,7 @@ Each step's screenshot is kept under ``$MODELCORE_E2E_SCREENSHOTS`` (default ``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -178,6 +179,17 @@ def _submit(page, stack, deployments, shots: Path, follow: bool = True) -> str: 
     return flow_run_id
 
 
+@contextlib.contextmanager
+def _pool_paused(stack):  # noqa: F811
+    """The work pool paused: a run the form creates stays scheduled (its parameters are read, it is not run)."""
+    pool = f"work_pools/{stack.config.work_pool}"
+    assert stack.api.patch(pool, json={"is_paused": True}).status_code == 204
+    try:
+        yield
+    finally:
+        stack.api.patch(pool, json={"is_paused": False})
+
+
 def _mlflow_page(context, url: str):
     page = context.new_page()
     page.goto(url)
@@ -293,9 +305,7 @@ def test_choosing_a_task_is_all_the_form_needs(stack, deployments, context, shot
     image-classification and submitting gives a run of that task's model, data and training settings."""
     from flows.params import TASK_DEFAULTS, RetrainParams
 
-    pool = f"work_pools/{stack.config.work_pool}"
-    assert stack.api.patch(pool, json={"is_paused": True}).status_code == 204  # the run is created, not run
-    try:
+    with _pool_paused(stack):
         page = context.new_page()
         _open_custom_run(stack, page)
         _property(page, "Task").locator(".p-select-button__control").click()
@@ -319,15 +329,11 @@ def test_choosing_a_task_is_all_the_form_needs(stack, deployments, context, shot
         assert params.training.learning_rate == image["learning_rate"] and params.training.augment is True
         assert params.export_formats == ["safetensors"]
         assert stack.api.delete(f"flow_runs/{flow_run_id}").status_code == 204
-    finally:
-        stack.api.patch(pool, json={"is_paused": False})
 
 
 def test_a_busy_servers_503_keeps_the_form_and_submitting_again_creates_one_run(stack, deployments, context, shots):  # noqa: F811
     """Prefect's server answers 503 when its SQLite is busy (``_submit``); the UI shows an error and keeps what was
     typed, and submitting again creates the run, once. The first create_flow_run call is answered 503 here."""
-    pool = f"work_pools/{stack.config.work_pool}"
-    assert stack.api.patch(pool, json={"is_paused": True}).status_code == 204  # the run is created, not run
     answered: list[int] = []
 
     def busy_once(route) -> None:
@@ -340,7 +346,7 @@ def test_a_busy_servers_503_keeps_the_form_and_submitting_again_creates_one_run(
             answered.append(0)
             route.continue_()
 
-    try:
+    with _pool_paused(stack):
         page = context.new_page()
         page.route(re.compile(r"/api/deployments/[0-9a-f-]{36}/create_flow_run$"), busy_once)
         _open_custom_run(stack, page)
@@ -351,5 +357,3 @@ def test_a_busy_servers_503_keeps_the_form_and_submitting_again_creates_one_run(
         sent = stack.api.get(f"flow_runs/{flow_run_id}").json()["parameters"]["params"]
         assert sent["registered_model_name"] == "typed-before-the-503"  # the form kept it through the 503
         assert stack.api.delete(f"flow_runs/{flow_run_id}").status_code == 204
-    finally:
-        stack.api.patch(pool, json={"is_paused": False})
