@@ -303,41 +303,9 @@ static void rotate(float *x, const float *cos, const float *sin, int64_t head_di
     }
 }
 
-/* One query head over S cached positions: out = softmax(q . K[s] * scaling over the allowed s) V. */
-static void attend(const float *q, const float *K, int64_t k_ss, const float *V, int64_t v_ss, int64_t S,
-                   const uint8_t *mask, int64_t mask_ss, float scaling, int64_t hd, float *scores, float *out) {
-    float top = -INFINITY;
-    for (int64_t s = 0; s < S; s++) {
-        if (mask != NULL && !mask[s * mask_ss]) {
-            scores[s] = -INFINITY;
-            continue;
-        }
-        const float *key = K + s * k_ss;
-        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < hd; d++) dot += q[d] * key[d];
-        scores[s] = dot * scaling;
-        if (scores[s] > top) top = scores[s];
-    }
-    for (int64_t d = 0; d < hd; d++) out[d] = 0.0f;
-    if (top == -INFINITY) return; /* nothing to attend to (the model never asks for this) */
-    for (int64_t s = 0; s < S; s++) scores[s] -= top;
-    exp_in_place(scores, S); /* masked positions: exp(-inf) = 0 */
-    float total = 0.0f;
-    for (int64_t s = 0; s < S; s++) {
-        const float p = scores[s];
-        if (p == 0.0f) continue;
-        total += p;
-        const float *value = V + s * v_ss;
-#pragma omp simd
-        for (int64_t d = 0; d < hd; d++) out[d] += p * value[d];
-    }
-    const float inverse = 1.0f / total;
-    for (int64_t d = 0; d < hd; d++) out[d] *= inverse;
-}
-
-/* The `group` query heads that share one key/value head (contiguous in q and out) over S cached positions, as
- * attend() for each: a key or value row is read once for the group instead of once per head. scores: group * S. */
+/* The `group` query heads that share one key/value head (contiguous in q and out) over S cached positions, each
+ * out = softmax(q . K[s] * scaling over the allowed s) V: a key or value row is read once for the group instead of
+ * once per head (group 1: one head). scores: group * S. */
 static void attend_group(const float *q, const float *K, int64_t k_ss, const float *V, int64_t v_ss, int64_t S,
                          const uint8_t *mask, int64_t mask_ss, float scaling, int64_t hd, int64_t group,
                          float *scores, float *out) {
@@ -360,7 +328,7 @@ static void attend_group(const float *q, const float *K, int64_t k_ss, const flo
         }
     }
     for (int64_t d = 0; d < group * hd; d++) out[d] = 0.0f;
-    if (top[0] == -INFINITY) return; /* nothing to attend to (the model never asks for this): zeros, as attend() */
+    if (top[0] == -INFINITY) return; /* nothing to attend to (the model never asks for this): zeros */
     for (int64_t g = 0; g < group; g++) {
         for (int64_t s = 0; s < S; s++) scores[g * S + s] -= top[g];
         exp_in_place(scores + g * S, S); /* masked positions: exp(-inf) = 0 */
@@ -472,9 +440,10 @@ static void attend_shared(const modelcore_decoder_layer *L, const modelcore_laye
 #pragma omp barrier
     for (int64_t item = id; item < m * L->heads; item += team) {
         const int64_t i = item / L->heads, head = item % L->heads, kv = head / group;
-        attend(q + i * nq + head * hd, cache->keys + i * cache->k_sb + kv * cache->k_sh, cache->k_ss,
-               cache->values + i * cache->v_sb + kv * cache->v_sh, cache->v_ss, cache->length,
-               mask == NULL ? NULL : mask + i * mask_sb, mask_ss, L->scaling, hd, scores, attn + i * nq + head * hd);
+        attend_group(q + i * nq + head * hd, cache->keys + i * cache->k_sb + kv * cache->k_sh, cache->k_ss,
+                     cache->values + i * cache->v_sb + kv * cache->v_sh, cache->v_ss, cache->length,
+                     mask == NULL ? NULL : mask + i * mask_sb, mask_ss, L->scaling, hd, 1, scores,
+                     attn + i * nq + head * hd);
     }
 }
 
