@@ -199,7 +199,7 @@ def _still_fits(
     training mode since the plan was made (the linear layers are checked by the scope, at each generate call)."""
     if stack.final is not None and (final_norm.weight is not stack.final[0] or _hooked(final_norm)):
         return False
-    if stack.final is None and final_norm is not None and _final_norm(final_norm, stack.sizes[0]) is not None:
+    if stack.final is None and final_norm is not None and _plain_norm(final_norm, stack.sizes[0]) is not None:
         return False  # a norm that qualifies now (its hook removed, say)
     for plan, layer in zip(stack.plans, layers, strict=True):
         attention, mlp, norms = parts(layer)
@@ -214,9 +214,9 @@ def _hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
-def _final_norm(norm: nn.Module, hidden: int) -> tuple[nn.Parameter, float] | None:
-    """(weight, eps) of a final norm the C code can apply: a plain ``RMSNorm`` over ``hidden`` fp32 values, no hooks,
-    eval mode; else None."""
+def _plain_norm(norm: nn.Module, hidden: int) -> tuple[nn.Parameter, float] | None:
+    """(weight, eps) of a norm the C code can apply (a layer's or the final one): a plain ``RMSNorm`` over ``hidden``
+    fp32 values, no hooks, eval mode; else None."""
     if type(norm) is not RMSNorm or _hooked(norm) or norm.training:
         return None
     weight = norm.weight
@@ -238,7 +238,7 @@ def _stack_plan(
     if not plans:
         return None
     layer_array = (_Layer * len(plans))(*(plan.layer for plan in plans))
-    final = None if final_norm is None else _final_norm(final_norm, plans[0].sizes[0])
+    final = None if final_norm is None else _plain_norm(final_norm, plans[0].sizes[0])
     return _StackPlan(plans, layer_array, plans[0].sizes, tuple(plan.layer_idx for plan in plans), final)
 
 
@@ -261,9 +261,7 @@ def _plan(
     linears += [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
     if any(linear not in scope.native for linear in linears):  # plain nn.Linear, fp32, no hooks (packed_linear)
         return None
-    if any(type(norm) is not RMSNorm for norm in norms) or layer.training:
-        return None
-    if any(_hooked(m) for m in (layer, attention, mlp, *norms)):
+    if layer.training or any(_hooked(m) for m in (layer, attention, mlp)):
         return None
     config = getattr(attention, "config", None)
     if config is None or getattr(config, "hidden_act", None) != "silu":
@@ -284,9 +282,10 @@ def _plan(
         or down_proj.out_features != c
     ):
         return None
-    norm_weights = [norm.weight for norm in norms]
-    if any(not native.eligible(w[None]) or w.shape != (c,) for w in norm_weights):
+    plain = [_plain_norm(norm, c) for norm in norms]
+    if any(part is None for part in plain):
         return None
+    norm_weights = [weight for weight, _ in plain]
     copies = [scope.native_weights.get(linear) for linear in linears]  # tiled copies where the scope made them
     tiled = all(copy is not None for copy in copies)
     if not tiled and any(copy is not None for copy in copies):
@@ -299,7 +298,7 @@ def _plan(
         addresses += [weight.data_ptr(), None if linear.bias is None else linear.bias.data_ptr()]
     layer_struct = _Layer(
         c, heads, kv_heads, hd, inter, int(tiled),
-        norms[0].variance_epsilon, norms[1].variance_epsilon, attention.scaling,
+        plain[0][1], plain[1][1], attention.scaling,
         *addresses,
     )  # fmt: skip
     sizes = (c, heads, kv_heads, hd, inter)
